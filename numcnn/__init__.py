@@ -1,0 +1,18 @@
+"""numcnn: a convolutional-network library in NumPy, with numba-jitted hot paths.
+
+>>> import numcnn
+>>> from numcnn.layers import Conv2D, BatchNorm2D, ReLU, MaxPool2D, Flatten, Dense
+>>> model = numcnn.Sequential([Conv2D(3, 8, 3, padding=1), BatchNorm2D(8), ReLU(),
+...                            MaxPool2D(2), Flatten(), Dense(8 * 16 * 16, 4)], seed=0)
+>>> model.compile(numcnn.losses.SoftmaxCrossEntropy(), numcnn.optim.Adam(1e-3))  # doctest: +ELLIPSIS
+<numcnn.model.Sequential object at ...>
+"""
+from . import callbacks, init, layers, losses, optim
+from .backend import get_backend, set_backend, use_backend
+from .gradcheck import gradcheck
+from .model import Sequential, load
+
+__version__ = "0.1.0"
+
+__all__ = ["Sequential", "load", "layers", "losses", "optim", "callbacks", "init",
+           "gradcheck", "set_backend", "get_backend", "use_backend", "__version__"]

@@ -1,0 +1,372 @@
+"""numba-jitted kernels: the fast twins of :mod:`numcnn.kernels.reference`.
+
+Every public function here has the same name, signature and result as its
+reference twin (the tests compare them over random shapes). Each is a thin
+Python wrapper that allocates the output when none is given and calls a
+``@njit`` loop. Only loops live here; matrix multiplies stay in BLAS.
+
+Parallelism: ``prange`` runs over images (or channels), and no two iterations
+ever write the same element, so col2im and the pooling backward are race-free.
+numba uses the ``workqueue`` threading layer unless the user chose another
+(``NUMBA_THREADING_LAYER``): the OpenMP layer's workers spin after each
+parallel loop and steal the core from the BLAS call that follows
+(GUIDE section 5). Compiled code is cached on disk (``cache=True``).
+"""
+import os
+
+import numba
+import numpy as np
+from numba import njit, prange
+
+from .reference import conv_output_size
+
+if "NUMBA_THREADING_LAYER" not in os.environ:
+    numba.config.THREADING_LAYER = "workqueue"
+
+_jit = dict(cache=True, nogil=True)
+_pjit = dict(cache=True, nogil=True, parallel=True)
+
+
+# ---------------------------------------------------------------------------
+# im2col / col2im
+# ---------------------------------------------------------------------------
+@njit(**_pjit)
+def _im2col(x, KH, KW, stride, pad, OH, OW, cols):
+    N, C, H, W = x.shape
+    P = OH * OW
+    for n in prange(N):
+        for c in range(C):
+            for i in range(KH):
+                for j in range(KW):
+                    k = (c * KH + i) * KW + j
+                    for oh in range(OH):
+                        ih = oh * stride + i - pad
+                        base = n * P + oh * OW
+                        if ih < 0 or ih >= H:
+                            for ow in range(OW):
+                                cols[k, base + ow] = 0
+                            continue
+                        for ow in range(OW):
+                            iw = ow * stride + j - pad
+                            if 0 <= iw < W:
+                                cols[k, base + ow] = x[n, c, ih, iw]
+                            else:
+                                cols[k, base + ow] = 0
+
+
+def im2col(x, KH, KW, stride, pad, out=None):
+    """Unfold patches into columns; see :func:`numcnn.kernels.reference.im2col`."""
+    N, C, H, W = x.shape
+    OH = conv_output_size(H, KH, stride, pad)
+    OW = conv_output_size(W, KW, stride, pad)
+    if out is None:
+        out = np.empty((C * KH * KW, N * OH * OW), dtype=x.dtype)
+    _im2col(np.ascontiguousarray(x), KH, KW, stride, pad, OH, OW, out)
+    return out
+
+
+@njit(**_pjit)
+def _col2im(cols, KH, KW, stride, pad, OH, OW, dx):
+    N, C, H, W = dx.shape
+    P = OH * OW
+    for n in prange(N):  # each image owns dx[n]: no two iterations collide
+        dx[n] = 0
+        for c in range(C):
+            for i in range(KH):
+                for j in range(KW):
+                    k = (c * KH + i) * KW + j
+                    for oh in range(OH):
+                        ih = oh * stride + i - pad
+                        if ih < 0 or ih >= H:
+                            continue
+                        base = n * P + oh * OW
+                        for ow in range(OW):
+                            iw = ow * stride + j - pad
+                            if 0 <= iw < W:
+                                dx[n, c, ih, iw] += cols[k, base + ow]
+
+
+def col2im(cols, x_shape, KH, KW, stride, pad, out=None):
+    """Fold columns into an image; see :func:`numcnn.kernels.reference.col2im`."""
+    N, C, H, W = x_shape
+    OH = conv_output_size(H, KH, stride, pad)
+    OW = conv_output_size(W, KW, stride, pad)
+    if out is None:
+        out = np.empty(x_shape, dtype=cols.dtype)
+    _col2im(np.ascontiguousarray(cols), KH, KW, stride, pad, OH, OW, out)
+    return out
+
+
+@njit(**_pjit)
+def _nchw_from_rows(y_rows, out):
+    N, F, P = out.shape
+    for n in prange(N):
+        for f in range(F):
+            out[n, f, :] = y_rows[f, n * P:(n + 1) * P]
+
+
+def nchw_from_rows(y_rows, N, out=None):
+    """(F, N * P) -> (N, F, P); see the reference twin."""
+    F = y_rows.shape[0]
+    P = y_rows.shape[1] // N
+    if out is None:
+        out = np.empty((N, F, P), dtype=y_rows.dtype)
+    _nchw_from_rows(y_rows, out)
+    return out
+
+
+@njit(**_pjit)
+def _rows_from_nchw(y, out):
+    N, F, P = y.shape
+    for n in prange(N):
+        for f in range(F):
+            out[f, n * P:(n + 1) * P] = y[n, f, :]
+
+
+def rows_from_nchw(y, out=None):
+    """(N, F, P) -> (F, N * P); see the reference twin."""
+    N, F, P = y.shape
+    if out is None:
+        out = np.empty((F, N * P), dtype=y.dtype)
+    _rows_from_nchw(np.ascontiguousarray(y), out)
+    return out
+
+
+@njit(**_pjit)
+def _add_channel_bias(y, b):
+    N, F, P = y.shape
+    for n in prange(N):
+        for f in range(F):
+            y[n, f, :] += b[f]
+
+
+def add_channel_bias(y, b):
+    """In place ``y[n, f, :] += b[f]`` for y of shape (N, F, P)."""
+    _add_channel_bias(y, b)
+    return y
+
+
+# ---------------------------------------------------------------------------
+# Max pooling
+# ---------------------------------------------------------------------------
+@njit(**_pjit)
+def _maxpool_forward(x, K, stride, y, argmax):
+    N, C, OH, OW = y.shape
+    for nc in prange(N * C):
+        n = nc // C
+        c = nc % C
+        for oh in range(OH):
+            for ow in range(OW):
+                h0 = oh * stride
+                w0 = ow * stride
+                best = x[n, c, h0, w0]
+                best_at = 0
+                for i in range(K):
+                    for j in range(K):
+                        v = x[n, c, h0 + i, w0 + j]
+                        if v > best:  # strict: the first maximum wins ties
+                            best = v
+                            best_at = i * K + j
+                y[n, c, oh, ow] = best
+                argmax[n, c, oh, ow] = best_at
+
+
+def maxpool_forward(x, K, stride):
+    """Max pooling; see :func:`numcnn.kernels.reference.maxpool_forward`."""
+    N, C, H, W = x.shape
+    OH = conv_output_size(H, K, stride, 0)
+    OW = conv_output_size(W, K, stride, 0)
+    y = np.empty((N, C, OH, OW), dtype=x.dtype)
+    argmax = np.empty((N, C, OH, OW), dtype=np.int32)
+    _maxpool_forward(np.ascontiguousarray(x), K, stride, y, argmax)
+    return y, argmax
+
+
+@njit(**_pjit)
+def _maxpool_backward(dy, argmax, K, stride, dx):
+    N, C, OH, OW = dy.shape
+    for nc in prange(N * C):  # each (image, channel) plane is written by one iteration
+        n = nc // C
+        c = nc % C
+        dx[n, c] = 0
+        for oh in range(OH):
+            for ow in range(OW):
+                a = argmax[n, c, oh, ow]
+                dx[n, c, oh * stride + a // K, ow * stride + a % K] += dy[n, c, oh, ow]
+
+
+def maxpool_backward(dy, argmax, x_shape, K, stride):
+    """Route gradients to the maxima; see the reference twin."""
+    dx = np.empty(x_shape, dtype=dy.dtype)
+    _maxpool_backward(np.ascontiguousarray(dy), argmax, K, stride, dx)
+    return dx
+
+
+# ---------------------------------------------------------------------------
+# Batch normalisation
+# ---------------------------------------------------------------------------
+@njit(**_pjit)
+def _channel_mean_var(x, mean, var):
+    N, C, H, W = x.shape
+    M = N * H * W
+    for c in prange(C):
+        total = 0.0  # float64 accumulators
+        for n in range(N):
+            for h in range(H):
+                for w in range(W):
+                    total += x[n, c, h, w]
+        mu = total / M
+        sq = 0.0
+        for n in range(N):
+            for h in range(H):
+                for w in range(W):
+                    d = x[n, c, h, w] - mu
+                    sq += d * d
+        mean[c] = mu
+        var[c] = sq / M
+
+
+@njit(**_pjit)
+def _channel_affine(x, scale, shift, y):
+    N, C, H, W = x.shape
+    for nc in prange(N * C):
+        n = nc // C
+        c = nc % C
+        s = scale[c]
+        t = shift[c]
+        for h in range(H):
+            for w in range(W):
+                y[n, c, h, w] = x[n, c, h, w] * s + t
+
+
+def _affine_from_stats(gamma, beta, mean, var, eps, dtype):
+    inv_std = 1.0 / np.sqrt(var.astype(np.float64) + eps)
+    scale = (gamma * inv_std).astype(dtype)
+    shift = (beta - mean * gamma * inv_std).astype(dtype)
+    return scale, shift
+
+
+def batchnorm_forward(x, gamma, beta, eps):
+    """Batch-statistics normalisation; see the reference twin."""
+    x = np.ascontiguousarray(x)
+    C = x.shape[1]
+    mean = np.empty(C, dtype=np.float64)
+    var = np.empty(C, dtype=np.float64)
+    _channel_mean_var(x, mean, var)
+    scale, shift = _affine_from_stats(gamma, beta, mean, var, eps, x.dtype)
+    y = np.empty_like(x)
+    _channel_affine(x, scale, shift, y)
+    return y, mean.astype(x.dtype), var.astype(x.dtype)
+
+
+def batchnorm_inference(x, gamma, beta, mean, var, eps):
+    """Running-statistics normalisation; see the reference twin."""
+    x = np.ascontiguousarray(x)
+    scale, shift = _affine_from_stats(gamma, beta, mean, var, eps, x.dtype)
+    y = np.empty_like(x)
+    _channel_affine(x, scale, shift, y)
+    return y
+
+
+@njit(**_pjit)
+def _batchnorm_backward(dy, x, gamma, mean, inv_std, dx, dgamma, dbeta):
+    N, C, H, W = x.shape
+    M = N * H * W
+    for c in prange(C):
+        mu = mean[c]
+        s = inv_std[c]
+        sum_dy = 0.0
+        sum_dy_xhat = 0.0
+        for n in range(N):
+            for h in range(H):
+                for w in range(W):
+                    g = dy[n, c, h, w]
+                    sum_dy += g
+                    sum_dy_xhat += g * (x[n, c, h, w] - mu) * s
+        dbeta[c] = sum_dy
+        dgamma[c] = sum_dy_xhat
+        k = gamma[c] * s / M
+        for n in range(N):
+            for h in range(H):
+                for w in range(W):
+                    xhat = (x[n, c, h, w] - mu) * s
+                    dx[n, c, h, w] = k * (M * dy[n, c, h, w] - sum_dy - xhat * sum_dy_xhat)
+
+
+def batchnorm_backward(dy, x, gamma, mean, var, eps):
+    """Training-mode BatchNorm gradients; see the reference twin."""
+    x = np.ascontiguousarray(x)
+    C = x.shape[1]
+    inv_std = 1.0 / np.sqrt(var.astype(np.float64) + eps)
+    dx = np.empty_like(x)
+    dgamma = np.empty(C, dtype=np.float64)
+    dbeta = np.empty(C, dtype=np.float64)
+    _batchnorm_backward(np.ascontiguousarray(dy), x, gamma.astype(np.float64),
+                        mean.astype(np.float64), inv_std, dx, dgamma, dbeta)
+    return dx, dgamma.astype(x.dtype), dbeta.astype(x.dtype)
+
+
+# ---------------------------------------------------------------------------
+# Element-wise steps (flattened, split across both cores)
+# ---------------------------------------------------------------------------
+@njit(**_pjit)
+def _relu_forward(x, y):
+    for i in prange(x.size):
+        v = x[i]
+        y[i] = v if v > 0 else 0
+
+
+def relu_forward(x):
+    """``max(x, 0)``, any shape."""
+    x = np.ascontiguousarray(x)
+    y = np.empty_like(x)
+    _relu_forward(x.reshape(-1), y.reshape(-1))
+    return y
+
+
+@njit(**_pjit)
+def _relu_backward(dy, y, dx):
+    for i in prange(dy.size):
+        dx[i] = dy[i] if y[i] > 0 else 0
+
+
+def relu_backward(dy, y):
+    """``dy * (y > 0)``."""
+    dy = np.ascontiguousarray(dy)
+    dx = np.empty_like(dy)
+    _relu_backward(dy.reshape(-1), np.ascontiguousarray(y).reshape(-1), dx.reshape(-1))
+    return dx
+
+
+@njit(**_pjit)
+def _dropout_forward(x, u, p, scale, y, mask):
+    for i in prange(x.size):
+        m = scale if u[i] >= p else 0
+        mask[i] = m
+        y[i] = x[i] * m
+
+
+def dropout_forward(x, u, p):
+    """Inverted dropout; see :func:`numcnn.kernels.reference.dropout_forward`."""
+    x = np.ascontiguousarray(x)
+    y = np.empty_like(x)
+    mask = np.empty_like(x)
+    scale = x.dtype.type(1.0 / (1.0 - p))
+    u = np.ascontiguousarray(u)
+    _dropout_forward(x.reshape(-1), u.reshape(-1), u.dtype.type(p), scale,
+                     y.reshape(-1), mask.reshape(-1))
+    return y, mask
+
+
+@njit(**_pjit)
+def _multiply(a, b, out):
+    for i in prange(a.size):
+        out[i] = a[i] * b[i]
+
+
+def dropout_backward(dy, mask):
+    """``dy * mask``."""
+    dy = np.ascontiguousarray(dy)
+    dx = np.empty_like(dy)
+    _multiply(dy.reshape(-1), mask.reshape(-1), dx.reshape(-1))
+    return dx

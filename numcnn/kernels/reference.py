@@ -1,0 +1,292 @@
+"""Plain-NumPy kernels: the readable twins of :mod:`numcnn.kernels.jit`.
+
+Read this file to learn how each layer computes; run :mod:`numcnn.kernels.jit`
+to train. Both modules define the same functions with the same signatures and
+return the same numbers (the tests prove it), so a whole model can run on either
+backend (:func:`numcnn.set_backend`).
+
+Layout conventions
+------------------
+Images are NCHW: ``x[n, c, h, w]``. Names follow the CS231n notation:
+``N`` batch, ``C`` channels, ``H, W`` input height and width, ``KH, KW`` kernel
+height and width, ``OH, OW`` output height and width, ``P = OH * OW`` output
+positions per image.
+
+The column matrix of ``im2col`` has shape ``(C * KH * KW, N * OH * OW)``:
+row ``k = (c * KH + i) * KW + j`` holds the input pixel that kernel tap
+``(c, i, j)`` sees, column ``n * P + oh * OW + ow`` is one output position of
+one image. With it a convolution is a single matrix multiply
+``W.reshape(F, C * KH * KW) @ cols``.
+"""
+import numpy as np
+
+
+def conv_output_size(size, kernel, stride, pad):
+    """Output length of a convolution or pooling along one axis."""
+    return (size + 2 * pad - kernel) // stride + 1
+
+
+# ---------------------------------------------------------------------------
+# im2col / col2im
+# ---------------------------------------------------------------------------
+def im2col(x, KH, KW, stride, pad, out=None):
+    """Unfold image patches into the columns of a matrix.
+
+    Parameters
+    ----------
+    x : ndarray, shape (N, C, H, W)
+    KH, KW : int
+        Kernel height and width.
+    stride, pad : int
+        Step between patches and zero padding on every side.
+    out : ndarray, shape (C * KH * KW, N * OH * OW), optional
+        Buffer to write into (it is fully overwritten).
+
+    Returns
+    -------
+    cols : ndarray, shape (C * KH * KW, N * OH * OW)
+    """
+    N, C, H, W = x.shape
+    OH = conv_output_size(H, KH, stride, pad)
+    OW = conv_output_size(W, KW, stride, pad)
+    if out is None:
+        out = np.empty((C * KH * KW, N * OH * OW), dtype=x.dtype)
+    xp = np.pad(x, ((0, 0), (0, 0), (pad, pad), (pad, pad)))
+    cols = out.reshape(C, KH, KW, N, OH, OW)  # a view: writes land in `out`
+    for i in range(KH):
+        for j in range(KW):
+            # Tap (i, j) sees a strided window of the padded image.
+            window = xp[:, :, i:i + stride * OH:stride, j:j + stride * OW:stride]
+            cols[:, i, j] = window.transpose(1, 0, 2, 3)  # (C, N, OH, OW)
+    return out
+
+
+def col2im(cols, x_shape, KH, KW, stride, pad, out=None):
+    """Fold columns back into an image, summing overlapping patches.
+
+    The adjoint of :func:`im2col`: if ``cols = im2col(x)`` then
+    ``sum(cols * g) == sum(x * col2im(g))`` for any ``g``. This is exactly the
+    gradient of im2col, so ``dx = col2im(dcols)``.
+
+    Parameters
+    ----------
+    cols : ndarray, shape (C * KH * KW, N * OH * OW)
+    x_shape : tuple (N, C, H, W)
+    KH, KW, stride, pad : int
+    out : ndarray, shape (N, C, H, W), optional
+        Buffer to write into (it is fully overwritten).
+
+    Returns
+    -------
+    x : ndarray, shape (N, C, H, W)
+    """
+    N, C, H, W = x_shape
+    OH = conv_output_size(H, KH, stride, pad)
+    OW = conv_output_size(W, KW, stride, pad)
+    xp = np.zeros((N, C, H + 2 * pad, W + 2 * pad), dtype=cols.dtype)
+    cols6 = cols.reshape(C, KH, KW, N, OH, OW)
+    for i in range(KH):
+        for j in range(KW):
+            xp[:, :, i:i + stride * OH:stride, j:j + stride * OW:stride] += \
+                cols6[:, i, j].transpose(1, 0, 2, 3)
+    if out is None:
+        out = np.empty(x_shape, dtype=cols.dtype)
+    out[...] = xp[:, :, pad:pad + H, pad:pad + W]
+    return out
+
+
+def nchw_from_rows(y_rows, N, out=None):
+    """Turn a GEMM result of shape (F, N * P) into NCHW order (N, F, P).
+
+    Parameters
+    ----------
+    y_rows : ndarray, shape (F, N * P)
+    N : int
+    out : ndarray, shape (N, F, P), optional
+
+    Returns
+    -------
+    y : ndarray, shape (N, F, P)
+    """
+    F = y_rows.shape[0]
+    P = y_rows.shape[1] // N
+    if out is None:
+        out = np.empty((N, F, P), dtype=y_rows.dtype)
+    out[...] = y_rows.reshape(F, N, P).transpose(1, 0, 2)
+    return out
+
+
+def rows_from_nchw(y, out=None):
+    """Inverse of :func:`nchw_from_rows`: (N, F, P) -> (F, N * P)."""
+    N, F, P = y.shape
+    if out is None:
+        out = np.empty((F, N * P), dtype=y.dtype)
+    out.reshape(F, N, P)[...] = y.transpose(1, 0, 2)
+    return out
+
+
+def add_channel_bias(y, b):
+    """In place ``y[n, f, :] += b[f]`` for y of shape (N, F, P)."""
+    y += b[None, :, None]
+    return y
+
+
+# ---------------------------------------------------------------------------
+# Max pooling
+# ---------------------------------------------------------------------------
+def maxpool_forward(x, K, stride):
+    """Max pooling over K x K windows, no padding.
+
+    Parameters
+    ----------
+    x : ndarray, shape (N, C, H, W)
+    K, stride : int
+
+    Returns
+    -------
+    y : ndarray, shape (N, C, OH, OW)
+    argmax : ndarray of int32, shape (N, C, OH, OW)
+        Position ``i * K + j`` of the maximum inside each window (the first one
+        on ties), kept for the backward pass.
+    """
+    N, C, H, W = x.shape
+    OH = conv_output_size(H, K, stride, 0)
+    OW = conv_output_size(W, K, stride, 0)
+    y = np.full((N, C, OH, OW), -np.inf, dtype=x.dtype)
+    argmax = np.zeros((N, C, OH, OW), dtype=np.int32)
+    for i in range(K):
+        for j in range(K):
+            window = x[:, :, i:i + stride * OH:stride, j:j + stride * OW:stride]
+            bigger = window > y  # strict: the first maximum wins ties
+            y[bigger] = window[bigger]
+            argmax[bigger] = i * K + j
+    return y, argmax
+
+
+def maxpool_backward(dy, argmax, x_shape, K, stride):
+    """Route each output gradient to the input that was the window's maximum.
+
+    Parameters
+    ----------
+    dy : ndarray, shape (N, C, OH, OW)
+    argmax : ndarray of int32, shape (N, C, OH, OW)
+    x_shape : tuple (N, C, H, W)
+    K, stride : int
+
+    Returns
+    -------
+    dx : ndarray, shape (N, C, H, W)
+    """
+    OH, OW = dy.shape[2:]
+    dx = np.zeros(x_shape, dtype=dy.dtype)
+    for i in range(K):
+        for j in range(K):
+            routed = np.where(argmax == i * K + j, dy, 0)
+            dx[:, :, i:i + stride * OH:stride, j:j + stride * OW:stride] += routed
+    return dx
+
+
+# ---------------------------------------------------------------------------
+# Batch normalisation (per channel, statistics over N, H, W)
+# ---------------------------------------------------------------------------
+def batchnorm_forward(x, gamma, beta, eps):
+    """Normalise each channel with its batch statistics, then scale and shift.
+
+    Parameters
+    ----------
+    x : ndarray, shape (N, C, H, W)
+    gamma, beta : ndarray, shape (C,)
+    eps : float
+
+    Returns
+    -------
+    y : ndarray, shape (N, C, H, W)
+        ``gamma * (x - mean) / sqrt(var + eps) + beta``
+    mean, var : ndarray, shape (C,)
+        Batch mean and biased variance of each channel.
+    """
+    mean = x.mean(axis=(0, 2, 3), dtype=np.float64)  # accumulate in float64
+    var = x.var(axis=(0, 2, 3), dtype=np.float64)
+    inv_std = 1.0 / np.sqrt(var + eps)
+    scale = (gamma * inv_std).astype(x.dtype)
+    shift = (beta - mean * gamma * inv_std).astype(x.dtype)
+    y = x * scale[None, :, None, None] + shift[None, :, None, None]
+    return y, mean.astype(x.dtype), var.astype(x.dtype)
+
+
+def batchnorm_inference(x, gamma, beta, mean, var, eps):
+    """Normalise with fixed (running) statistics: a per-channel affine map."""
+    inv_std = 1.0 / np.sqrt(var + eps)
+    scale = (gamma * inv_std).astype(x.dtype)
+    shift = (beta - mean * gamma * inv_std).astype(x.dtype)
+    return x * scale[None, :, None, None] + shift[None, :, None, None]
+
+
+def batchnorm_backward(dy, x, gamma, mean, var, eps):
+    """Gradients of :func:`batchnorm_forward` in training mode.
+
+    With ``M = N * H * W``, ``xhat = (x - mean) * inv_std``:
+
+    - ``dbeta = sum(dy)``, ``dgamma = sum(dy * xhat)`` (sums over N, H, W)
+    - ``dx = gamma * inv_std / M * (M * dy - dbeta - xhat * dgamma)``
+
+    Parameters
+    ----------
+    dy, x : ndarray, shape (N, C, H, W)
+    gamma, mean, var : ndarray, shape (C,)
+    eps : float
+
+    Returns
+    -------
+    dx : ndarray, shape (N, C, H, W)
+    dgamma, dbeta : ndarray, shape (C,)
+    """
+    N, C, H, W = x.shape
+    M = N * H * W
+    inv_std = (1.0 / np.sqrt(var + eps))[None, :, None, None]
+    xhat = (x - mean[None, :, None, None]) * inv_std
+    dbeta = dy.sum(axis=(0, 2, 3), dtype=np.float64).astype(x.dtype)
+    dgamma = (dy * xhat).sum(axis=(0, 2, 3), dtype=np.float64).astype(x.dtype)
+    g = gamma[None, :, None, None]
+    dx = g * inv_std / M * (M * dy - dbeta[None, :, None, None]
+                            - xhat * dgamma[None, :, None, None])
+    return dx, dgamma, dbeta
+
+
+# ---------------------------------------------------------------------------
+# Element-wise steps
+# ---------------------------------------------------------------------------
+def relu_forward(x):
+    """``max(x, 0)``, any shape."""
+    return np.maximum(x, 0)
+
+
+def relu_backward(dy, y):
+    """Pass the gradient where the output was positive: ``dy * (y > 0)``."""
+    return np.where(y > 0, dy, 0).astype(dy.dtype)
+
+
+def dropout_forward(x, u, p):
+    """Inverted dropout: keep where ``u >= p`` and scale kept units by 1/(1-p).
+
+    Parameters
+    ----------
+    x : ndarray, any shape
+    u : ndarray, same shape as x
+        Uniform random numbers in [0, 1) (drawn by the layer from its Generator).
+    p : float
+        Drop probability, 0 <= p < 1.
+
+    Returns
+    -------
+    y : ndarray, like x
+    mask : ndarray, like x
+        ``0`` where dropped, ``1 / (1 - p)`` where kept; ``dx = dy * mask``.
+    """
+    mask = (u >= u.dtype.type(p)).astype(x.dtype) * x.dtype.type(1.0 / (1.0 - p))
+    return x * mask, mask
+
+
+def dropout_backward(dy, mask):
+    """``dy * mask``: the same units are dropped and scaled on the way back."""
+    return dy * mask

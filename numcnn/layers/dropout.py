@@ -1,0 +1,55 @@
+"""Inverted dropout."""
+import numpy as np
+
+from ..backend import kernels
+from .base import Layer, as_generator
+
+
+class Dropout(Layer):
+    """Randomly zero a fraction ``p`` of the units while training.
+
+    Parameters
+    ----------
+    p : float
+        Drop probability, ``0 <= p < 1``.
+    rng : Generator or int, optional
+        Source of the masks; a model hands every Dropout its own Generator.
+
+    Shapes
+    ------
+    Any shape in, the same shape out.
+
+    Notes
+    -----
+    *Inverted* dropout scales at training time so that evaluation is the
+    identity: with ``u ~ Uniform[0, 1)`` per unit,
+    ``mask = [u >= p] / (1 - p)``, ``y = x * mask`` and ``dx = dy * mask``.
+    The expected value of ``y`` equals ``x``, so nothing changes at test time.
+    Kernels: ``dropout_forward`` / ``dropout_backward``.
+    """
+
+    def __init__(self, p, rng=None):
+        super().__init__()
+        if not 0.0 <= p < 1.0:
+            raise ValueError(f"Dropout: p must be in [0, 1); got {p!r}")
+        self.p = float(p)
+        self.rng = as_generator(rng)
+
+    def build(self, rng):
+        self.rng = rng
+
+    def config(self):
+        return dict(p=self.p)
+
+    def _forward(self, x, training):
+        if not training or self.p == 0.0:
+            self._mask = None
+            return x
+        u = self.rng.random(x.shape, dtype=np.float32)
+        y, self._mask = kernels().dropout_forward(x, u.astype(x.dtype, copy=False), self.p)
+        return y
+
+    def _backward(self, dy, input_grad=True):
+        if self._mask is None:
+            return dy
+        return kernels().dropout_backward(dy, self._mask)
