@@ -205,38 +205,40 @@ def maxpool_backward(dy, argmax, x_shape, K, stride):
 # ---------------------------------------------------------------------------
 # Batch normalisation
 # ---------------------------------------------------------------------------
-@njit(**_pjit)
+# Reductions may be reassociated (fastmath "reassoc") so that LLVM vectorises
+# the float64 sums; NaN and infinity semantics are kept.
+_reduce_jit = dict(_pjit, fastmath={"reassoc", "contract"})
+
+
+@njit(**_reduce_jit)
 def _channel_mean_var(x, mean, var):
-    N, C, H, W = x.shape
-    M = N * H * W
+    N, C, L = x.shape  # L = H * W
+    M = N * L
     for c in prange(C):
         total = 0.0  # float64 accumulators
         for n in range(N):
-            for h in range(H):
-                for w in range(W):
-                    total += x[n, c, h, w]
+            for i in range(L):
+                total += x[n, c, i]
         mu = total / M
         sq = 0.0
         for n in range(N):
-            for h in range(H):
-                for w in range(W):
-                    d = x[n, c, h, w] - mu
-                    sq += d * d
+            for i in range(L):
+                d = x[n, c, i] - mu
+                sq += d * d
         mean[c] = mu
         var[c] = sq / M
 
 
 @njit(**_pjit)
 def _channel_affine(x, scale, shift, y):
-    N, C, H, W = x.shape
+    N, C, L = x.shape
     for nc in prange(N * C):
         n = nc // C
         c = nc % C
         s = scale[c]
         t = shift[c]
-        for h in range(H):
-            for w in range(W):
-                y[n, c, h, w] = x[n, c, h, w] * s + t
+        for i in range(L):
+            y[n, c, i] = x[n, c, i] * s + t
 
 
 def _affine_from_stats(gamma, beta, mean, var, eps, dtype):
@@ -249,60 +251,62 @@ def _affine_from_stats(gamma, beta, mean, var, eps, dtype):
 def batchnorm_forward(x, gamma, beta, eps):
     """Batch-statistics normalisation; see the reference twin."""
     x = np.ascontiguousarray(x)
-    C = x.shape[1]
+    N, C = x.shape[:2]
+    x3 = x.reshape(N, C, -1)
     mean = np.empty(C, dtype=np.float64)
     var = np.empty(C, dtype=np.float64)
-    _channel_mean_var(x, mean, var)
+    _channel_mean_var(x3, mean, var)
     scale, shift = _affine_from_stats(gamma, beta, mean, var, eps, x.dtype)
     y = np.empty_like(x)
-    _channel_affine(x, scale, shift, y)
+    _channel_affine(x3, scale, shift, y.reshape(N, C, -1))
     return y, mean.astype(x.dtype), var.astype(x.dtype)
 
 
 def batchnorm_inference(x, gamma, beta, mean, var, eps):
     """Running-statistics normalisation; see the reference twin."""
     x = np.ascontiguousarray(x)
+    N, C = x.shape[:2]
     scale, shift = _affine_from_stats(gamma, beta, mean, var, eps, x.dtype)
     y = np.empty_like(x)
-    _channel_affine(x, scale, shift, y)
+    _channel_affine(x.reshape(N, C, -1), scale, shift, y.reshape(N, C, -1))
     return y
 
 
-@njit(**_pjit)
+@njit(**_reduce_jit)
 def _batchnorm_backward(dy, x, gamma, mean, inv_std, dx, dgamma, dbeta):
-    N, C, H, W = x.shape
-    M = N * H * W
+    N, C, L = x.shape  # L = H * W
+    M = N * L
     for c in prange(C):
         mu = mean[c]
         s = inv_std[c]
         sum_dy = 0.0
-        sum_dy_xhat = 0.0
+        sum_dy_xc = 0.0  # sum of dy * (x - mu); times s it is sum(dy * xhat)
         for n in range(N):
-            for h in range(H):
-                for w in range(W):
-                    g = dy[n, c, h, w]
-                    sum_dy += g
-                    sum_dy_xhat += g * (x[n, c, h, w] - mu) * s
+            for i in range(L):
+                g = dy[n, c, i]
+                sum_dy += g
+                sum_dy_xc += g * (x[n, c, i] - mu)
+        sum_dy_xhat = sum_dy_xc * s
         dbeta[c] = sum_dy
         dgamma[c] = sum_dy_xhat
         k = gamma[c] * s / M
         for n in range(N):
-            for h in range(H):
-                for w in range(W):
-                    xhat = (x[n, c, h, w] - mu) * s
-                    dx[n, c, h, w] = k * (M * dy[n, c, h, w] - sum_dy - xhat * sum_dy_xhat)
+            for i in range(L):
+                xhat = (x[n, c, i] - mu) * s
+                dx[n, c, i] = k * (M * dy[n, c, i] - sum_dy - xhat * sum_dy_xhat)
 
 
 def batchnorm_backward(dy, x, gamma, mean, var, eps):
     """Training-mode BatchNorm gradients; see the reference twin."""
     x = np.ascontiguousarray(x)
-    C = x.shape[1]
+    N, C = x.shape[:2]
     inv_std = 1.0 / np.sqrt(var.astype(np.float64) + eps)
     dx = np.empty_like(x)
     dgamma = np.empty(C, dtype=np.float64)
     dbeta = np.empty(C, dtype=np.float64)
-    _batchnorm_backward(np.ascontiguousarray(dy), x, gamma.astype(np.float64),
-                        mean.astype(np.float64), inv_std, dx, dgamma, dbeta)
+    _batchnorm_backward(np.ascontiguousarray(dy).reshape(N, C, -1), x.reshape(N, C, -1),
+                        gamma.astype(np.float64), mean.astype(np.float64), inv_std,
+                        dx.reshape(N, C, -1), dgamma, dbeta)
     return dx, dgamma.astype(x.dtype), dbeta.astype(x.dtype)
 
 
