@@ -1,0 +1,92 @@
+"""Pictures with matplotlib (the optional ``plot`` extra: ``pip install numcnn[plot]``).
+
+Every function draws one figure, saves it as PNG to ``path`` and returns the path.
+"""
+import numpy as np
+
+
+def _pyplot():
+    try:
+        import matplotlib
+    except ImportError:
+        raise ImportError("numcnn.plots needs matplotlib: pip install 'numcnn[plot]'") from None
+    matplotlib.use("Agg", force=False)
+    import matplotlib.pyplot as plt
+    return plt
+
+
+def available():
+    """True when matplotlib can be imported."""
+    try:
+        _pyplot()
+    except ImportError:
+        return False
+    return True
+
+
+def learning_curves(history, path, title="Learning curves"):
+    """Loss and accuracy per epoch, training and validation, side by side.
+
+    ``history`` is a :class:`numcnn.callbacks.History` or its ``history`` dict.
+    """
+    plt = _pyplot()
+    logs = getattr(history, "history", history)
+    epochs = np.arange(1, len(logs["loss"]) + 1)
+    fig, axes = plt.subplots(1, 2, figsize=(10, 4))
+    for ax, metric in zip(axes, ("loss", "accuracy")):
+        ax.plot(epochs, logs[metric], "o-", label=f"training {metric}")
+        if f"val_{metric}" in logs:
+            ax.plot(epochs, logs[f"val_{metric}"], "s-", label=f"validation {metric}")
+        ax.set_xlabel("epoch")
+        ax.set_ylabel(metric)
+        ax.grid(alpha=0.3)
+        ax.legend()
+    fig.suptitle(title)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return path
+
+
+def confusion_matrix(matrix, class_names, path, title="Confusion matrix"):
+    """Counts with row-normalised shading (each true class's row sums to 1)."""
+    plt = _pyplot()
+    matrix = np.asarray(matrix)
+    rates = matrix / np.maximum(matrix.sum(axis=1, keepdims=True), 1)
+    fig, ax = plt.subplots(figsize=(5.5, 5))
+    ax.imshow(rates, cmap="Blues", vmin=0, vmax=1)
+    for i in range(matrix.shape[0]):
+        for j in range(matrix.shape[1]):
+            ax.text(j, i, f"{matrix[i, j]}\n{rates[i, j]:.0%}", ha="center", va="center",
+                    color="white" if rates[i, j] > 0.5 else "black", fontsize=9)
+    ticks = np.arange(len(class_names))
+    ax.set_xticks(ticks, class_names, rotation=30, ha="right")
+    ax.set_yticks(ticks, class_names)
+    ax.set_xlabel("predicted")
+    ax.set_ylabel("true")
+    ax.set_title(title)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return path
+
+
+def class_counts(tables, path, title="Samples per class"):
+    """Grouped bars: ``tables`` maps a set name to ``{class: count}``."""
+    plt = _pyplot()
+    names = list(tables)
+    classes = sorted({c for table in tables.values() for c in table})
+    width = 0.8 / max(1, len(names))
+    fig, ax = plt.subplots(figsize=(8, 4))
+    for k, name in enumerate(names):
+        counts = [tables[name].get(c, 0) for c in classes]
+        ax.bar(np.arange(len(classes)) + k * width, counts, width, label=name)
+    ax.set_xticks(np.arange(len(classes)) + width * (len(names) - 1) / 2, classes,
+                  rotation=20, ha="right")
+    ax.set_ylabel("images")
+    ax.set_title(title)
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return path
