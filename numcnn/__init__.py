@@ -7,12 +7,13 @@
 >>> model.compile(numcnn.losses.SoftmaxCrossEntropy(), numcnn.optim.Adam(1e-3))  # doctest: +ELLIPSIS
 <numcnn.model.Sequential object at ...>
 """
-from . import callbacks, init, layers, losses, optim
+from . import callbacks, explain, init, layers, losses, metrics, optim
 from .backend import get_backend, set_backend, use_backend
 from .gradcheck import gradcheck
 from .model import Sequential, load
 
 __version__ = "0.1.0"
 
-__all__ = ["Sequential", "load", "layers", "losses", "optim", "callbacks", "init",
+__all__ = ["Sequential", "load", "layers", "losses", "optim", "callbacks", "init", "explain",
+           "metrics",
            "gradcheck", "set_backend", "get_backend", "use_backend", "__version__"]

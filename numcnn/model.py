@@ -16,6 +16,7 @@ from .callbacks import Callback, History
 from .layers.activation import Softmax, softmax
 from .layers.base import Layer
 from .losses import check_labels
+from .profiler import profile as profile_model
 
 FORMAT = "numcnn-model"
 FORMAT_VERSION = 1
@@ -295,6 +296,13 @@ class Sequential:
         return np.concatenate(outputs)
 
     # -- reporting -----------------------------------------------------------------
+    def profile(self, x, y, print_fn=print):
+        """Time one training forward/backward per layer and measure its memory.
+
+        Prints a table and returns it as data; see :func:`numcnn.profiler.profile`.
+        """
+        return profile_model(self, x, y, print_fn=print_fn)
+
     def summary(self, input_shape=None, print_fn=print):
         """Print (and return) a table of layers, output shapes and parameter counts."""
         if input_shape is not None:

@@ -90,3 +90,49 @@ def class_counts(tables, path, title="Samples per class"):
     fig.savefig(path, dpi=100)
     plt.close(fig)
     return path
+
+
+def _display(image_chw):
+    """An NCHW sample (possibly mean-subtracted) as an HWC picture in [0, 1]."""
+    image = np.asarray(image_chw, dtype=np.float64).transpose(1, 2, 0)
+    low, high = image.min(), image.max()
+    return (image - low) / (high - low) if high > low else np.zeros_like(image)
+
+
+def overlay_grid(images, heatmaps, titles, path, columns=4, alpha=0.45,
+                 title="Grad-CAM"):
+    """Images (N, C, H, W) with heat maps (N, H, W) in [0, 1] laid over them, in a grid."""
+    plt = _pyplot()
+    n = len(images)
+    rows = int(np.ceil(n / columns))
+    fig, axes = plt.subplots(rows, columns, figsize=(2.6 * columns, 2.8 * rows), squeeze=False)
+    for k, ax in enumerate(axes.flat):
+        ax.axis("off")
+        if k >= n:
+            continue
+        ax.imshow(_display(images[k]))
+        ax.imshow(heatmaps[k], cmap="jet", alpha=alpha, vmin=0, vmax=1)
+        ax.set_title(titles[k], fontsize=8)
+    fig.suptitle(title)
+    fig.tight_layout()
+    fig.savefig(path, dpi=80)
+    plt.close(fig)
+    return path
+
+
+def feature_map_grid(maps, path, columns=8, title="Feature maps"):
+    """The channels of one layer's activations (F, h, w), one small picture each."""
+    plt = _pyplot()
+    maps = np.asarray(maps)
+    rows = int(np.ceil(len(maps) / columns))
+    fig, axes = plt.subplots(rows, columns, figsize=(1.4 * columns, 1.4 * rows), squeeze=False)
+    for k, ax in enumerate(axes.flat):
+        ax.axis("off")
+        if k < len(maps):
+            ax.imshow(maps[k], cmap="viridis")
+            ax.set_title(str(k), fontsize=6)
+    fig.suptitle(title)
+    fig.tight_layout()
+    fig.savefig(path, dpi=80)
+    plt.close(fig)
+    return path

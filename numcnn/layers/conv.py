@@ -73,6 +73,7 @@ class Conv2D(Layer):
         self.layout = f"(N, {self.in_channels}, H, W)"
         self._cols_buffer = np.empty(0, dtype=np.float32)
         self._rows_buffer = np.empty(0, dtype=np.float32)
+        self.cols_nbytes = 0  # size of the column matrix of the last forward (largest chunk)
         self.build(as_generator(rng))
 
     def build(self, rng):
@@ -136,6 +137,7 @@ class Conv2D(Layer):
             x_chunk = x[n0:n0 + chunk]
             n = x_chunk.shape[0]
             cols = self._im2col(x_chunk)                                   # (K, n*P)
+            self.cols_nbytes = max(self.cols_nbytes, cols.nbytes) if n0 else cols.nbytes
             rows = self._buffer("_rows_buffer", F, n * P, x.dtype)
             np.matmul(W, cols, out=rows)                                   # (F, n*P)
             kernels().nchw_from_rows(rows, n, out=y[n0:n0 + n])            # (n, F, P)
