@@ -9,11 +9,11 @@
 """
 from . import callbacks, explain, init, layers, losses, metrics, optim
 from .backend import get_backend, set_backend, use_backend
-from .gradcheck import gradcheck
+from .finite_differences import gradcheck, gradcheck_loss, numerical_gradient
 from .model import Sequential, load
 
 __version__ = "0.1.0"
 
 __all__ = ["Sequential", "load", "layers", "losses", "optim", "callbacks", "init", "explain",
            "metrics",
-           "gradcheck", "set_backend", "get_backend", "use_backend", "__version__"]
+           "gradcheck", "gradcheck_loss", "numerical_gradient", "set_backend", "get_backend", "use_backend", "__version__"]

@@ -35,8 +35,7 @@ class SoftmaxCrossEntropy:
     Parameters
     ----------
     class_weights : array-like of shape (K,), optional
-        Weight of each class; the loss is the weighted mean
-        ``sum_n w[y_n] * l_n / sum_n w[y_n]`` (as PyTorch).
+        Weight of each class, for imbalanced data (see Notes).
     label_smoothing : float
         ``eps`` in [0, 1): the target is ``(1 - eps) * onehot + eps / K``.
 
@@ -44,8 +43,14 @@ class SoftmaxCrossEntropy:
     -----
     With ``p = softmax(z)`` and target distribution ``t``, the loss of one
     sample is ``l = -sum_k t_k log p_k`` and its gradient is simply
-    ``dl/dz = p - t``: fusing softmax with the loss avoids the unstable
-    ``log(softmax)`` and the softmax Jacobian.
+    ``dl/dz = p - t`` (because ``sum_k t_k = 1``): fusing softmax with the loss
+    avoids the unstable ``log(softmax)`` and the softmax Jacobian.
+
+    With class weights ``w`` the rule is PyTorch's: each term ``t_k log p_k``
+    is weighted by its own class, ``c_k = w_k t_k``, and the batch loss is
+    ``sum_n sum_k -c_nk log p_nk / sum_n w[y_n]``; its gradient is
+    ``(p * sum_k c_k - c) / sum_n w[y_n]``. Without smoothing this is the
+    weighted mean ``sum_n w[y_n] l_n / sum_n w[y_n]``.
 
     ``forward(logits, labels)`` with logits (N, K) float and labels (N,) int
     returns a float; ``backward()`` returns dlogits (N, K).
@@ -82,15 +87,18 @@ class SoftmaxCrossEntropy:
         logp = log_softmax(logits.astype(np.float64))               # (N, K)
         target = np.full((N, K), self.label_smoothing / K)
         target[np.arange(N), labels] += 1.0 - self.label_smoothing   # (N, K)
-        per_sample = -(target * logp).sum(axis=1)                   # (N,)
         if self.class_weights is None:
-            weights = np.full(N, 1.0 / N)
+            coefficients, norm = target, float(N)
         else:
-            w = self.class_weights[labels]
-            weights = w / w.sum()
-        self._cache = (np.exp(logp), target, weights, logits.dtype)
-        return float((weights * per_sample).sum())
+            coefficients = target * self.class_weights[None, :]     # (N, K)
+            norm = float(self.class_weights[labels].sum())
+            if norm == 0:
+                raise ValueError("SoftmaxCrossEntropy: every sample of this batch has "
+                                 "class weight 0")
+        self._cache = (np.exp(logp), coefficients, norm, logits.dtype)
+        return float(-(coefficients * logp).sum() / norm)
 
     def backward(self):
-        probs, target, weights, dtype = self._cache
-        return ((probs - target) * weights[:, None]).astype(dtype)  # (N, K)
+        probs, coefficients, norm, dtype = self._cache
+        grad = probs * coefficients.sum(axis=1, keepdims=True) - coefficients
+        return (grad / norm).astype(dtype)                           # (N, K)

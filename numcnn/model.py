@@ -25,6 +25,18 @@ LAYER_CLASSES = {name: getattr(layers_module, name) for name in layers_module.__
 LOSS_CLASSES = {"SoftmaxCrossEntropy": losses_module.SoftmaxCrossEntropy}
 
 
+def batch_starts(N, batch_size):
+    """Boundaries of the training batches: ``[0, B, 2B, ..., N]``.
+
+    A last batch of a single sample is merged into the one before it: BatchNorm
+    cannot take batch statistics of one value per channel.
+    """
+    starts = list(range(0, N, batch_size)) + [N]
+    if len(starts) > 2 and starts[-1] - starts[-2] == 1:
+        del starts[-2]
+    return starts
+
+
 class Sequential:
     """Layers applied one after the other, trained by backpropagation.
 
@@ -123,6 +135,8 @@ class Sequential:
             raise TypeError(f"{where}: x must be float32 images in NCHW layout; got dtype "
                             f"{x.dtype} (convert with x.astype(np.float32) / 255)")
         first.check_input(x)
+        if len(x) == 0:
+            raise ValueError(f"{where}: x holds no samples (shape {x.shape})")
         if x.dtype != np.float32:
             x = x.astype(np.float32)
         if self.input_shape != x.shape[1:]:
@@ -154,16 +168,21 @@ class Sequential:
         """
         layers = self._logit_layers
         saved_buffers = [{k: v.copy() for k, v in layer.buffers.items()} for layer in layers]
-        logits = self._forward(xb, training=True, layers=layers)
-        loss = self.loss.forward(logits, yb)
-        if math.isfinite(loss):
-            self._backward(self.loss.backward(), layers)
-            if all(np.isfinite(grad).all() for _, _, grad in self.param_slots()):
-                self.optimizer.step(self.param_slots())
-                return loss, int((logits.argmax(axis=1) == yb).sum())
-        for layer, buffers in zip(layers, saved_buffers):
-            layer.buffers.update(buffers)
-        return math.nan, 0
+        updated = False
+        try:
+            logits = self._forward(xb, training=True, layers=layers)
+            loss = self.loss.forward(logits, yb)
+            if math.isfinite(loss):
+                self._backward(self.loss.backward(), layers)
+                if all(np.isfinite(grad).all() for _, _, grad in self.param_slots()):
+                    self.optimizer.step(self.param_slots())
+                    updated = True
+                    return loss, int((logits.argmax(axis=1) == yb).sum())
+            return math.nan, 0
+        finally:
+            if not updated:  # an error or a non-finite value: undo the running statistics
+                for layer, buffers in zip(layers, saved_buffers):
+                    layer.buffers.update(buffers)
 
     def fit(self, x, y, epochs, batch_size=32, validation_data=None, shuffle=True,
             callbacks=None, verbose=1, augment=None, initial_epoch=None):
@@ -214,7 +233,8 @@ class Sequential:
             callback.on_train_begin()
         self.stop_training = False
         N = len(x)
-        steps = math.ceil(N / batch_size)
+        starts = batch_starts(N, batch_size)
+        steps = len(starts) - 1
         for epoch in range(start, epochs):
             for callback in callbacks:
                 callback.on_epoch_begin(epoch)
@@ -224,7 +244,7 @@ class Sequential:
             bar = tqdm(total=steps, desc=f"Epoch {epoch + 1}/{epochs}", unit="batch",
                        disable=not verbose, leave=True, dynamic_ncols=True)
             for step in range(steps):
-                index = order[step * batch_size:(step + 1) * batch_size]
+                index = order[starts[step]:starts[step + 1]]
                 xb, yb = x[index], y[index]
                 if augment is not None:
                     xb = augment(xb, self.rng)

@@ -34,7 +34,7 @@ class Optimizer:
 
     def state_arrays(self):
         """Flat ``{"<key>/<name>": array}`` of the state, plus the step counter."""
-        arrays = {f"{key}/{name}": value for key, slot in self.state.items()
+        arrays = {f"{key}/{name}": value.copy() for key, slot in self.state.items()
                   for name, value in slot.items()}
         arrays["iterations"] = np.array(self.iterations)
         return arrays

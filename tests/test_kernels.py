@@ -1,0 +1,341 @@
+"""The numba kernels (numcnn.kernels.jit) against their NumPy twins (numcnn.kernels.reference).
+
+Shapes, kernel sizes, strides and paddings come from hypothesis; the array
+values come from a Generator seeded by hypothesis. Exact ops (copies, maxima,
+masks) must agree bit for bit; ops that sum must agree to float32 round-off,
+measured against the magnitude of the terms summed.
+"""
+import inspect
+
+import numpy as np
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from numcnn.kernels import jit, reference
+from numcnn.kernels.reference import conv_output_size
+
+SETTINGS = settings(max_examples=40, deadline=None, database=None,
+                    suppress_health_check=[HealthCheck.too_slow])
+TOL = {np.float32: 1e-5, np.float64: 1e-12}
+
+dtypes = st.sampled_from([np.float32, np.float64])
+seeds = st.integers(0, 2**32 - 1)
+
+
+@st.composite
+def conv_geometry(draw):
+    """(N, C, H, W, KH, KW, stride, pad) with at least one output position."""
+    N = draw(st.integers(1, 3))
+    C = draw(st.integers(1, 3))
+    KH = draw(st.integers(1, 4))
+    KW = draw(st.integers(1, 4))
+    stride = draw(st.integers(1, 3))
+    pad = draw(st.integers(0, 2))
+    H = draw(st.integers(max(1, KH - 2 * pad), 9))
+    W = draw(st.integers(max(1, KW - 2 * pad), 9))
+    return N, C, H, W, KH, KW, stride, pad
+
+
+@st.composite
+def pool_geometry(draw):
+    """(N, C, H, W, K, stride) with H, W >= K."""
+    N = draw(st.integers(1, 3))
+    C = draw(st.integers(1, 3))
+    K = draw(st.integers(1, 4))
+    stride = draw(st.integers(1, 4))
+    H = draw(st.integers(K, 10))
+    W = draw(st.integers(K, 10))
+    return N, C, H, W, K, stride
+
+
+@st.composite
+def image_shape(draw):
+    return tuple(draw(st.integers(1, 5)) for _ in range(4))
+
+
+def assert_close(actual, expected, dtype, scale=None):
+    """Within ``tol`` relative, or ``tol * scale`` absolute (scale: size of the terms summed)."""
+    tol = TOL[dtype]
+    if scale is None:
+        scale = np.abs(expected).max(initial=0.0)
+    assert actual.dtype == expected.dtype
+    assert actual.shape == expected.shape
+    np.testing.assert_allclose(actual, expected, rtol=tol, atol=tol * max(scale, 1e-30))
+
+
+# ---------------------------------------------------------------------------
+# Both modules offer the same functions with the same signatures
+# ---------------------------------------------------------------------------
+def public_functions(module):
+    """Public functions defined in ``module`` itself (not imported helpers like njit)."""
+    return {name: obj for name, obj in vars(module).items()
+            if not name.startswith("_") and inspect.isfunction(obj)
+            and obj.__module__ == module.__name__}
+
+
+def test_kernel_modules_define_the_same_functions():
+    ref, fast = public_functions(reference), public_functions(jit)
+    # conv_output_size is a shared helper that jit imports from reference.
+    assert set(ref) - {"conv_output_size"} == set(fast)
+    assert jit.conv_output_size is reference.conv_output_size
+
+
+@pytest.mark.parametrize("name", sorted(set(public_functions(jit))))
+def test_kernel_signatures_match(name):
+    assert inspect.signature(getattr(jit, name)) == inspect.signature(getattr(reference, name))
+
+
+def test_expected_kernels_exist():
+    expected = {"im2col", "col2im", "nchw_from_rows", "rows_from_nchw", "add_channel_bias",
+                "maxpool_forward", "maxpool_backward", "batchnorm_forward",
+                "batchnorm_inference", "batchnorm_backward", "relu_forward", "relu_backward",
+                "dropout_forward", "dropout_backward"}
+    assert expected <= set(public_functions(jit))
+
+
+# ---------------------------------------------------------------------------
+# im2col / col2im
+# ---------------------------------------------------------------------------
+@SETTINGS
+@given(geometry=conv_geometry(), dtype=dtypes, seed=seeds)
+def test_im2col_matches_reference_exactly(geometry, dtype, seed):
+    N, C, H, W, KH, KW, stride, pad = geometry
+    x = np.random.default_rng(seed).standard_normal((N, C, H, W)).astype(dtype)
+    expected = reference.im2col(x, KH, KW, stride, pad)
+    OH, OW = conv_output_size(H, KH, stride, pad), conv_output_size(W, KW, stride, pad)
+    assert expected.shape == (C * KH * KW, N * OH * OW)
+    actual = jit.im2col(x, KH, KW, stride, pad)
+    assert actual.dtype == expected.dtype
+    np.testing.assert_array_equal(actual, expected)
+    # With a caller's buffer full of garbage: every entry is overwritten.
+    out = np.full_like(expected, np.nan)
+    assert jit.im2col(x, KH, KW, stride, pad, out=out) is out
+    np.testing.assert_array_equal(out, expected)
+    out = np.full_like(expected, np.nan)
+    reference.im2col(x, KH, KW, stride, pad, out=out)
+    np.testing.assert_array_equal(out, expected)
+
+
+@SETTINGS
+@given(geometry=conv_geometry(), dtype=dtypes, seed=seeds)
+def test_col2im_matches_reference(geometry, dtype, seed):
+    N, C, H, W, KH, KW, stride, pad = geometry
+    OH, OW = conv_output_size(H, KH, stride, pad), conv_output_size(W, KW, stride, pad)
+    cols = np.random.default_rng(seed).standard_normal((C * KH * KW, N * OH * OW)).astype(dtype)
+    expected = reference.col2im(cols, (N, C, H, W), KH, KW, stride, pad)
+    # Each pixel sums at most KH * KW entries of cols.
+    scale = KH * KW * np.abs(cols).max()
+    assert_close(jit.col2im(cols, (N, C, H, W), KH, KW, stride, pad), expected, dtype, scale)
+    out = np.full((N, C, H, W), np.nan, dtype=dtype)
+    assert jit.col2im(cols, (N, C, H, W), KH, KW, stride, pad, out=out) is out
+    assert_close(out, expected, dtype, scale)
+
+
+@SETTINGS
+@given(geometry=conv_geometry(), seed=seeds)
+def test_col2im_is_the_adjoint_of_im2col(geometry, seed):
+    N, C, H, W, KH, KW, stride, pad = geometry
+    rng = np.random.default_rng(seed)
+    x = rng.standard_normal((N, C, H, W))
+    for kernels in (reference, jit):
+        cols = kernels.im2col(x, KH, KW, stride, pad)
+        g = rng.standard_normal(cols.shape)
+        lhs = np.sum(cols * g)
+        rhs = np.sum(x * kernels.col2im(g, x.shape, KH, KW, stride, pad))
+        assert lhs == pytest.approx(rhs, rel=1e-12, abs=1e-12 * np.abs(cols * g).sum())
+
+
+# ---------------------------------------------------------------------------
+# Layout shuffles and the channel bias
+# ---------------------------------------------------------------------------
+@SETTINGS
+@given(N=st.integers(1, 4), F=st.integers(1, 5), P=st.integers(1, 30), dtype=dtypes, seed=seeds)
+def test_nchw_rows_conversions_match_reference(N, F, P, dtype, seed):
+    rng = np.random.default_rng(seed)
+    rows = rng.standard_normal((F, N * P)).astype(dtype)
+    y = reference.nchw_from_rows(rows, N)
+    assert y.shape == (N, F, P)
+    np.testing.assert_array_equal(jit.nchw_from_rows(rows, N), y)
+    np.testing.assert_array_equal(y[N - 1, F - 1], rows[F - 1, (N - 1) * P:])
+    back = reference.rows_from_nchw(y)
+    np.testing.assert_array_equal(back, rows)
+    np.testing.assert_array_equal(jit.rows_from_nchw(y), rows)
+    out = np.full((N, F, P), np.nan, dtype)
+    assert jit.nchw_from_rows(rows, N, out=out) is out
+    np.testing.assert_array_equal(out, y)
+    out = np.full((F, N * P), np.nan, dtype)
+    assert jit.rows_from_nchw(y, out=out) is out
+    np.testing.assert_array_equal(out, rows)
+
+
+@SETTINGS
+@given(N=st.integers(1, 4), F=st.integers(1, 5), P=st.integers(1, 30), dtype=dtypes, seed=seeds)
+def test_add_channel_bias_matches_reference(N, F, P, dtype, seed):
+    rng = np.random.default_rng(seed)
+    y = rng.standard_normal((N, F, P)).astype(dtype)
+    b = rng.standard_normal(F).astype(dtype)
+    expected = reference.add_channel_bias(y.copy(), b)
+    np.testing.assert_array_equal(expected, y + b[None, :, None])
+    target = y.copy()
+    result = jit.add_channel_bias(target, b)
+    np.testing.assert_array_equal(target, expected)       # in place
+    assert result is target or np.shares_memory(result, target)
+
+
+# ---------------------------------------------------------------------------
+# Max pooling
+# ---------------------------------------------------------------------------
+@SETTINGS
+@given(geometry=pool_geometry(), dtype=dtypes, seed=seeds, ties=st.booleans())
+def test_maxpool_matches_reference(geometry, dtype, seed, ties):
+    N, C, H, W, K, stride = geometry
+    rng = np.random.default_rng(seed)
+    if ties:  # few distinct values: both must pick the first maximum of each window
+        x = rng.integers(-2, 3, (N, C, H, W)).astype(dtype)
+    else:
+        x = rng.standard_normal((N, C, H, W)).astype(dtype)
+    y_ref, arg_ref = reference.maxpool_forward(x, K, stride)
+    y_jit, arg_jit = jit.maxpool_forward(x, K, stride)
+    assert y_jit.dtype == y_ref.dtype and arg_jit.dtype == arg_ref.dtype
+    np.testing.assert_array_equal(y_jit, y_ref)
+    np.testing.assert_array_equal(arg_jit, arg_ref)
+
+    dy = rng.standard_normal(y_ref.shape).astype(dtype)
+    dx_ref = reference.maxpool_backward(dy, arg_ref, x.shape, K, stride)
+    dx_jit = jit.maxpool_backward(dy, arg_ref, x.shape, K, stride)
+    if stride >= K:   # disjoint windows: each input gets at most one gradient, exact
+        np.testing.assert_array_equal(dx_jit, dx_ref)
+    else:             # overlapping windows add up, maybe in another order
+        assert_close(dx_jit, dx_ref, dtype, scale=K * K * np.abs(dy).max())
+
+
+# ---------------------------------------------------------------------------
+# Batch normalisation
+# ---------------------------------------------------------------------------
+def bn_inputs(shape, dtype, seed):
+    rng = np.random.default_rng(seed)
+    N, C, H, W = shape
+    spread = rng.uniform(0.1, 5.0, C)[None, :, None, None]
+    centre = rng.uniform(-3.0, 3.0, C)[None, :, None, None]
+    x = (rng.standard_normal(shape) * spread + centre).astype(dtype)
+    gamma = rng.uniform(-2.0, 2.0, C).astype(dtype)
+    beta = rng.uniform(-1.0, 1.0, C).astype(dtype)
+    return rng, x, gamma, beta
+
+
+@SETTINGS
+@given(shape=image_shape(), dtype=dtypes, seed=seeds)
+def test_batchnorm_forward_matches_reference(shape, dtype, seed):
+    if shape[0] * shape[2] * shape[3] < 2:
+        shape = (2,) + shape[1:]
+    _, x, gamma, beta = bn_inputs(shape, dtype, seed)
+    eps = 1e-5
+    y_ref, mean_ref, var_ref = reference.batchnorm_forward(x, gamma, beta, eps)
+    y_jit, mean_jit, var_jit = jit.batchnorm_forward(x, gamma, beta, eps)
+    assert_close(mean_jit, mean_ref, dtype, scale=np.abs(x).max())
+    assert_close(var_jit, var_ref, dtype, scale=np.abs(x).max() ** 2)
+    # y = x * scale + shift, scale = gamma / std, shift = beta - mean * scale: the two
+    # terms can be much bigger than y (a channel far from zero), so measure against them.
+    scale = np.abs(gamma) / np.sqrt(var_ref.astype(np.float64) + eps)
+    shift = np.abs(beta) + np.abs(mean_ref) * scale
+    c = (None, slice(None), None, None)
+    assert_close(y_jit, y_ref, dtype, scale=(np.abs(x) * scale[c] + shift[c]).max())
+    # And both agree with the definition, computed in float64.
+    x64 = x.astype(np.float64)
+    mean = x64.mean(axis=(0, 2, 3))
+    var = x64.var(axis=(0, 2, 3))
+    c = (None, slice(None), None, None)
+    expected = gamma[c] * (x64 - mean[c]) / np.sqrt(var[c] + eps) + beta[c]
+    np.testing.assert_allclose(y_ref, expected, rtol=10 * TOL[dtype],
+                               atol=10 * TOL[dtype] * (np.abs(expected).max() + 1))
+
+
+@SETTINGS
+@given(shape=image_shape(), dtype=dtypes, seed=seeds)
+def test_batchnorm_inference_matches_reference(shape, dtype, seed):
+    rng, x, gamma, beta = bn_inputs(shape, dtype, seed)
+    C = shape[1]
+    mean = rng.standard_normal(C).astype(dtype)
+    var = rng.uniform(0.05, 4.0, C).astype(dtype)
+    y_ref = reference.batchnorm_inference(x, gamma, beta, mean, var, 1e-5)
+    y_jit = jit.batchnorm_inference(x, gamma, beta, mean, var, 1e-5)
+    assert_close(y_jit, y_ref, dtype, scale=np.abs(y_ref).max() + np.abs(beta).max())
+
+
+@SETTINGS
+@given(shape=image_shape(), dtype=dtypes, seed=seeds)
+def test_batchnorm_backward_matches_reference(shape, dtype, seed):
+    if shape[0] * shape[2] * shape[3] < 2:
+        shape = (2,) + shape[1:]
+    rng, x, gamma, beta = bn_inputs(shape, dtype, seed)
+    eps = 1e-5
+    _, mean, var = reference.batchnorm_forward(x, gamma, beta, eps)
+    dy = rng.standard_normal(shape).astype(dtype)
+    dx_ref, dgamma_ref, dbeta_ref = reference.batchnorm_backward(dy, x, gamma, mean, var, eps)
+    dx_jit, dgamma_jit, dbeta_jit = jit.batchnorm_backward(dy, x, gamma, mean, var, eps)
+    M = shape[0] * shape[2] * shape[3]
+    inv_std = 1.0 / np.sqrt(var.astype(np.float64) + eps)
+    xhat = (x - mean[None, :, None, None]) * inv_std[None, :, None, None]
+    # Sizes of the terms each result is made of.
+    assert_close(dbeta_jit, dbeta_ref, dtype, scale=np.abs(dy).sum(axis=(0, 2, 3)).max())
+    assert_close(dgamma_jit, dgamma_ref, dtype, scale=np.abs(dy * xhat).sum(axis=(0, 2, 3)).max())
+    # dx = gamma inv_std / M (M dy - dbeta - xhat dgamma): three terms of size ~ M |dy|.
+    dx_scale = (np.abs(gamma) * inv_std).max() * np.abs(dy).max() * (1 + np.abs(xhat).max())
+    assert_close(dx_jit, dx_ref, dtype, scale=dx_scale)
+    assert M >= 2
+
+
+# ---------------------------------------------------------------------------
+# Element-wise kernels
+# ---------------------------------------------------------------------------
+@SETTINGS
+@given(shape=st.lists(st.integers(1, 6), min_size=1, max_size=4).map(tuple), dtype=dtypes,
+       seed=seeds)
+def test_relu_matches_reference_exactly(shape, dtype, seed):
+    rng = np.random.default_rng(seed)
+    x = rng.standard_normal(shape).astype(dtype)
+    x.flat[0] = 0.0   # the kink: the gradient there is 0 in both
+    y_ref = reference.relu_forward(x)
+    y_jit = jit.relu_forward(x)
+    assert y_jit.dtype == y_ref.dtype
+    np.testing.assert_array_equal(y_jit, y_ref)
+    dy = rng.standard_normal(shape).astype(dtype)
+    dx_ref = reference.relu_backward(dy, y_ref)
+    dx_jit = jit.relu_backward(dy, y_ref)
+    assert dx_jit.dtype == dx_ref.dtype == dtype
+    np.testing.assert_array_equal(dx_jit, dx_ref)
+    assert dx_ref.flat[0] == 0
+
+
+@SETTINGS
+@given(shape=st.lists(st.integers(1, 6), min_size=1, max_size=4).map(tuple), dtype=dtypes,
+       p=st.sampled_from([0.0, 0.1, 0.5, 0.9]), seed=seeds)
+def test_dropout_matches_reference_exactly(shape, dtype, p, seed):
+    rng = np.random.default_rng(seed)
+    x = rng.standard_normal(shape).astype(dtype)
+    u = rng.random(shape, dtype=np.float32).astype(dtype)
+    y_ref, mask_ref = reference.dropout_forward(x, u, p)
+    y_jit, mask_jit = jit.dropout_forward(x, u, p)
+    assert y_jit.dtype == y_ref.dtype and mask_jit.dtype == mask_ref.dtype
+    np.testing.assert_array_equal(mask_jit, mask_ref)
+    np.testing.assert_array_equal(y_jit, y_ref)
+    np.testing.assert_array_equal(mask_ref == 0, u < dtype(p))
+    dy = rng.standard_normal(shape).astype(dtype)
+    np.testing.assert_array_equal(jit.dropout_backward(dy, mask_ref),
+                                  reference.dropout_backward(dy, mask_ref))
+
+
+def test_kernels_accept_non_contiguous_input():
+    """Layers may hand kernels views (slices, transposes); the jit twins must cope."""
+    rng = np.random.default_rng(1)
+    x = rng.standard_normal((3, 4, 8, 9)).astype(np.float32)[:, ::2, :, 1:]  # strided view
+    np.testing.assert_array_equal(jit.im2col(x, 3, 2, 2, 1), reference.im2col(x, 3, 2, 2, 1))
+    y_ref, a_ref = reference.maxpool_forward(x, 2, 2)
+    y_jit, a_jit = jit.maxpool_forward(x, 2, 2)
+    np.testing.assert_array_equal(y_jit, y_ref)
+    np.testing.assert_array_equal(a_jit, a_ref)
+    np.testing.assert_array_equal(jit.relu_forward(x), reference.relu_forward(x))
+    gamma, beta = np.ones(2, np.float32), np.zeros(2, np.float32)
+    assert_close(jit.batchnorm_forward(x, gamma, beta, 1e-5)[0],
+                 reference.batchnorm_forward(x, gamma, beta, 1e-5)[0], np.float32)
