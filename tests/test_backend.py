@@ -1,0 +1,53 @@
+"""The one switch between kernel backends, and the fallback without numba."""
+import builtins
+import sys
+
+import numpy as np
+import pytest
+
+import numcnn
+from numcnn import backend
+from numcnn.kernels import reference
+
+
+def test_set_backend_switches_the_kernels_and_use_backend_restores():
+    with numcnn.use_backend("numpy"):
+        assert numcnn.get_backend() == "numpy"
+        assert backend.kernels() is reference
+        with numcnn.use_backend("numba"):
+            assert numcnn.get_backend() == "numba"
+            assert backend.kernels().__name__ == "numcnn.kernels.jit"
+        assert numcnn.get_backend() == "numpy"
+
+
+def test_unknown_backend_is_named():
+    with pytest.raises(ValueError, match="unknown backend 'cuda'"):
+        numcnn.set_backend("cuda")
+
+
+def test_without_numba_a_warning_and_the_numpy_kernels(monkeypatch):
+    real_import = builtins.__import__
+
+    def no_numba(name, *args, **kwargs):
+        if name == "numba" or name.startswith("numba."):
+            raise ImportError("No module named 'numba' (simulated)")
+        return real_import(name, *args, **kwargs)
+
+    previous = numcnn.get_backend()
+    monkeypatch.delitem(sys.modules, "numcnn.kernels.jit", raising=False)
+    monkeypatch.delattr(numcnn.kernels, "jit", raising=False)
+    monkeypatch.setattr(builtins, "__import__", no_numba)
+    try:
+        with pytest.warns(RuntimeWarning, match="numba backend unavailable"):
+            assert numcnn.set_backend("numba") == "numpy"
+        assert backend.kernels() is reference
+        # and a model still trains on the reference kernels
+        from numcnn.layers import Conv2D, Dense, Flatten, ReLU
+        model = numcnn.Sequential([Conv2D(1, 2, 3), ReLU(), Flatten(), Dense(2 * 4 * 4, 2)], seed=0)
+        model.compile(numcnn.losses.SoftmaxCrossEntropy(), numcnn.optim.SGD(0.1))
+        x = np.random.default_rng(0).standard_normal((8, 1, 6, 6)).astype(np.float32)
+        history = model.fit(x, np.arange(8) % 2, epochs=1, verbose=0)
+        assert np.isfinite(history.history["loss"][0])
+    finally:
+        monkeypatch.undo()  # numba importable again, numcnn.kernels.jit back in place
+        numcnn.set_backend(previous)
