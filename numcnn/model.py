@@ -126,7 +126,12 @@ class Sequential:
         return sum(layer.num_params() for layer in self.layers)
 
     # -- input checks ------------------------------------------------------------
-    def _check_x(self, x, where):
+    def _check_x(self, x, where, build=True):
+        """Check type, dtype, shape and values of a batch; return it as float32.
+
+        ``build=False`` checks only what does not depend on the image size (an
+        augmentation may still crop it).
+        """
         first = self.layers[0]
         if not isinstance(x, np.ndarray):
             raise TypeError(f"{where}: x must be a NumPy array of shape {first.layout}; "
@@ -134,12 +139,15 @@ class Sequential:
         if not np.issubdtype(x.dtype, np.floating):
             raise TypeError(f"{where}: x must be float32 images in NCHW layout; got dtype "
                             f"{x.dtype} (convert with x.astype(np.float32) / 255)")
-        first.check_input(x)
+        if build:
+            first.check_input(x)
+        else:
+            first.check_sample_shape(x.shape[1:])  # the rank; sizes are checked after augmenting
         if len(x) == 0:
             raise ValueError(f"{where}: x holds no samples (shape {x.shape})")
         if x.dtype != np.float32:
             x = x.astype(np.float32)
-        if self.input_shape != x.shape[1:]:
+        if build and self.input_shape != x.shape[1:]:
             self.build(x.shape[1:])
         if not np.isfinite(x).all():
             bad = int((~np.isfinite(x)).reshape(len(x), -1).any(axis=1).sum())
@@ -216,7 +224,11 @@ class Sequential:
         """
         if self.loss is None:
             raise RuntimeError("fit: call compile(loss, optimizer) first")
-        x = self._check_x(x, "fit")
+        if augment is None:
+            x = self._check_x(x, "fit")
+        else:  # the layers see augmented batches, which may be smaller (random crops)
+            x = self._check_x(x, "fit", build=False)
+            self._check_x(augment(x[:2], np.random.default_rng(0)), "fit: augmented batch")
         check_labels(y, len(x), self._num_classes(), where="fit: y")
         if int(batch_size) != batch_size or batch_size < 1:
             raise ValueError(f"fit: batch_size must be a positive integer; got {batch_size!r}")

@@ -1,8 +1,6 @@
 """Where does the time go? One training step timed and measured layer by layer."""
 import time
 
-import numpy as np
-
 from .layers import Conv2D
 
 

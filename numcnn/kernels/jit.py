@@ -185,14 +185,27 @@ def maxpool_forward(x, K, stride):
 @njit(**_pjit)
 def _maxpool_backward(dy, argmax, K, stride, dx):
     N, C, OH, OW = dy.shape
+    H, W = dx.shape[2:]
+    tiled = stride == K  # windows tile the image: every input is written exactly once
     for nc in prange(N * C):  # each (image, channel) plane is written by one iteration
         n = nc // C
         c = nc % C
-        dx[n, c] = 0
-        for oh in range(OH):
-            for ow in range(OW):
-                a = argmax[n, c, oh, ow]
-                dx[n, c, oh * stride + a // K, ow * stride + a % K] += dy[n, c, oh, ow]
+        if tiled:
+            dx[n, c, OH * K:, :] = 0  # rows and columns no window covers
+            dx[n, c, :, OW * K:] = 0
+            for oh in range(OH):
+                for ow in range(OW):
+                    a = argmax[n, c, oh, ow]
+                    g = dy[n, c, oh, ow]
+                    for i in range(K):
+                        for j in range(K):
+                            dx[n, c, oh * K + i, ow * K + j] = g if i * K + j == a else 0
+        else:  # overlapping windows add up: clear the plane, then accumulate
+            dx[n, c] = 0
+            for oh in range(OH):
+                for ow in range(OW):
+                    a = argmax[n, c, oh, ow]
+                    dx[n, c, oh * stride + a // K, ow * stride + a % K] += dy[n, c, oh, ow]
 
 
 def maxpool_backward(dy, argmax, x_shape, K, stride):

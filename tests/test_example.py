@@ -1,0 +1,274 @@
+"""examples/bloodcells.py end to end, on a small subset of the real images.
+
+The slow tests run the script's ``main(argv)`` in this process (the numba
+kernels are then compiled once) with ``--max-per-class 40 --epochs 2``; they
+check the outputs, that ``--resume`` gives exactly the weights of an
+uninterrupted run, and ``--predict``. The fast tests need no training.
+"""
+import importlib.util
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import numcnn
+from numcnn.data import CLASSES, load_bloodcells, read_rgb_image
+from numcnn.data.recipe import centre_crop, crop_and_flip, preprocess_image, random_crop
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+SCRIPT = REPO_ROOT / "examples" / "bloodcells.py"
+
+
+def _load_example():
+    spec = importlib.util.spec_from_file_location("bloodcells_example", SCRIPT)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+example = _load_example()
+
+
+# ----------------------------------------------------------------------------
+# Fast: no data, no training
+# ----------------------------------------------------------------------------
+
+def test_missing_data_dir_gives_the_help_and_exit_2(tmp_path, capsys):
+    status = example.main(["--data", str(tmp_path / "nowhere"), "--out", str(tmp_path / "out")])
+    err = capsys.readouterr().err
+    assert status == 2
+    assert str(tmp_path / "nowhere") in err
+    assert "kaggle" in err.lower() and "NUMCNN_BLOODCELLS" in err and "--data" in err
+    assert "Traceback" not in err
+    assert not (tmp_path / "out").exists()
+
+
+def test_missing_data_dir_from_the_command_line(tmp_path):
+    """The real command: a clean message on stderr, no traceback, status 2."""
+    env = dict(os.environ, NUMCNN_BLOODCELLS=str(tmp_path / "not-here"))
+    done = subprocess.run([sys.executable, str(SCRIPT), "--out", str(tmp_path / "out")],
+                          capture_output=True, text=True, env=env, cwd=tmp_path, timeout=120)
+    assert done.returncode == 2
+    assert "NUMCNN_BLOODCELLS" in done.stderr and "not-here" in done.stderr
+    assert "Traceback" not in done.stderr
+
+
+def test_bad_settings_are_rejected_before_any_work(tmp_path, capsys):
+    with pytest.raises(SystemExit) as stop:
+        example.main(["--crop", "144", "--input-size", "80", "--out", str(tmp_path)])
+    assert stop.value.code == 2
+    assert "--input-size" in capsys.readouterr().err
+
+
+def test_build_model_is_the_study_network():
+    model = example.build_model((3, 64, 64), seed=0)
+    kinds = [type(layer).__name__ for layer in model.layers]
+    assert kinds[:5] == ["Conv2D", "BatchNorm2D", "ReLU", "MaxPool2D", "Dropout"]
+    assert kinds[-7:] == ["Flatten", "Dense", "BatchNorm1D", "ReLU", "Dropout", "Dense", "Softmax"]
+    assert model.layers[16].params["W"].shape == (128 * 8 * 8, 128)
+    assert model.summary(print_fn=None).count("Conv2D") == 3
+
+
+def test_crops_and_augmentation_are_seeded(rng):
+    x = rng.random((5, 3, 72, 72), dtype=np.float32)
+    a = random_crop(x, 64, np.random.default_rng(1))
+    b = random_crop(x, 64, np.random.default_rng(1))
+    assert a.shape == (5, 3, 64, 64) and np.array_equal(a, b)
+    assert np.array_equal(centre_crop(x, 64), x[:, :, 4:68, 4:68])
+    augment = crop_and_flip(64)
+    assert np.array_equal(augment(x, np.random.default_rng(2)), augment(x, np.random.default_rng(2)))
+    # every augmented image is some symmetry of some 64x64 window of its source
+    out = augment(x[:1], np.random.default_rng(3))[0]
+    windows = [x[0, :, i:i + 64, j:j + 64] for i in range(9) for j in range(9)]
+    variants = [np.rot90(w[:, ::a, ::b], k, axes=(1, 2)) for w in windows
+                for a in (1, -1) for b in (1, -1) for k in range(4)]
+    assert any(np.array_equal(out, v) for v in variants)
+
+
+def test_summary_gives_mean_and_spread_over_seeds():
+    def fake(seed, accuracy, worst):
+        split = {"accuracy": accuracy, "worst_recall": worst, "worst_recall_class": "MONOCYTE",
+                 "f1": {c: accuracy for c in CLASSES}, "recall": {c: worst for c in CLASSES},
+                 "confusion": [[1]]}
+        return {"seed": seed, "epochs": 20, "train": split, "val": split, "test": split,
+                "seconds_per_epoch": 30.0}
+    results = [fake(0, 0.80, 0.5), fake(1, 0.90, 0.7)]
+    document = {"recipe": {"epochs": 20}, "data": {"skipped_count": {"train": 1, "test": 0}},
+                "mean": example.aggregate(results, lambda v: float(np.mean(v))),
+                "std": example.aggregate(results, example.sample_std)}
+    assert document["mean"]["test"]["accuracy"] == pytest.approx(0.85)
+    assert document["std"]["test"]["accuracy"] == pytest.approx(np.std([0.8, 0.9], ddof=1))
+    assert "confusion" not in document["mean"]["test"]
+    text = example.summary_text(results, document)
+    assert "0.8500 +- 0.0707" in text and "worst recall" in text and "TRAIN 1" in text
+    for name in CLASSES:
+        assert name in text
+
+
+# ----------------------------------------------------------------------------
+# Slow: the whole study on 40 images per class
+# ----------------------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def data_dir():
+    configured = os.environ.get("NUMCNN_BLOODCELLS")
+    path = Path(configured) if configured else REPO_ROOT.parent / "shared" / "blood-cells"
+    if not (path / "dataset2-master" / "images").is_dir():
+        pytest.skip(f"blood-cell dataset not found at {path}")
+    return path
+
+
+@pytest.fixture(scope="module")
+def study(data_dir, tmp_path_factory):
+    """Run the study once: seed 0, 2 epochs, 40 images per class of TRAIN and TEST."""
+    root = tmp_path_factory.mktemp("study")
+    common = ["--data", str(data_dir), "--max-per-class", "40", "--seeds", "1",
+              "--cache-dir", str(root / "cache")]
+
+    def run(out, *extra):
+        return example.main(common + ["--out", str(root / out), *extra])
+
+    assert run("full", "--epochs", "2") == 0
+    return {"root": root, "run": run, "out": root / "full", "data_dir": data_dir}
+
+
+def _weights(path):
+    model = numcnn.load(path)
+    return model, {f"{i}/{kind}/{name}": value for i, layer in enumerate(model.layers)
+                   for kind, store in (("param", layer.params), ("buffer", layer.buffers))
+                   for name, value in store.items()}
+
+
+@pytest.mark.slow
+def test_study_writes_reports_figures_and_results(study):
+    out, seed_dir = study["out"], study["out"] / "seed0"
+    for name in ("model.npz", "checkpoint.npz", "history.json", "mean_image.npy", "recipe.json"):
+        assert (seed_dir / name).is_file(), name
+    for split in ("train", "val", "test"):
+        report = (seed_dir / f"report_{split}.txt").read_text()
+        assert "precision" in report and all(name in report for name in CLASSES)
+    if numcnn.plots.available():
+        for name in ("confusion_train.png", "confusion_val.png", "confusion_test.png",
+                     "learning_curves.png"):
+            assert (seed_dir / name).read_bytes()[:4] == b"\x89PNG", name
+        assert (out / "class_counts.png").is_file()
+
+    results = json.loads((out / "results.json").read_text())
+    seed0 = results["seeds"]["0"]
+    for split in ("train", "val", "test"):
+        assert 0.0 <= seed0[split]["accuracy"] <= 1.0
+        assert set(seed0[split]["f1"]) == set(CLASSES)
+        assert set(seed0[split]["precision"]) == set(CLASSES)
+        assert 0.0 <= seed0[split]["worst_recall"] <= min(seed0[split]["recall"].values()) + 1e-12
+    assert seed0["test"]["accuracy"] == results["mean"]["test"]["accuracy"]
+    assert "accuracy" in results["std"]["test"]             # None with a single seed
+    assert seed0["epochs"] == 2 and seed0["seconds_per_epoch"] > 0
+    assert seed0["total_seconds"] >= seed0["train_seconds"] > 0
+    assert results["recipe"]["crop"] == 144 and results["recipe"]["input_size"] == 64
+    assert results["machine"]["cpu_count"] >= 1 and results["machine"]["numcnn_backend"]
+    assert results["data"]["skipped_count"] == {"train": 0, "test": 0}
+    assert sum(seed0["test"]["support"].values()) == 160          # TEST: 40 per class
+    assert sum(seed0["train"]["support"].values()) + sum(seed0["val"]["support"].values()) == 160
+    assert "test accuracy" in (out / "summary.txt").read_text()
+    history = json.loads((seed_dir / "history.json").read_text())
+    assert history["epochs"] == [0, 1] and len(history["history"]["val_accuracy"]) == 2
+
+
+@pytest.mark.slow
+def test_resume_equals_an_uninterrupted_run(study):
+    """1 epoch, then --resume to 2, gives bit for bit the weights of 2 epochs in one go."""
+    run = study["run"]
+    assert run("interrupted", "--epochs", "1", "--no-plots", "--quiet") == 0
+    assert run("interrupted", "--epochs", "2", "--no-plots", "--quiet", "--resume") == 0
+    straight, expected = _weights(study["out"] / "seed0" / "model.npz")
+    resumed, got = _weights(study["root"] / "interrupted" / "seed0" / "model.npz")
+    assert resumed.epoch == straight.epoch == 2
+    assert expected.keys() == got.keys()
+    for key in expected:
+        assert np.array_equal(expected[key], got[key]), key
+    assert resumed.rng.bit_generator.state == straight.rng.bit_generator.state
+    assert resumed.history.history["loss"] == straight.history.history["loss"]
+    results = json.loads((study["root"] / "interrupted" / "results.json").read_text())
+    assert results["seeds"]["0"]["resumed_from_epoch"] == 1
+
+
+@pytest.mark.slow
+def test_resume_continues_to_more_epochs_then_only_reevaluates(study, capsys):
+    run, seed_dir = study["run"], study["out"] / "seed0"
+    assert run("full", "--epochs", "3", "--resume", "--no-plots", "--quiet") == 0
+    history = json.loads((seed_dir / "history.json").read_text())
+    assert history["epochs"] == [0, 1, 2]
+    model, weights = _weights(seed_dir / "model.npz")
+    assert model.epoch == 3
+
+    # complete: --resume does not train again, only reports
+    assert run("full", "--epochs", "3", "--resume", "--no-plots", "--quiet") == 0
+    again, weights_again = _weights(seed_dir / "model.npz")
+    assert again.epoch == 3 and all(np.array_equal(weights[k], weights_again[k]) for k in weights)
+    results = json.loads((study["out"] / "results.json").read_text())
+    assert results["seeds"]["0"]["resumed_from_epoch"] == 3
+    assert len(json.loads((seed_dir / "history.json").read_text())["epochs"]) == 3
+
+    # other training settings: refused, nothing overwritten
+    capsys.readouterr()
+    assert run("full", "--epochs", "4", "--resume", "--lr", "0.01", "--quiet") == 2
+    assert "--resume" in capsys.readouterr().err
+    assert numcnn.load(seed_dir / "model.npz").epoch == 3
+
+
+@pytest.mark.slow
+def test_predict_prints_probabilities_and_names_bad_files(study, capsys):
+    test_dir = study["data_dir"] / "dataset2-master" / "images" / "TEST"
+    images = [sorted((test_dir / name).glob("*.jpeg"))[0] for name in ("EOSINOPHIL", "LYMPHOCYTE")]
+    model = str(study["out"] / "seed0" / "model.npz")
+    capsys.readouterr()
+    assert example.main(["--predict", *map(str, images), "--model", model]) == 0
+    lines = [line for line in capsys.readouterr().out.splitlines() if line.startswith(str(test_dir))]
+    assert len(lines) == 2
+    for line in lines:
+        numbers = [float(word) for word in line.replace(")", "").split() if word[:1].isdigit()]
+        assert len(numbers) == 4 and sum(numbers) == pytest.approx(1.0, abs=0.01)
+        assert all(name in line for name in CLASSES)
+
+    missing = study["root"] / "no-such-cell.jpeg"
+    assert example.main(["--predict", str(missing), str(images[0]), "--model", model]) == 1
+    captured = capsys.readouterr()
+    assert str(missing) in captured.err and "no such file" in captured.err
+    assert str(images[0]) in captured.out                      # the good one still ran
+
+
+@pytest.mark.slow
+def test_predict_preprocessing_equals_the_loader(study):
+    """--predict must see an image exactly as training and evaluation saw it."""
+    loaded = load_bloodcells(study["data_dir"], "TEST", crop=144, factor=2, max_per_class=40,
+                             seed=0, cache_dir=study["root"] / "cache", progress=False)
+    for i in (0, 100):
+        again = preprocess_image(read_rgb_image(loaded.paths[i]), crop=144, factor=2)
+        assert np.array_equal(again, loaded.x[i])
+
+
+@pytest.mark.slow
+def test_corrupt_images_are_skipped_and_counted(data_dir, tmp_path):
+    """A small archive of links to real images plus one broken JPEG (and no labels.csv)."""
+    source = data_dir / "dataset2-master" / "images"
+    for split in ("TRAIN", "TEST"):
+        for name in CLASSES:
+            folder = tmp_path / "archive" / "dataset2-master" / "images" / split / name
+            folder.mkdir(parents=True)
+            for image in sorted((source / split / name).glob("*.jpeg"))[:12]:
+                (folder / image.name).symlink_to(image)
+    broken = tmp_path / "archive" / "dataset2-master" / "images" / "TRAIN" / "MONOCYTE" / "broken.jpeg"
+    broken.write_bytes(b"\xff\xd8\xff\xe0 not really a JPEG")
+    with pytest.warns(UserWarning, match="skipped 1 of 49"):
+        status = example.main(["--data", str(tmp_path / "archive"), "--out", str(tmp_path / "out"),
+                               "--cache-dir", str(tmp_path / "cache"), "--epochs", "1",
+                               "--no-plots", "--quiet"])
+    assert status == 0
+    results = json.loads((tmp_path / "out" / "results.json").read_text())
+    assert results["data"]["skipped_count"] == {"train": 1, "test": 0}
+    assert results["data"]["skipped"]["train"] == [str(broken)]
+    assert "TRAIN 1, TEST 0" in (tmp_path / "out" / "summary.txt").read_text()
