@@ -15,6 +15,11 @@ def _pyplot():
     return plt
 
 
+def _integer_locator():
+    from matplotlib.ticker import MaxNLocator
+    return MaxNLocator(integer=True)
+
+
 def available():
     """True when matplotlib can be imported."""
     try:
@@ -38,6 +43,7 @@ def learning_curves(history, path, title="Learning curves"):
         if f"val_{metric}" in logs:
             ax.plot(epochs, logs[f"val_{metric}"], "s-", label=f"validation {metric}")
         ax.set_xlabel("epoch")
+        ax.xaxis.set_major_locator(_integer_locator())
         ax.set_ylabel(metric)
         ax.grid(alpha=0.3)
         ax.legend()

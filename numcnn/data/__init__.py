@@ -14,6 +14,7 @@ from .bloodcells import (CACHE_ENV_VAR, CLASSES, DATA_ENV_VAR, IMAGE_SHAPE, SPLI
 from .images import (IMAGE_EXTENSIONS, ImageError, ImageSet, SkippedImagesWarning,
                      decode_images, find_class_folders, list_image_files,
                      load_image_folder, read_rgb_image, subsample_per_class)
+from .recipe import centre_crop, crop_and_flip, preprocess_image, random_crop
 from .preprocess import (MeanImage, block_sums, crop_around, crop_to_stain, downscale,
                          find_stain_centre, stain_mask, to_unit_range)
 
@@ -25,8 +26,8 @@ __all__ = [
     # preprocessing
     "downscale", "block_sums", "to_unit_range", "MeanImage",
     "stain_mask", "find_stain_centre", "crop_around", "crop_to_stain",
-    # augmentation
-    "random_flips",
+    # augmentation and the training recipe's crops
+    "random_flips", "random_crop", "centre_crop", "crop_and_flip", "preprocess_image",
     # the blood-cell dataset
     "CLASSES", "SPLITS", "IMAGE_SHAPE", "DATA_ENV_VAR", "CACHE_ENV_VAR",
     "default_data_dirs", "locate_bloodcells", "images_dir", "split_dir", "labels_csv_path",
