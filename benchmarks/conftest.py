@@ -1,0 +1,77 @@
+"""Fixtures for the benchmarks.
+
+- ``backend``: runs a benchmark once on the numba kernels and once on the NumPy
+  reference kernels (the value is the backend's name).
+- ``torch``: PyTorch, limited to two threads and seeded; tests that take it are
+  skipped cleanly when it is not installed.
+- ``pedantic_rounds``: how many timed rounds a ``benchmark.pedantic`` call
+  (used where each round needs an untimed setup) should run, following
+  ``--benchmark-min-rounds`` and ``--benchmark-max-time`` like plain
+  ``benchmark(...)`` calls do.
+- ``label``: sets ``benchmark.group`` and ``benchmark.extra_info``, which
+  ``compare.py`` reads to build its table.
+
+The network builders live in ``bloodnet.py`` (importable from plain scripts too).
+In the default configuration (``--benchmark-disable`` in setup.cfg) every
+benchmark runs its function once, as a plain test, and its assertions run.
+"""
+import sys
+from pathlib import Path
+
+import pytest
+
+HERE = Path(__file__).resolve().parent
+if str(HERE) not in sys.path:  # `import bloodnet` whatever pytest's import mode
+    sys.path.insert(0, str(HERE))
+
+import bloodnet  # noqa: E402,F401  (puts the repository root on sys.path)
+import numcnn  # noqa: E402
+
+
+@pytest.fixture(params=["numba", "numpy"])
+def backend(request):
+    with numcnn.use_backend(request.param):
+        if numcnn.get_backend() != request.param:
+            pytest.skip(f"backend {request.param!r} is not available here")
+        yield request.param
+
+
+@pytest.fixture
+def torch():
+    try:
+        import torch
+    except ImportError as error:  # not installed (or broken): skip, as bloodnet.maybe_torch does
+        pytest.skip(f"PyTorch is not available ({error})")
+    torch.set_num_threads(2)
+    torch.manual_seed(0)
+    return torch
+
+
+@pytest.fixture
+def pedantic_rounds(request):
+    """``rounds(seconds_per_call) -> int`` for ``benchmark.pedantic``.
+
+    At least ``--benchmark-min-rounds``; more while they fit in
+    ``--benchmark-max-time`` (capped at 200).
+    """
+    min_rounds = int(request.config.getoption("benchmark_min_rounds", 5))
+    max_time = float(request.config.getoption("benchmark_max_time", 1.0))
+
+    def rounds(seconds_per_call):
+        fit = int(max_time / max(seconds_per_call, 1e-6))
+        return max(min_rounds, min(fit, 200))
+
+    return rounds
+
+
+@pytest.fixture
+def label(benchmark):
+    """``label(op, shape, framework, backend=None, **extra)`` names a benchmark for compare.py."""
+
+    def apply(op, shape, framework, backend=None, **extra):
+        benchmark.group = f"{op} {shape}"
+        benchmark.extra_info.update(op=op, shape=shape, framework=framework,
+                                    backend=backend, **extra)
+
+    return apply
+
