@@ -244,6 +244,7 @@ class Sequential:
             callback.set_model(self)
             callback.on_train_begin()
         self.stop_training = False
+        self.history.stop_reason = None
         N = len(x)
         starts = batch_starts(N, batch_size)
         steps = len(starts) - 1
@@ -279,7 +280,7 @@ class Sequential:
                 break
             logs = {"loss": loss_sum / seen, "accuracy": correct / seen, "lr": self.optimizer.lr}
             if validation_data is not None:
-                scores = self.evaluate(x_val, y_val, batch_size=max(batch_size, 256))
+                scores = self.evaluate(x_val, y_val, batch_size=batch_size)
                 logs["val_loss"], logs["val_accuracy"] = scores["loss"], scores["accuracy"]
                 bar.set_postfix(loss=f"{logs['loss']:.4f}", acc=f"{logs['accuracy']:.4f}",
                                 val_loss=f"{logs['val_loss']:.4f}",

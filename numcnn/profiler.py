@@ -13,8 +13,9 @@ def profile(model, x, y, print_fn=print):
     """Time one forward and one backward pass per layer, in training mode.
 
     The step runs the same code as ``fit`` (forward with ``training=True``, the
-    loss, backward) but applies no update, so the model is left as it was
-    except for BatchNorm's running statistics, which are restored.
+    loss, backward) but applies no update. Afterwards the model is as it was:
+    BatchNorm's running statistics and the random generator (which Dropout
+    draws from) are restored; only the ``grads`` dicts hold this step's gradients.
 
     Parameters
     ----------
@@ -37,6 +38,7 @@ def profile(model, x, y, print_fn=print):
     x = model._check_x(x, "profile")
     layers = model._logit_layers
     saved = [{k: v.copy() for k, v in layer.buffers.items()} for layer in layers]
+    rng_state = model.rng.bit_generator.state
     rows = []
     h = x
     for layer in layers:
@@ -56,6 +58,7 @@ def profile(model, x, y, print_fn=print):
         rows[i]["backward_ms"] = (time.perf_counter() - began) * 1e3
     for layer, buffers in zip(layers, saved):
         layer.buffers.update(buffers)
+    model.rng.bit_generator.state = rng_state
     totals = {key: sum(row[key] for row in rows)
               for key in ("forward_ms", "backward_ms", "output_bytes", "im2col_bytes", "params")}
     result = {"layers": rows, "loss_ms": loss_ms, "totals": totals,
