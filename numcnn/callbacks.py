@@ -2,6 +2,7 @@
 
 A callback gets ``set_model(model)`` once and then these calls from
 :meth:`numcnn.Sequential.fit`: ``on_train_begin()``, ``on_epoch_begin(epoch)``,
+``on_epoch_train_end(epoch)`` after the epoch's last batch (before validation),
 ``on_epoch_end(epoch, logs)`` with ``logs`` holding the epoch's ``loss``,
 ``accuracy``, ``val_loss``, ``val_accuracy``, ``lr`` and ``seconds``, and
 ``on_train_end()``. Setting ``model.stop_training = True`` ends training after
@@ -21,6 +22,9 @@ class Callback:
         pass
 
     def on_epoch_begin(self, epoch):
+        pass
+
+    def on_epoch_train_end(self, epoch):
         pass
 
     def on_epoch_end(self, epoch, logs):
@@ -76,6 +80,22 @@ class ModelCheckpoint(Callback):
         if directory:
             os.makedirs(directory, exist_ok=True)
         self.model.save(path)
+
+
+class BatchNormCalibration(Callback):
+    """After each epoch's training, re-estimate BatchNorm statistics on ``x``.
+
+    Runs :meth:`numcnn.Sequential.recalibrate_batchnorm` before validation, so
+    validation, checkpoints and the final model all use statistics measured with
+    dropout off, as at evaluation. ``x`` is a fixed set of inputs as the model
+    sees them at evaluation (a few thousand training images are plenty).
+    """
+
+    def __init__(self, x, batch_size=256):
+        self.x, self.batch_size = x, batch_size
+
+    def on_epoch_train_end(self, epoch):
+        self.model.recalibrate_batchnorm(self.x, batch_size=self.batch_size)
 
 
 class EarlyStopping(Callback):

@@ -15,6 +15,8 @@ from . import optim as optim_module
 from .callbacks import Callback, History
 from .layers.activation import Softmax, softmax
 from .layers.base import Layer
+from .layers.dropout import Dropout
+from .layers.norm import BatchNorm2D
 from .losses import check_labels
 from .profiler import profile as profile_model
 
@@ -278,6 +280,8 @@ class Sequential:
             if self.stop_training and seen < N:
                 bar.close()
                 break
+            for callback in callbacks:
+                callback.on_epoch_train_end(epoch)
             logs = {"loss": loss_sum / seen, "accuracy": correct / seen, "lr": self.optimizer.lr}
             if validation_data is not None:
                 scores = self.evaluate(x_val, y_val, batch_size=batch_size)
@@ -299,6 +303,45 @@ class Sequential:
     def _batches(self, x, batch_size):
         for start in range(0, len(x), batch_size):
             yield start, x[start:start + batch_size]
+
+    def recalibrate_batchnorm(self, x, batch_size=256):
+        """Re-estimate every BatchNorm's running statistics as evaluation will see them.
+
+        During training a BatchNorm that follows a Dropout collects statistics of
+        *dropped-out* inputs, whose variance is larger than at evaluation, when
+        dropout is off (the "variance shift" of Li et al., 2019). This pass runs
+        ``x`` through the network with dropout off and each BatchNorm normalising
+        by its batch, and sets the running mean and variance to the averages over
+        the batches (unbiased variances, as in training). No parameter changes and
+        no random numbers are drawn.
+
+        Parameters
+        ----------
+        x : ndarray (N, C, H, W)
+            Inputs as the model sees them at evaluation (e.g. training images
+            without augmentation).
+        batch_size : int
+        """
+        x = self._check_x(x, "recalibrate_batchnorm")
+        layers = self._logit_layers
+        norms = [layer for layer in layers if isinstance(layer, BatchNorm2D)]
+        totals = {id(layer): [0.0, 0.0, 0] for layer in norms}   # sum of means, of vars, batches
+        for _, xb in self._batches(x, batch_size):
+            h = xb
+            for layer in layers:
+                if isinstance(layer, Dropout):
+                    continue                                      # evaluation: no dropout
+                h = layer.run_forward(h, training=isinstance(layer, BatchNorm2D))
+                if isinstance(layer, BatchNorm2D):
+                    M = h.size // h.shape[1]
+                    total = totals[id(layer)]
+                    total[0] += layer._mean.astype(np.float64)
+                    total[1] += layer._var.astype(np.float64) * M / max(M - 1, 1)
+                    total[2] += 1
+        for layer in norms:
+            mean_sum, var_sum, batches = totals[id(layer)]
+            layer.buffers["running_mean"] = (mean_sum / batches).astype(np.float32)
+            layer.buffers["running_var"] = (var_sum / batches).astype(np.float32)
 
     def evaluate(self, x, y, batch_size=256):
         """Loss and accuracy in evaluation mode: ``{"loss": ..., "accuracy": ...}``.

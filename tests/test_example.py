@@ -242,6 +242,21 @@ def test_predict_prints_probabilities_and_names_bad_files(study, capsys):
 
 
 @pytest.mark.slow
+def test_explain_draws_grad_cam_and_feature_maps(study, capsys):
+    pytest.importorskip("matplotlib")
+    model = str(study["out"] / "seed0" / "model.npz")
+    argv = ["--explain", "--model", model, "--data", str(study["data_dir"]),
+            "--explain-per-class", "2", "--cache-dir", str(study["root"] / "cache")]
+    assert example.main(argv) == 0
+    out = capsys.readouterr().out
+    assert "Grad-CAM of 8 TEST images" in out
+    for name in ("gradcam_test.png", "feature_maps_relu_1.png"):
+        picture = study["out"] / "seed0" / name
+        assert picture.is_file() and picture.stat().st_size > 1000
+    assert example.main(["--explain", "--model", str(study["root"] / "nothing.npz")]) == 2
+
+
+@pytest.mark.slow
 def test_predict_preprocessing_equals_the_loader(study):
     """--predict must see an image exactly as training and evaluation saw it."""
     loaded = load_bloodcells(study["data_dir"], "TEST", crop=144, factor=2, max_per_class=40,

@@ -532,3 +532,54 @@ def test_callbacks_must_be_callbacks():
     x, y = make_data(n=8)
     with pytest.raises(TypeError, match="not a numcnn Callback"):
         make_model().fit(x, y, epochs=1, verbose=0, callbacks=[lambda: None])
+
+
+def test_recalibrate_batchnorm_measures_statistics_without_dropout(rng):
+    """After recalibration, each BatchNorm's running statistics are the batch
+    statistics of its input computed with dropout off (one batch: exactly)."""
+    from numcnn.layers import BatchNorm1D, BatchNorm2D, Conv2D, Dense, Dropout, Flatten, ReLU
+    model = numcnn.Sequential([Conv2D(2, 3, 3), BatchNorm2D(3), ReLU(), Dropout(0.5), Flatten(),
+                               Dense(3 * 4 * 4, 5), BatchNorm1D(5), ReLU(), Dense(5, 2)], seed=0)
+    model.compile(numcnn.losses.SoftmaxCrossEntropy(), numcnn.optim.SGD(0.1))
+    x = rng.standard_normal((16, 2, 6, 6)).astype(np.float32)
+    model.fit(x, np.arange(16) % 2, epochs=1, batch_size=4, verbose=0)
+    state = model.rng.bit_generator.state
+    model.recalibrate_batchnorm(x, batch_size=16)
+    assert model.rng.bit_generator.state == state          # no random numbers drawn
+    conv_out = model.layers[0].forward(x)
+    M = conv_out.size // 3
+    np.testing.assert_allclose(model.layers[1].buffers["running_mean"],
+                               conv_out.mean(axis=(0, 2, 3)), rtol=1e-4, atol=1e-6)
+    np.testing.assert_allclose(model.layers[1].buffers["running_var"],
+                               conv_out.var(axis=(0, 2, 3)) * M / (M - 1), rtol=1e-4)
+    h = x
+    for layer in model.layers[:6]:
+        if not isinstance(layer, Dropout):
+            h = layer.forward(h, training=isinstance(layer, BatchNorm2D))
+    np.testing.assert_allclose(model.layers[6].buffers["running_var"],
+                               h.var(axis=0) * 16 / 15, rtol=1e-4)
+
+
+def test_batchnorm_calibration_runs_before_validation(rng):
+    from numcnn.callbacks import BatchNormCalibration, Callback
+    from numcnn.layers import BatchNorm2D, Conv2D, Dense, Dropout, Flatten
+    order = []
+
+    class Spy(Callback):
+        def on_epoch_train_end(self, epoch):
+            order.append(("train_end", epoch))
+
+        def on_epoch_end(self, epoch, logs):
+            order.append(("end", epoch))
+
+    model = numcnn.Sequential([Conv2D(1, 2, 3), BatchNorm2D(2), Dropout(0.5), Flatten(),
+                               Dense(2 * 3 * 3, 2)], seed=0)
+    model.compile(numcnn.losses.SoftmaxCrossEntropy(), numcnn.optim.SGD(0.1))
+    x = rng.standard_normal((8, 1, 5, 5)).astype(np.float32)
+    y = np.arange(8) % 2
+    model.fit(x, y, epochs=2, batch_size=4, verbose=0, validation_data=(x, y),
+              callbacks=[BatchNormCalibration(x), Spy()])
+    assert order == [("train_end", 0), ("end", 0), ("train_end", 1), ("end", 1)]
+    before = model.layers[1].buffers["running_var"].copy()
+    model.recalibrate_batchnorm(x)
+    np.testing.assert_allclose(model.layers[1].buffers["running_var"], before, rtol=1e-6)
