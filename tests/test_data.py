@@ -404,8 +404,13 @@ def test_crop_to_stain_on_synthetic_images():
     crop = crop_to_stain(purple_disk_image(100, 200), 128)
     assert crop.shape == (128, 128, 3) and crop.dtype == np.uint8
     np.testing.assert_array_equal(crop[64, 64], (110, 60, 190))          # disk in the middle
-    corner = crop_to_stain(purple_disk_image(15, 310), 128)                # clamped inside
-    np.testing.assert_array_equal(corner, purple_disk_image(15, 310)[:128, -128:])
+    near_corner = purple_disk_image(15, 310)
+    corner = crop_to_stain(near_corner, 128)                               # still centred on
+    np.testing.assert_array_equal(corner[64, 64], (110, 60, 190))         # the cell, and
+    row, col = (int(round(c - 64)) for c in find_stain_centre(near_corner))
+    padded = np.pad(near_corner, ((128, 128), (128, 128), (0, 0)))         # black outside
+    np.testing.assert_array_equal(corner, padded[row + 128:row + 256, col + 128:col + 256])
+    assert (corner[:30] == 0).all() and (corner[:, -30:] == 0).all()
     floats = crop_to_stain(purple_disk_image(100, 200) / 255.0, 128)       # float input too
     np.testing.assert_array_equal(floats * 255, crop.astype(np.float64))
     blank = np.full((240, 320, 3), 220, np.uint8)

@@ -91,7 +91,7 @@ _LABELS_CSV_PLACES = (
 )
 
 # Bump when decoding, cropping or the cache layout change: old caches are then ignored.
-CACHE_VERSION = 1
+CACHE_VERSION = 2  # 2: stain crops are centred and zero-padded, not clamped
 
 
 # ----------------------------------------------------------------------------

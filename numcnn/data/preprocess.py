@@ -297,51 +297,54 @@ def find_stain_centre(image: np.ndarray,
 
 
 def crop_around(image: np.ndarray, centre: Tuple[float, float], size: int) -> np.ndarray:
-    """Cut a size x size window centred on ``centre``, shifted to stay inside.
+    """Cut a size x size window centred on ``centre``; where it leaves the image, zeros.
+
+    The window stays centred even at the border, so a cell near the edge of a
+    picture still sits in the middle of its crop (the missing part is black, like
+    the corners the dataset's own rotations left).
 
     Parameters
     ----------
     image : ndarray, shape (H, W, C)
-        HWC image, any dtype; H and W at least ``size``.
+        HWC image, any dtype.
     centre : (row, col)
-        Wanted centre of the window, in pixels.
+        Centre of the window, in pixels.
     size : int
         Side of the square window.
 
     Returns
     -------
     ndarray, shape (size, size, C)
-        A view into ``image``.
+        A new array of the image's dtype.
     """
     height, width = image.shape[:2]
-    if size > height or size > width:
-        raise ValueError(f"cannot crop {size}x{size} from an image of shape {image.shape}")
-    row, col = centre
-    top = int(round(row - size / 2))
-    left = int(round(col - size / 2))
-    top = min(max(top, 0), height - size)     # clamp the window inside the image
-    left = min(max(left, 0), width - size)
-    return image[top:top + size, left:left + size]
+    top = int(round(centre[0] - size / 2))
+    left = int(round(centre[1] - size / 2))
+    window = np.zeros((size, size) + image.shape[2:], dtype=image.dtype)
+    rows = slice(max(top, 0), min(top + size, height))       # the part inside the image
+    cols = slice(max(left, 0), min(left + size, width))
+    window[rows.start - top:rows.stop - top, cols.start - left:cols.stop - left] = image[rows, cols]
+    return window
 
 
 def crop_to_stain(image: np.ndarray, size: int = 128) -> np.ndarray:
     """Crop a square window around the stained white cell.
 
     The window is centred on :func:`find_stain_centre` (the largest purple
-    blob), moved as little as needed to stay inside the image; when no blob is
-    found it is centred on the image centre.
+    blob), zero-padded where it leaves the image (:func:`crop_around`); when no
+    blob is found it is centred on the image centre.
 
     Parameters
     ----------
     image : ndarray, shape (H, W, 3)
         RGB, uint8 or float in [0, 1] (HWC layout).
     size : int
-        Side of the window, at most min(H, W).
+        Side of the window.
 
     Returns
     -------
     ndarray, shape (size, size, 3)
-        Same dtype as ``image`` (a view into it).
+        Same dtype as ``image``.
     """
     image = np.asarray(image)
     centre = find_stain_centre(image)
