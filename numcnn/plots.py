@@ -105,9 +105,21 @@ def _display(image_chw):
     return (image - low) / (high - low) if high > low else np.zeros_like(image)
 
 
-def overlay_grid(images, heatmaps, titles, path, columns=4, alpha=0.45,
+def _heat_rgba(heatmap, alpha):
+    """A jet-coloured heat map whose opacity grows with the heat (cold parts stay clear)."""
+    from matplotlib import colormaps
+    rgba = colormaps["jet"](np.clip(heatmap, 0, 1))
+    rgba[..., 3] = alpha * np.clip(heatmap, 0, 1)
+    return rgba
+
+
+def overlay_grid(images, heatmaps, titles, path, columns=4, alpha=0.6,
                  title="Grad-CAM"):
-    """Images (N, C, H, W) with heat maps (N, H, W) in [0, 1] laid over them, in a grid."""
+    """Images (N, C, H, W) with heat maps (N, H, W) in [0, 1] laid over them, in a grid.
+
+    The heat is drawn more opaque where it is hotter, so the image stays visible
+    where the map is cold.
+    """
     plt = _pyplot()
     n = len(images)
     rows = int(np.ceil(n / columns))
@@ -117,7 +129,7 @@ def overlay_grid(images, heatmaps, titles, path, columns=4, alpha=0.45,
         if k >= n:
             continue
         ax.imshow(_display(images[k]))
-        ax.imshow(heatmaps[k], cmap="jet", alpha=alpha, vmin=0, vmax=1)
+        ax.imshow(_heat_rgba(heatmaps[k], alpha))
         ax.set_title(titles[k], fontsize=8)
     fig.suptitle(title)
     fig.tight_layout()
