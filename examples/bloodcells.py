@@ -606,11 +606,10 @@ def summary_text(results, document):
 # Prediction on new images
 # ----------------------------------------------------------------------------
 
-def explain_model(args):
-    """Grad-CAM grid of TEST images per class, and feature maps; return the exit status.
+def load_saved_model(args):
+    """The trained model of --model (default <out>/seed0/model.npz), its recipe and mean image.
 
-    The heat shows where the last convolution's evidence for the *predicted* class
-    lies (numcnn.explain.grad_cam); titles give the true and predicted class.
+    Returns ``(path, model, recipe, mean)``; raises OSError or ValueError naming the path.
     """
     model_path = Path(args.model) if args.model else Path(args.out) / "seed0" / "model.npz"
     folder = model_path.parent
@@ -618,10 +617,26 @@ def explain_model(args):
         model = numcnn.load(model_path)
         recipe = json.loads((folder / "recipe.json").read_text())
         mean = np.load(folder / "mean_image.npy")
+    except OSError as error:
+        raise OSError(f"cannot use the model {model_path}: {error}") from None
+    except ValueError as error:
+        raise ValueError(f"cannot use the model {model_path}: {error}") from None
+    return model_path, model, recipe, mean
+
+
+def explain_model(args):
+    """Grad-CAM grid of TEST images per class, and feature maps; return the exit status.
+
+    The heat shows where the last convolution's evidence for the *predicted* class
+    lies (numcnn.explain.grad_cam); titles give the true and predicted class.
+    """
+    try:
+        model_path, model, recipe, mean = load_saved_model(args)
         data_dir = locate_bloodcells(args.data)
     except (OSError, ValueError) as error:
-        print(f"error: cannot explain {model_path}: {error}", file=sys.stderr)
+        print(f"error: cannot explain: {error}", file=sys.stderr)
         return 2
+    folder = model_path.parent
     if not plots.available():
         print("error: --explain draws pictures and needs matplotlib: pip install 'numcnn[plot]'",
               file=sys.stderr)
@@ -654,16 +669,11 @@ def predict_images(args):
     0: all images classified; 1: some image could not be read (named, the others
     still run); 2: the model, its mean image or its recipe is missing.
     """
-    model_path = Path(args.model) if args.model else Path(args.out) / "seed0" / "model.npz"
-    folder = model_path.parent
     try:
-        model = numcnn.load(model_path)
-        recipe = json.loads((folder / "recipe.json").read_text())
-        mean = np.load(folder / "mean_image.npy")
+        model_path, model, recipe, mean = load_saved_model(args)
     except (OSError, ValueError) as error:
-        print(f"error: cannot use the model {model_path}: {error}\n(train first, or pass "
-              "--model PATH to a model.npz whose folder holds recipe.json and mean_image.npy)",
-              file=sys.stderr)
+        print(f"error: {error}\n(train first, or pass --model PATH to a model.npz whose "
+              "folder holds recipe.json and mean_image.npy)", file=sys.stderr)
         return 2
     crop, factor, size = recipe["crop"] or None, recipe["factor"], recipe["input_size"]
     classes = recipe.get("classes", list(CLASSES))
