@@ -33,6 +33,11 @@ import tempfile
 import time
 from pathlib import Path
 
+# As numcnn does when it is imported before numpy: OpenBLAS threads spin only
+# briefly after a GEMM (docs/performance.md, "Threads"). Inherited by every
+# subprocess below; a value set by the user is kept.
+os.environ.setdefault("OPENBLAS_THREAD_TIMEOUT", "4")
+
 HERE = Path(__file__).resolve().parent
 REPO_ROOT = HERE.parent
 STEP_SIZES = ((60, 80), (120, 160))  # as bloodnet.STEP_SIZES (not imported: keep this process light)
@@ -119,7 +124,7 @@ def machine_info():
         info["usable_cpus"] = os.cpu_count()
     info["platform"] = platform.platform()
     info["env"] = {k: os.environ.get(k) for k in (
-        "OPENBLAS_CORETYPE", "OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "OMP_WAIT_POLICY",
+        "OPENBLAS_CORETYPE", "OPENBLAS_NUM_THREADS", "OPENBLAS_THREAD_TIMEOUT", "OMP_NUM_THREADS", "OMP_WAIT_POLICY",
         "NUMBA_NUM_THREADS", "NUMBA_THREADING_LAYER", "NUMCNN_BACKEND")}
     info["loadavg_start"] = os.getloadavg()
     return info

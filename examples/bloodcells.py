@@ -68,6 +68,11 @@ import sys
 import time
 from pathlib import Path
 
+# Before numpy loads OpenBLAS: short spinning of its threads after each matrix
+# multiply, so they do not steal the cores from numcnn's numba loops (see
+# docs/performance.md, "Threads"). A value set by the user is kept.
+os.environ.setdefault("OPENBLAS_THREAD_TIMEOUT", "4")
+
 import numpy as np
 from sklearn.model_selection import train_test_split
 

@@ -7,10 +7,20 @@
 >>> model.compile(numcnn.losses.SoftmaxCrossEntropy(), numcnn.optim.Adam(1e-3))  # doctest: +ELLIPSIS
 <numcnn.model.Sequential object at ...>
 """
-from . import callbacks, explain, init, layers, losses, metrics, optim
-from .backend import get_backend, set_backend, use_backend
-from .finite_differences import gradcheck, gradcheck_loss, numerical_gradient
-from .model import Sequential, load
+import os
+import sys
+
+if "numpy" not in sys.modules:
+    # OpenBLAS threads spin after each matrix multiply and steal the cores from the
+    # numba loop that follows (im2col after a GEMM: 15 ms instead of 7.5 on two
+    # cores). A short spin removes that; it must be set before numpy loads
+    # OpenBLAS, and a value the user chose is kept. See docs/performance.md.
+    os.environ.setdefault("OPENBLAS_THREAD_TIMEOUT", "4")
+
+from . import callbacks, explain, init, layers, losses, metrics, optim  # noqa: E402
+from .backend import get_backend, set_backend, use_backend  # noqa: E402
+from .finite_differences import gradcheck, gradcheck_loss, numerical_gradient  # noqa: E402
+from .model import Sequential, load  # noqa: E402
 
 __version__ = "0.1.0"
 
