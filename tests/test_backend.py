@@ -51,3 +51,19 @@ def test_without_numba_a_warning_and_the_numpy_kernels(monkeypatch):
     finally:
         monkeypatch.undo()  # numba importable again, numcnn.kernels.jit back in place
         numcnn.set_backend(previous)
+
+
+def test_import_sets_a_short_openblas_spin_unless_the_user_chose(tmp_path):
+    """OpenBLAS threads spinning after a GEMM slow the next numba loop down 2x;
+    numcnn asks for a short spin before numpy loads OpenBLAS, and keeps a user's value."""
+    import os
+    import subprocess
+    from pathlib import Path
+    root = Path(__file__).resolve().parent.parent
+    probe = "import os, numcnn; print(os.environ.get('OPENBLAS_THREAD_TIMEOUT'))"
+    env = {k: v for k, v in os.environ.items() if k != "OPENBLAS_THREAD_TIMEOUT"}
+    env["PYTHONPATH"] = str(root)
+    run = lambda e: subprocess.run([sys.executable, "-c", probe], env=e, cwd=tmp_path,  # noqa: E731
+                                   capture_output=True, text=True, check=True).stdout.strip()
+    assert run(env) == "4"
+    assert run(dict(env, OPENBLAS_THREAD_TIMEOUT="8")) == "8"
