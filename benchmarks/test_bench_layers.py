@@ -89,6 +89,19 @@ def to_numpy(t):
 # ---------------------------------------------------------------------------
 # Conv2D
 # ---------------------------------------------------------------------------
+def bench_torch_backward(benchmark, pedantic_rounds, module, x, dy):
+    """Time only ``y.backward(dy)``: each round first runs the forward, untimed."""
+    def forward_first():
+        x.grad = None
+        module.zero_grad(set_to_none=True)
+        return (module(x),), {}
+
+    (y,), _ = forward_first()
+    _, seconds = timed_once(y.backward, dy)
+    benchmark.pedantic(lambda y: y.backward(dy), setup=forward_first,
+                       rounds=pedantic_rounds(seconds))
+
+
 def numcnn_conv(C, F):
     layer = Conv2D(C, F, 3, padding=PAD, rng=0)
     layer.params["b"] = random_array((F,), seed=2) * np.float32(0.1)
@@ -168,16 +181,7 @@ def test_conv2d_backward_torch(benchmark, label, torch, pedantic_rounds, C, F, H
     conv = torch_conv(torch, numcnn_conv(C, F)).train()
     x = torch.from_numpy(data((BATCH, C, H, W), 1)).requires_grad_(True)
     dy = torch.from_numpy(data((BATCH, F, H, W), 3))
-
-    def forward_first():
-        x.grad = None
-        conv.zero_grad(set_to_none=True)
-        return (conv(x),), {}
-
-    (y,), _ = forward_first()
-    _, seconds = timed_once(y.backward, dy)
-    benchmark.pedantic(lambda y: y.backward(dy), setup=forward_first,
-                       rounds=pedantic_rounds(seconds))
+    bench_torch_backward(benchmark, pedantic_rounds, conv, x, dy)
     assert tuple(x.grad.shape) == tuple(x.shape)
     assert tuple(conv.weight.grad.shape) == (F, C, KH, KW)
 
@@ -359,16 +363,7 @@ def test_layer_backward_torch(benchmark, label, torch, pedantic_rounds, name, sh
     module = make_torch(torch, make(shape[0])).train()
     x = torch.from_numpy(data(x_shape, 7)).requires_grad_(True)
     dy = torch.from_numpy(data(out_shape(name, x_shape), 8))
-
-    def forward_first():
-        x.grad = None
-        module.zero_grad(set_to_none=True)
-        return (module(x),), {}
-
-    (y,), _ = forward_first()
-    _, seconds = timed_once(y.backward, dy)
-    benchmark.pedantic(lambda y: y.backward(dy), setup=forward_first,
-                       rounds=pedantic_rounds(seconds))
+    bench_torch_backward(benchmark, pedantic_rounds, module, x, dy)
     assert tuple(x.grad.shape) == x_shape
 
 

@@ -184,8 +184,9 @@ class Sequential:
             loss = self.loss.forward(logits, yb)
             if math.isfinite(loss):
                 self._backward(self.loss.backward(), layers)
-                if all(np.isfinite(grad).all() for _, _, grad in self.param_slots()):
-                    self.optimizer.step(self.param_slots())
+                slots = self.param_slots()
+                if all(np.isfinite(grad).all() for _, _, grad in slots):
+                    self.optimizer.step(slots)
                     updated = True
                     return loss, int((logits.argmax(axis=1) == yb).sum())
             return math.nan, 0
