@@ -20,7 +20,10 @@ The recipe (fixed in advance; every number is a CLI default)
 3. "Average background" subtraction: the mean image of the training part is
    subtracted from train, validation and test images.
 4. Training batches: a random 64x64 crop of each 72x72 image, then random
-   flips (left-right, up-down) and quarter turns. Evaluation: the centre 64x64.
+   flips (left-right, up-down) and quarter turns, then a mild colour jitter
+   (per-channel gain in [0.9, 1.1] and shift in [-0.05, 0.05]: slides differ
+   in stain). Evaluation: the centre 64x64, the class probabilities averaged
+   over its 8 symmetric views (quarter turns, mirrored or not).
 5. The network (build_model): three blocks Conv2D 3x3 (32, 64, 128 filters)
    -> BatchNorm -> ReLU -> MaxPool 2 -> Dropout 0.4, then Dense 128 ->
    BatchNorm1D -> ReLU -> Dropout 0.4 -> Dense 4 -> Softmax. (Without the
@@ -87,7 +90,8 @@ from numcnn.callbacks import (BatchNormCalibration, LearningRateScheduler,  # no
 from numcnn.data import (CLASSES, ImageError, MeanImage, class_count_table,  # noqa: E402
                          count_per_class, labels_csv_path, load_bloodcells,
                          locate_bloodcells, read_original_labels, read_rgb_image)
-from numcnn.data.recipe import centre_crop, crop_and_flip, preprocess_image  # noqa: E402
+from numcnn.data.recipe import (centre_crop, crop_and_flip, predict_symmetric,  # noqa: E402
+                                preprocess_image)
 from numcnn.layers import (BatchNorm1D, BatchNorm2D, Conv2D, Dense, Dropout,  # noqa: E402
                            Flatten, MaxPool2D, ReLU, Softmax)
 
@@ -98,7 +102,7 @@ DROPOUT = 0.4
 CALIBRATION_IMAGES = 2048   # training images (evaluation view) for BatchNorm statistics
 # Settings that change what a model learns: a run can only be resumed with the same ones.
 TRAINING_SETTINGS = ("crop", "factor", "input_size", "batch_size", "lr", "class_weights",
-                     "max_per_class")
+                     "max_per_class", "colour_jitter")
 
 
 # ----------------------------------------------------------------------------
@@ -155,6 +159,13 @@ def parse_args(argv=None):
     prep.add_argument("--input-size", metavar="PX", type=int, default=64,
                       help="side of the random training crop and of the centre evaluation crop, "
                            "after downscaling (ignored with --crop 0)")
+    prep.add_argument("--colour-jitter", metavar="S", type=float, default=0.1,
+                      help="training batches: per-channel gain in [1-S, 1+S] and shift in "
+                           "[-S/2, S/2] (0: none)")
+    prep.add_argument("--tta", choices=("symmetries", "none"), default=None,
+                      help="evaluation: average the class probabilities over the 8 symmetries "
+                           "of the square crop, or one view (default: symmetries for square "
+                           "inputs, none with --crop 0)")
 
     train = parser.add_argument_group("training")
     train.add_argument("--epochs", metavar="N", type=int, default=20, help="epochs in all")
@@ -171,6 +182,8 @@ def parse_args(argv=None):
     train.add_argument("--resume", action="store_true",
                        help="continue each seed from <out>/seed<S>/checkpoint.npz; a seed whose "
                             "model.npz is complete is only re-evaluated")
+    train.add_argument("--skip-test", action="store_true",
+                       help="do not evaluate TEST (timing runs, recipe work: keeps TEST unseen)")
     train.add_argument("--backend", choices=("numba", "numpy"), default="numba",
                        help="kernels: numba (fast) or the readable NumPy reference")
 
@@ -223,6 +236,13 @@ def check_args(parser, args):
     elif 240 % args.factor or 320 % args.factor or 240 // args.factor < 8:
         parser.error(f"--factor {args.factor} must divide 240 and 320 (and leave at least 8 "
                      "pixels) with --crop 0")
+    if not 0 <= args.colour_jitter < 1:
+        parser.error(f"--colour-jitter must be in [0, 1), got {args.colour_jitter}")
+    if args.tta is None:
+        args.tta = "symmetries" if is_square(args) else "none"
+    elif args.tta == "symmetries" and not is_square(args):
+        parser.error("--tta symmetries needs square inputs (quarter turns); with --crop 0 "
+                     "use --tta none")
 
 
 def recipe_of(args):
@@ -234,6 +254,8 @@ def recipe_of(args):
         optimizer="Adam (decoupled weight decay)", schedule="cosine to lr/100",
         augmentation=augmentation_text(args),
         evaluation_crop="centre" if args.crop else "none (whole image)",
+        evaluation_views=("mean probabilities over the 8 symmetries of the square"
+                          if args.tta == "symmetries" else "one view"),
         batchnorm_calibration=f"{CALIBRATION_IMAGES} training images after each epoch")
     return recipe
 
@@ -243,6 +265,8 @@ def augmentation_text(args):
     steps += ["random flips (left-right, up-down)"]
     if is_square(args):
         steps += ["random quarter turns"]
+    if args.colour_jitter:
+        steps += [f"colour jitter {args.colour_jitter:g} (per-channel gain and shift)"]
     return ", then ".join(steps)
 
 
@@ -428,7 +452,7 @@ def train_one_seed(args, seed, data, out):
         model.fit(x_train, y_train, epochs=args.epochs, batch_size=args.batch_size,
                   validation_data=(evaluation_view(args, x_val), y_val),
                   augment=crop_and_flip(args.input_size if args.crop else None,
-                                        rotate90=is_square(args)),
+                                        rotate90=is_square(args), colour=args.colour_jitter),
                   callbacks=[LearningRateScheduler(schedule),
                              BatchNormCalibration(evaluation_view(
                                  args, x_train[:CALIBRATION_IMAGES])),
@@ -441,6 +465,9 @@ def train_one_seed(args, seed, data, out):
 
     result = {"seed": seed, "epochs": model.epoch, "resumed_from_epoch": resumed_from}
     for split in SPLITS:           # TEST is looked at here, once, after the last epoch
+        if split == "test" and args.skip_test:
+            say(args, "\n--- TEST not evaluated (--skip-test)")
+            continue
         result[split] = report_split(args, model, split, *arrays[split], folder)
     if plots_wanted(args) and model.history.history:
         plots.learning_curves(model.history, folder / "learning_curves.png",
@@ -453,8 +480,16 @@ def train_one_seed(args, seed, data, out):
 
 
 def predict_probabilities(args, model, x, batch_size=256):
-    """Class probabilities of mean-subtracted, uncropped images, a batch at a time."""
-    return np.concatenate([model.predict(evaluation_view(args, x[i:i + batch_size]))
+    """Class probabilities of mean-subtracted, uncropped images, a batch at a time.
+
+    With ``--tta symmetries`` each image's probabilities are the mean over its
+    8 symmetric views (numcnn.data.predict_symmetric).
+    """
+    def predict(view):
+        if args.tta == "symmetries":
+            return predict_symmetric(model, view, batch_size=batch_size)
+        return model.predict(view, batch_size=batch_size)
+    return np.concatenate([predict(evaluation_view(args, x[i:i + batch_size]))
                            for i in range(0, len(x), batch_size)])
 
 
@@ -581,18 +616,20 @@ def summary_text(results, document):
     """The closing summary: per seed, then mean +- std; worst recall next to accuracy."""
     skipped = document["data"]["skipped_count"]
     lines = [f"Summary: {len(results)} seed(s), {document['recipe']['epochs']} epochs, "
-             f"TEST evaluated once after the last epoch",
+             + ("TEST not evaluated (--skip-test)" if document["recipe"]["skip_test"]
+                else "TEST evaluated once after the last epoch"),
              f"images skipped as unreadable: TRAIN {skipped['train']}, TEST {skipped['test']}",
              ""]
     for r in results:
         seconds = r["seconds_per_epoch"]
-        lines.append(f"seed {r['seed']}: test accuracy {r['test']['accuracy']:.4f}   "
-                     f"worst recall {r['test']['worst_recall']:.3f} "
-                     f"({r['test']['worst_recall_class']})   "
+        test = (f"test accuracy {r['test']['accuracy']:.4f}   "
+                f"worst recall {r['test']['worst_recall']:.3f} ({r['test']['worst_recall_class']})"
+                if "test" in r else "TEST not evaluated")
+        lines.append(f"seed {r['seed']}: {test}   "
                      f"val accuracy {r['val']['accuracy']:.4f}   "
                      f"train accuracy {r['train']['accuracy']:.4f}   "
                      + (f"{seconds:.1f} s/epoch" if seconds is not None else "not retrained"))
-    if len(results) > 1:
+    if len(results) > 1 and all("test" in r for r in results):
         mean, std = document["mean"], document["std"]
         lines += ["", f"over {len(results)} seeds (mean +- std, std with ddof=1):",
                   f"  test accuracy      {mean['test']['accuracy']:.4f} +- {std['test']['accuracy']:.4f}",
@@ -684,7 +721,8 @@ def predict_images(args):
     classes = recipe.get("classes", list(CLASSES))
     print(f"model {model_path} ({model.epoch} epochs); preprocessing: stain crop "
           f"{crop or 'none'}, factor {factor}"
-          + (f", centre {size}x{size}" if crop else ""))
+          + (f", centre {size}x{size}" if crop else "")
+          + ("; mean over the 8 symmetric views" if recipe.get("tta") == "symmetries" else ""))
     failed = 0
     for name in args.predict:
         try:
@@ -693,7 +731,10 @@ def predict_images(args):
             print(f"error: {name}: {error}", file=sys.stderr)
             failed += 1
             continue
-        probabilities = model.predict(x)[0]
+        if recipe.get("tta") == "symmetries":
+            probabilities = predict_symmetric(model, x)[0]
+        else:
+            probabilities = model.predict(x)[0]
         best = int(probabilities.argmax())
         listed = "  ".join(f"{c} {p:.3f}" for c, p in zip(classes, probabilities))
         print(f"{name}: {classes[best]}  ({listed})")

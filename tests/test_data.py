@@ -16,11 +16,14 @@ import numpy as np
 import pytest
 from skimage import color, io, transform
 
+import numcnn
+from numcnn.data import symmetries as batch_symmetries
 from numcnn.data import (CLASSES, DATA_ENV_VAR, ImageError, ImageSet, MeanImage,
                          SkippedImagesWarning, block_sums, class_count_table,
                          count_per_class, crop_to_stain, downscale, find_stain_centre,
                          images_dir, labels_csv_path, list_image_files, load_bloodcells,
                          load_image_folder, locate_bloodcells, random_flips,
+                         SYMMETRY_COUNT, colour_jitter, predict_symmetric,
                          read_original_labels, read_rgb_image, subsample_per_class,
                          to_unit_range)
 
@@ -449,6 +452,78 @@ def test_random_flips_are_seeded_and_only_move_pixels():
     for original, flipped in zip(x, first):
         np.testing.assert_array_equal(np.sort(original, axis=None), np.sort(flipped, axis=None))
         assert any(np.array_equal(flipped, candidate) for candidate in symmetries(original))
+
+
+def test_symmetries_give_each_of_the_eight_views_once():
+    x = np.random.default_rng(5).random((3, 2, 5, 5), dtype=np.float32)
+    views = list(batch_symmetries(x))
+    assert len(views) == SYMMETRY_COUNT == 8
+    np.testing.assert_array_equal(views[0], x)
+    for view in views:
+        assert view.shape == x.shape and view.flags.c_contiguous
+    for n in range(len(x)):
+        expected = symmetries(x[n])
+        for view in views:                                   # each view is one symmetry ...
+            assert sum(np.array_equal(view[n], e) for e in expected) == 1
+        for e in expected:                                   # ... and each symmetry is a view
+            assert sum(np.array_equal(view[n], e) for view in views) == 1
+    with pytest.raises(ValueError, match="square"):
+        list(batch_symmetries(x[:, :, :4, :]))
+
+
+def test_colour_jitter_is_a_seeded_gain_and_shift_per_image_and_channel():
+    x = np.random.default_rng(6).standard_normal((40, 3, 4, 4)).astype(np.float32)
+    before = x.copy()
+    out = colour_jitter(x, np.random.default_rng(1), 0.1)
+    np.testing.assert_array_equal(out, colour_jitter(x, np.random.default_rng(1), 0.1))
+    assert not np.array_equal(out, colour_jitter(x, np.random.default_rng(2), 0.1))
+    np.testing.assert_array_equal(x, before)
+    assert out.dtype == np.float32 and out.shape == x.shape
+    # recover gain and shift of every (image, channel) by least squares: exact affine maps
+    gains, shifts = np.empty((40, 3)), np.empty((40, 3))
+    for n in range(40):
+        for c in range(3):
+            a = np.stack([x[n, c].ravel(), np.ones(16)], axis=1).astype(np.float64)
+            (gains[n, c], shifts[n, c]), residual, *_ = np.linalg.lstsq(a, out[n, c].ravel(),
+                                                                       rcond=None)
+            assert residual.size == 0 or residual[0] < 1e-9
+    assert 0.9 - 1e-6 <= gains.min() and gains.max() <= 1.1 + 1e-6
+    assert -0.05 - 1e-6 <= shifts.min() and shifts.max() <= 0.05 + 1e-6
+    assert gains.std() > 0.03 and shifts.std() > 0.015       # really random, not a constant
+    assert len(np.unique(gains.round(6))) == 120             # each image and channel its own
+    np.testing.assert_array_equal(colour_jitter(x, np.random.default_rng(1), 0.0), x)
+
+
+def test_colour_jitter_rejects_bad_input():
+    x = np.zeros((2, 3, 4, 4), dtype=np.float32)
+    with pytest.raises(ValueError, match="strength"):
+        colour_jitter(x, np.random.default_rng(0), 1.0)
+    with pytest.raises(TypeError, match="floating"):
+        colour_jitter(x.astype(np.uint8), np.random.default_rng(0), 0.1)
+    with pytest.raises(ValueError, match="N, C, H, W"):
+        colour_jitter(x[0], np.random.default_rng(0), 0.1)
+    with pytest.raises(TypeError, match="Generator"):
+        colour_jitter(x, np.random, 0.1)
+
+
+def _small_classifier(seed=0):
+    from numcnn.layers import Conv2D, Dense, Flatten, MaxPool2D, ReLU, Softmax
+    return numcnn.Sequential([Conv2D(3, 4, 3, padding=1), ReLU(), MaxPool2D(2), Flatten(),
+                              Dense(4 * 4 * 4, 3), Softmax()], seed=seed, input_shape=(3, 8, 8))
+
+
+def test_predict_symmetric_is_the_mean_over_views_and_ignores_orientation():
+    model = _small_classifier()
+    x = np.random.default_rng(9).standard_normal((5, 3, 8, 8)).astype(np.float32)
+    averaged = predict_symmetric(model, x, batch_size=2)
+    expected = np.mean([model.predict(view) for view in batch_symmetries(x)], axis=0)
+    np.testing.assert_allclose(averaged, expected, rtol=1e-5, atol=1e-7)
+    np.testing.assert_allclose(averaged.sum(axis=1), 1.0, rtol=1e-5)
+    assert averaged.dtype == np.float32
+    # the same cell, turned or mirrored, gets the same answer (a single view does not)
+    turned = np.ascontiguousarray(np.rot90(x, 1, axes=(2, 3))[:, :, :, ::-1])
+    np.testing.assert_allclose(predict_symmetric(model, turned), averaged, rtol=1e-4, atol=1e-6)
+    assert not np.allclose(model.predict(turned), model.predict(x), rtol=1e-4, atol=1e-6)
 
 
 def test_random_flips_options_and_errors():

@@ -64,6 +64,23 @@ def test_bad_settings_are_rejected_before_any_work(tmp_path, capsys):
     assert "--input-size" in capsys.readouterr().err
 
 
+@pytest.mark.parametrize("argv, flag", [
+    (["--crop", "0", "--factor", "4", "--tta", "symmetries"], "--tta"),
+    (["--colour-jitter", "1.5"], "--colour-jitter"),
+])
+def test_settings_that_cannot_work_name_their_flag(tmp_path, capsys, argv, flag):
+    with pytest.raises(SystemExit) as stop:
+        example.main(argv + ["--out", str(tmp_path)])
+    assert stop.value.code == 2
+    assert flag in capsys.readouterr().err
+
+
+def test_test_time_views_default_to_the_symmetries_of_square_inputs():
+    assert example.parse_args([]).tta == "symmetries"
+    assert example.parse_args(["--crop", "0", "--factor", "4"]).tta == "none"
+    assert example.parse_args(["--tta", "none"]).tta == "none"
+
+
 def test_build_model_is_the_study_network():
     model = example.build_model((3, 64, 64), seed=0)
     kinds = [type(layer).__name__ for layer in model.layers]
@@ -81,6 +98,14 @@ def test_crops_and_augmentation_are_seeded(rng):
     assert np.array_equal(centre_crop(x, 64), x[:, :, 4:68, 4:68])
     augment = crop_and_flip(64)
     assert np.array_equal(augment(x, np.random.default_rng(2)), augment(x, np.random.default_rng(2)))
+    # with colour jitter: the same crops and flips (drawn first), then a gain and shift
+    jittered = crop_and_flip(64, colour=0.1)(x, np.random.default_rng(2))
+    plain = augment(x, np.random.default_rng(2))
+    assert jittered.shape == plain.shape and not np.array_equal(jittered, plain)
+    step_plain = plain[:, :, 1:] - plain[:, :, :-1]
+    step_jittered = jittered[:, :, 1:] - jittered[:, :, :-1]
+    ratio = step_jittered[np.abs(step_plain) > 0.05] / step_plain[np.abs(step_plain) > 0.05]
+    assert 0.9 - 1e-3 < ratio.min() and ratio.max() < 1.1 + 1e-3     # the gain, per channel
     # every augmented image is some symmetry of some 64x64 window of its source
     out = augment(x[:1], np.random.default_rng(3))[0]
     windows = [x[0, :, i:i + 64, j:j + 64] for i in range(9) for j in range(9)]
@@ -174,6 +199,8 @@ def test_study_writes_reports_figures_and_results(study):
     assert sum(seed0["test"]["support"].values()) == 160          # TEST: 40 per class
     assert sum(seed0["train"]["support"].values()) + sum(seed0["val"]["support"].values()) == 160
     assert "test accuracy" in (out / "summary.txt").read_text()
+    assert results["recipe"]["tta"] == "symmetries" and results["recipe"]["colour_jitter"] == 0.1
+    assert "8 symmetries" in results["recipe"]["evaluation_views"]
     history = json.loads((seed_dir / "history.json").read_text())
     assert history["epochs"] == [0, 1] and len(history["history"]["val_accuracy"]) == 2
 
@@ -218,6 +245,16 @@ def test_resume_continues_to_more_epochs_then_only_reevaluates(study, capsys):
     assert run("full", "--epochs", "4", "--resume", "--lr", "0.01", "--quiet") == 2
     assert "--resume" in capsys.readouterr().err
     assert numcnn.load(seed_dir / "model.npz").epoch == 3
+
+
+@pytest.mark.slow
+def test_skip_test_trains_and_reports_without_touching_test(study):
+    assert study["run"]("no-test", "--epochs", "1", "--no-plots", "--quiet", "--skip-test") == 0
+    out = study["root"] / "no-test"
+    results = json.loads((out / "results.json").read_text())
+    assert set(results["seeds"]["0"]) >= {"train", "val"} and "test" not in results["seeds"]["0"]
+    assert not (out / "seed0" / "report_test.txt").exists()
+    assert "TEST not evaluated" in (out / "summary.txt").read_text()
 
 
 @pytest.mark.slow

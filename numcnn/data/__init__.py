@@ -5,7 +5,7 @@ JPEGs decode as HWC uint8; this package converts them, once, to NCHW float32
 in [0, 1]. Everything it returns for training is NCHW.
 """
 
-from .augment import random_flips
+from .augment import SYMMETRY_COUNT, colour_jitter, random_flips, symmetries
 from .bloodcells import (CACHE_ENV_VAR, CLASSES, DATA_ENV_VAR, IMAGE_SHAPE, SPLITS,
                          OriginalLabels, class_count_table, count_per_class,
                          default_cache_dir, default_data_dirs, images_dir,
@@ -14,7 +14,8 @@ from .bloodcells import (CACHE_ENV_VAR, CLASSES, DATA_ENV_VAR, IMAGE_SHAPE, SPLI
 from .images import (IMAGE_EXTENSIONS, ImageError, ImageSet, SkippedImagesWarning,
                      decode_images, find_class_folders, list_image_files,
                      load_image_folder, read_rgb_image, subsample_per_class)
-from .recipe import centre_crop, crop_and_flip, preprocess_image, random_crop
+from .recipe import (centre_crop, crop_and_flip, predict_symmetric, preprocess_image,
+                     random_crop)
 from .preprocess import (MeanImage, block_sums, crop_around, crop_to_stain, downscale,
                          find_stain_centre, stain_mask, to_unit_range)
 
@@ -27,7 +28,8 @@ __all__ = [
     "downscale", "block_sums", "to_unit_range", "MeanImage",
     "stain_mask", "find_stain_centre", "crop_around", "crop_to_stain",
     # augmentation and the training recipe's crops
-    "random_flips", "random_crop", "centre_crop", "crop_and_flip", "preprocess_image",
+    "random_flips", "colour_jitter", "symmetries", "SYMMETRY_COUNT",
+    "random_crop", "centre_crop", "crop_and_flip", "predict_symmetric", "preprocess_image",
     # the blood-cell dataset
     "CLASSES", "SPLITS", "IMAGE_SHAPE", "DATA_ENV_VAR", "CACHE_ENV_VAR",
     "default_data_dirs", "locate_bloodcells", "images_dir", "split_dir", "labels_csv_path",

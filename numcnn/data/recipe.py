@@ -1,5 +1,6 @@
-"""The blood-cell recipe's small steps: crops for training and evaluation, and
-the loader's preprocessing for one image (to predict on new files).
+"""The blood-cell recipe's small steps: crops for training and evaluation,
+test-time averaging over the symmetries of a square, and the loader's
+preprocessing for one image (to predict on new files).
 
 Layouts: batches are NCHW ``(N, C, H, W)``; a decoded image is HWC ``(H, W, 3)``
 uint8 and :func:`preprocess_image` returns CHW ``(3, H', W')`` float32.
@@ -16,10 +17,11 @@ from typing import Callable, Optional
 
 import numpy as np
 
-from .augment import random_flips
+from .augment import SYMMETRY_COUNT, colour_jitter, random_flips, symmetries
 from .preprocess import block_sums, crop_to_stain, to_unit_range
 
-__all__ = ["random_crop", "centre_crop", "crop_and_flip", "preprocess_image"]
+__all__ = ["random_crop", "centre_crop", "crop_and_flip", "predict_symmetric",
+           "preprocess_image"]
 
 
 def _check_crop(x: np.ndarray, size: int, where: str) -> None:
@@ -87,7 +89,7 @@ def centre_crop(x: np.ndarray, size: int) -> np.ndarray:
     return np.ascontiguousarray(x[:, :, top:top + size, left:left + size])
 
 
-def crop_and_flip(size: Optional[int], rotate90: bool = True
+def crop_and_flip(size: Optional[int], rotate90: bool = True, colour: float = 0.0
                   ) -> Callable[[np.ndarray, np.random.Generator], np.ndarray]:
     """The training augmentation as one function for ``Sequential.fit(augment=...)``.
 
@@ -97,20 +99,57 @@ def crop_and_flip(size: Optional[int], rotate90: bool = True
         Side of the random crop; None keeps the whole image (flips only).
     rotate90 : bool
         Also turn by a random multiple of 90 degrees (square images only).
+    colour : float
+        Strength of :func:`~numcnn.data.augment.colour_jitter` (0: none).
 
     Returns
     -------
     callable
         ``augment(xb, rng) -> xb``: :func:`random_crop` (if ``size``), then
         :func:`~numcnn.data.augment.random_flips` left-right, up-down and,
-        with ``rotate90``, quarter turns. All randomness comes from ``rng``
-        (the model passes its own Generator), in that order.
+        with ``rotate90``, quarter turns, then the colour jitter (if
+        ``colour``). All randomness comes from ``rng`` (the model passes its
+        own Generator), in that order.
     """
     def augment(xb: np.ndarray, rng: np.random.Generator) -> np.ndarray:
         if size is not None:
             xb = random_crop(xb, size, rng)
-        return random_flips(xb, rng, horizontal=True, vertical=True, rotate90=rotate90)
+        xb = random_flips(xb, rng, horizontal=True, vertical=True, rotate90=rotate90)
+        if colour:
+            xb = colour_jitter(xb, rng, colour)
+        return xb
     return augment
+
+
+def predict_symmetric(model, x: np.ndarray, batch_size: int = 256) -> np.ndarray:
+    """Class probabilities averaged over the 8 symmetries of each square image.
+
+    ``mean over g of model.predict(g(x))`` for the four quarter turns ``g``,
+    each with and without a left-right mirror
+    (:func:`~numcnn.data.augment.symmetries`). A network trained on randomly
+    flipped and turned images answers each view a little differently; the
+    average is steadier than any single view (test-time augmentation). It
+    costs 8 forward passes per image.
+
+    Parameters
+    ----------
+    model : numcnn.Sequential
+        Anything with ``predict(x, batch_size) -> (N, K)`` probabilities.
+    x : ndarray, shape (N, C, S, S)
+        What the network sees (already cropped and mean-subtracted).
+    batch_size : int
+        Images per forward pass.
+
+    Returns
+    -------
+    ndarray, shape (N, K), float32
+        Rows sum to 1 (up to rounding).
+    """
+    total = None
+    for view in symmetries(x):
+        probabilities = model.predict(view, batch_size=batch_size)
+        total = probabilities if total is None else total + probabilities
+    return total / np.float32(SYMMETRY_COUNT)
 
 
 def preprocess_image(image: np.ndarray, crop: Optional[int], factor: int) -> np.ndarray:
