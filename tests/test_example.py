@@ -199,7 +199,7 @@ def test_study_writes_reports_figures_and_results(study):
     assert sum(seed0["test"]["support"].values()) == 160          # TEST: 40 per class
     assert sum(seed0["train"]["support"].values()) + sum(seed0["val"]["support"].values()) == 160
     assert "test accuracy" in (out / "summary.txt").read_text()
-    assert results["recipe"]["tta"] == "symmetries" and results["recipe"]["colour_jitter"] == 0.1
+    assert results["recipe"]["tta"] == "symmetries" and results["recipe"]["colour_jitter"] == 0.0
     assert "8 symmetries" in results["recipe"]["evaluation_views"]
     history = json.loads((seed_dir / "history.json").read_text())
     assert history["epochs"] == [0, 1] and len(history["history"]["val_accuracy"]) == 2
