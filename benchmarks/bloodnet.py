@@ -14,6 +14,7 @@ The network (input 3 x H x W, batch 64, float32)::
             - Dropout(0.4) - Dense(128, 4)
     loss SoftmaxCrossEntropy, optimizer Adam(1e-3)
 """
+import os
 import sys
 import time
 from pathlib import Path
@@ -25,6 +26,12 @@ if str(REPO_ROOT) not in sys.path:  # benchmark the checkout even when numcnn is
     sys.path.insert(0, str(REPO_ROOT))
 
 import numcnn  # noqa: E402
+
+#: compare.py --keep-freed-memory sets this for every benchmark process: malloc
+#: keeps freed memory (numcnn.keep_freed_memory) for numcnn and PyTorch alike.
+KEEP_FREED_MEMORY = os.environ.get("NUMCNN_KEEP_FREED_MEMORY") == "1"
+if KEEP_FREED_MEMORY:
+    numcnn.keep_freed_memory()
 from numcnn.layers import (BatchNorm1D, BatchNorm2D, Conv2D, Dense, Dropout,  # noqa: E402
                            Flatten, MaxPool2D, ReLU)
 

@@ -125,7 +125,7 @@ def machine_info():
     info["platform"] = platform.platform()
     info["env"] = {k: os.environ.get(k) for k in (
         "OPENBLAS_CORETYPE", "OPENBLAS_NUM_THREADS", "OPENBLAS_THREAD_TIMEOUT", "OMP_NUM_THREADS", "OMP_WAIT_POLICY",
-        "NUMBA_NUM_THREADS", "NUMBA_THREADING_LAYER", "NUMCNN_BACKEND")}
+        "NUMBA_NUM_THREADS", "NUMBA_THREADING_LAYER", "NUMCNN_BACKEND", "NUMCNN_KEEP_FREED_MEMORY")}
     info["loadavg_start"] = os.getloadavg()
     return info
 
@@ -324,9 +324,14 @@ def main(argv=None):
     parser.add_argument("-k", dest="keyword", help="pytest -k expression to select benchmarks")
     parser.add_argument("--skip-memory", action="store_true")
     parser.add_argument("--skip-compile", action="store_true")
+    parser.add_argument("--keep-freed-memory", action="store_true",
+                        help="every benchmark process calls numcnn.keep_freed_memory() "
+                             "(malloc keeps freed memory; applies to PyTorch too)")
     parser.add_argument("--min-rounds", type=int, help="override --benchmark-min-rounds")
     parser.add_argument("--max-time", type=float, help="override --benchmark-max-time (s)")
     args = parser.parse_args(argv)
+    if args.keep_freed_memory:
+        os.environ["NUMCNN_KEEP_FREED_MEMORY"] = "1"     # inherited by every subprocess
 
     settings = dict(QUICK if args.quick else FULL)
     if args.min_rounds is not None:

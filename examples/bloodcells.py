@@ -104,6 +104,7 @@ CALIBRATION_IMAGES = 2048   # training images (evaluation view) for BatchNorm st
 # Settings that change what a model learns: a run can only be resumed with the same ones.
 TRAINING_SETTINGS = ("crop", "factor", "input_size", "batch_size", "lr", "class_weights",
                      "max_per_class", "colour_jitter")
+freed_memory_kept = None   # what numcnn.keep_freed_memory() returned (main sets it)
 # What a recipe.json written before a setting existed meant by its absence.
 SETTINGS_BEFORE_THEY_EXISTED = {"colour_jitter": 0.0}
 
@@ -257,7 +258,8 @@ def recipe_of(args):
         optimizer="Adam (decoupled weight decay)", schedule="cosine to lr/100",
         augmentation=augmentation_text(args),
         evaluation_crop="centre" if args.crop else "none (whole image)",
-        evaluation_views=("mean probabilities over the 8 symmetries of the square"
+        evaluation_views=("validation and TEST: mean probabilities over the 8 symmetries "
+                          "of the square; training set: one view"
                           if args.tta == "symmetries" else "one view"),
         batchnorm_calibration=f"{CALIBRATION_IMAGES} training images after each epoch")
     return recipe
@@ -483,14 +485,16 @@ def train_one_seed(args, seed, data, out):
     return result
 
 
-def predict_probabilities(args, model, x, batch_size=256):
+def predict_probabilities(args, model, x, batch_size=256, views=None):
     """Class probabilities of mean-subtracted, uncropped images, a batch at a time.
 
-    With ``--tta symmetries`` each image's probabilities are the mean over its
-    8 symmetric views (numcnn.data.predict_symmetric).
+    With ``views="symmetries"`` (default: ``--tta``) each image's probabilities
+    are the mean over its 8 symmetric views (numcnn.data.predict_symmetric).
     """
+    views = args.tta if views is None else views
+
     def predict(view):
-        if args.tta == "symmetries":
+        if views == "symmetries":
             return predict_symmetric(model, view, batch_size=batch_size)
         return model.predict(view, batch_size=batch_size)
     return np.concatenate([predict(evaluation_view(args, x[i:i + batch_size]))
@@ -498,13 +502,21 @@ def predict_probabilities(args, model, x, batch_size=256):
 
 
 def report_split(args, model, split, x, y, folder):
-    """Classification report and confusion matrix of one split: printed, .txt, .png."""
-    predicted = predict_probabilities(args, model, x).argmax(axis=1)
+    """Classification report and confusion matrix of one split: printed, .txt, .png.
+
+    Validation and TEST are predicted as --tta says; the training set (which
+    only shows how well the network fits) with the centre view alone: 8 views
+    of 9,000 images would add two minutes to every run.
+    """
+    views = "none" if split == "train" else args.tta
+    predicted = predict_probabilities(args, model, x, views=views).argmax(axis=1)
     report = metrics.class_report(y, predicted, CLASSES)
     matrix = metrics.confusion(y, predicted, len(CLASSES))
     worst_class, worst_recall = report["worst_recall"]
     title = {"train": "training set", "val": "validation set (shares cells with training)",
              "test": "TEST set (held-out cells, evaluated once)"}[split]
+    if views == "symmetries":
+        title += ", mean over 8 symmetric views"
     text = (f"{title}: {len(y)} images, accuracy {report['accuracy']:.4f}, "
             f"worst recall {worst_recall:.3f} ({worst_class})\n\n"
             f"{metrics.text_report(y, predicted, CLASSES)}\n"
@@ -588,7 +600,7 @@ def machine_info():
             "machine": platform.machine(), "python": platform.python_version(),
             "cpu_count": os.cpu_count(), "cpus_usable": cores_usable,
             "numpy": np.__version__, "numba": numba_version, "numcnn": numcnn.__version__,
-            "numcnn_backend": numcnn.get_backend(),
+            "numcnn_backend": numcnn.get_backend(), "keep_freed_memory": freed_memory_kept,
             "environment": {key: os.environ[key] for key in
                             ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "OPENBLAS_CORETYPE",
                              "NUMBA_NUM_THREADS", "NUMBA_THREADING_LAYER") if key in os.environ}}
@@ -620,7 +632,7 @@ def summary_text(results, document):
     """The closing summary: per seed, then mean +- std; worst recall next to accuracy."""
     skipped = document["data"]["skipped_count"]
     lines = [f"Summary: {len(results)} seed(s), {document['recipe']['epochs']} epochs, "
-             + ("TEST not evaluated (--skip-test)" if document["recipe"]["skip_test"]
+             + ("TEST not evaluated (--skip-test)" if document["recipe"].get("skip_test")
                 else "TEST evaluated once after the last epoch"),
              f"images skipped as unreadable: TRAIN {skipped['train']}, TEST {skipped['test']}",
              ""]
@@ -780,6 +792,10 @@ def main(argv=None):
     except FileNotFoundError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
+    # Every step frees and re-allocates the same large arrays: keep the freed
+    # memory instead of fresh zeroed pages each time (docs/performance.md, "Memory").
+    global freed_memory_kept
+    freed_memory_kept = numcnn.keep_freed_memory()
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     say(args, f"numcnn {numcnn.__version__}, backend {numcnn.get_backend()}; data {data_dir}; "

@@ -18,6 +18,7 @@ if "numpy" not in sys.modules:
     os.environ.setdefault("OPENBLAS_THREAD_TIMEOUT", "4")
 
 from . import callbacks, explain, init, layers, losses, metrics, optim  # noqa: E402
+from .allocator import keep_freed_memory  # noqa: E402
 from .backend import get_backend, set_backend, use_backend  # noqa: E402
 from .finite_differences import gradcheck, gradcheck_loss, numerical_gradient  # noqa: E402
 from .model import Sequential, load  # noqa: E402
@@ -26,4 +27,5 @@ __version__ = "0.1.0"
 
 __all__ = ["Sequential", "load", "layers", "losses", "optim", "callbacks", "init", "explain",
            "metrics",
-           "gradcheck", "gradcheck_loss", "numerical_gradient", "set_backend", "get_backend", "use_backend", "__version__"]
+           "gradcheck", "gradcheck_loss", "numerical_gradient", "set_backend", "get_backend",
+           "use_backend", "keep_freed_memory", "__version__"]

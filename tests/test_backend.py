@@ -67,3 +67,20 @@ def test_import_sets_a_short_openblas_spin_unless_the_user_chose(tmp_path):
                                    capture_output=True, text=True, check=True).stdout.strip()
     assert run(env) == "4"
     assert run(dict(env, OPENBLAS_THREAD_TIMEOUT="8")) == "8"
+
+
+def test_keep_freed_memory_reports_whether_it_took_effect():
+    """In a fresh process (it changes malloc for the whole process): True on glibc."""
+    import platform
+    import subprocess
+    import sys
+    code = ("import numpy as np, numcnn; kept = numcnn.keep_freed_memory(); "
+            "a = np.ones(50_000_000 // 4, np.float32); del a; "
+            "b = np.ones(50_000_000 // 4, np.float32); print(kept, float(b.sum()))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         check=True).stdout.split()
+    assert out[1] == str(float(50_000_000 // 4))            # arrays still work afterwards
+    if platform.system() == "Linux" and platform.libc_ver()[0] == "glibc":
+        assert out[0] == "True"
+    else:
+        assert out[0] in ("True", "False")
