@@ -88,6 +88,7 @@ def test_kernel_signatures_match(name):
 
 def test_expected_kernels_exist():
     expected = {"im2col", "col2im", "nchw_from_rows", "rows_from_nchw", "add_channel_bias",
+                "channel_sums",
                 "maxpool_forward", "maxpool_backward", "batchnorm_forward",
                 "batchnorm_inference", "batchnorm_backward", "relu_forward", "relu_backward",
                 "dropout_forward", "dropout_backward"}
@@ -181,6 +182,18 @@ def test_add_channel_bias_matches_reference(N, F, P, dtype, seed):
     result = jit.add_channel_bias(target, b)
     np.testing.assert_array_equal(target, expected)       # in place
     assert result is target or np.shares_memory(result, target)
+
+
+@SETTINGS
+@given(N=st.integers(1, 4), F=st.integers(1, 5), P=st.integers(1, 30), dtype=dtypes, seed=seeds)
+def test_channel_sums_match_reference(N, F, P, dtype, seed):
+    y = np.random.default_rng(seed).standard_normal((N, F, P)).astype(dtype)
+    expected = reference.channel_sums(y)
+    assert expected.shape == (F,) and expected.dtype == np.float64
+    np.testing.assert_allclose(expected, y.astype(np.float64).sum(axis=(0, 2)), rtol=1e-12, atol=1e-12)
+    actual = jit.channel_sums(y)
+    assert actual.dtype == np.float64
+    np.testing.assert_allclose(actual, expected, rtol=1e-12, atol=1e-12 * N * P)
 
 
 # ---------------------------------------------------------------------------

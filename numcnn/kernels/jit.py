@@ -25,6 +25,9 @@ if "NUMBA_THREADING_LAYER" not in os.environ:
 
 _jit = dict(cache=True, nogil=True)
 _pjit = dict(cache=True, nogil=True, parallel=True)
+# Reductions may be reassociated (fastmath "reassoc") so that LLVM vectorises
+# the float64 sums; NaN and infinity semantics are kept.
+_reduce_jit = dict(_pjit, fastmath={"reassoc", "contract"})
 
 
 # ---------------------------------------------------------------------------
@@ -146,6 +149,24 @@ def add_channel_bias(y, b):
     return y
 
 
+@njit(**_reduce_jit)
+def _channel_sums(y, sums):
+    N, F, P = y.shape
+    for f in prange(F):  # each channel owns sums[f]
+        total = 0.0
+        for n in range(N):
+            for p in range(P):
+                total += y[n, f, p]
+        sums[f] = total
+
+
+def channel_sums(y):
+    """Per-channel sums in float64; see :func:`numcnn.kernels.reference.channel_sums`."""
+    sums = np.empty(y.shape[1], dtype=np.float64)
+    _channel_sums(np.ascontiguousarray(y), sums)
+    return sums
+
+
 # ---------------------------------------------------------------------------
 # Max pooling
 # ---------------------------------------------------------------------------
@@ -217,10 +238,6 @@ def maxpool_backward(dy, argmax, x_shape, K, stride):
 
 # ---------------------------------------------------------------------------
 # Batch normalisation
-# ---------------------------------------------------------------------------
-# Reductions may be reassociated (fastmath "reassoc") so that LLVM vectorises
-# the float64 sums; NaN and infinity semantics are kept.
-_reduce_jit = dict(_pjit, fastmath={"reassoc", "contract"})
 
 
 @njit(**_reduce_jit)

@@ -131,6 +131,22 @@ def add_channel_bias(y, b):
     return y
 
 
+def channel_sums(y):
+    """``sums[f] = sum over n, p of y[n, f, p]``, accumulated in float64.
+
+    The bias gradient of a convolution: ``db = channel_sums(dy)``.
+
+    Parameters
+    ----------
+    y : ndarray, shape (N, F, P)
+
+    Returns
+    -------
+    sums : ndarray, shape (F,), float64
+    """
+    return y.sum(axis=(0, 2), dtype=np.float64)
+
+
 # ---------------------------------------------------------------------------
 # Max pooling
 # ---------------------------------------------------------------------------

@@ -172,5 +172,5 @@ class Conv2D(Layer):
                                  self.stride, self.padding, out=dx[n0:n0 + n])
         self._cols_hold_x = False  # the buffer now holds dcols
         self.grads["W"] = dW.reshape(self.params["W"].shape)
-        self.grads["b"] = dy.sum(axis=(0, 2), dtype=np.float64).astype(x.dtype)
+        self.grads["b"] = kernels().channel_sums(dy).astype(x.dtype)                # (F,)
         return dx
