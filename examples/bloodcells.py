@@ -15,8 +15,9 @@ The recipe (fixed in advance; every number is a CLI default)
 1. Each 320x240 JPEG is cropped to 144x144 around the largest purple (stained)
    blob - the white cell - and downscaled by 2 (block mean): 72x72, in [0, 1].
 2. A stratified, seeded 10% of TRAIN is cut off for validation (about 8,961 /
-   996 images). It shares the original cells with training, so it only
-   *watches* training; it picks nothing.
+   996 images). It shares the original cells with training, so it watches
+   training and never picks an epoch (docs/bloodcells.md says which recipe
+   choices it informed).
 3. "Average background" subtraction: the mean image of the training part is
    subtracted from train, validation and test images.
 4. Training batches: a random 64x64 crop of each 72x72 image, then random
@@ -104,7 +105,7 @@ CALIBRATION_IMAGES = 2048   # training images (evaluation view) for BatchNorm st
 # Settings that change what a model learns: a run can only be resumed with the same ones.
 TRAINING_SETTINGS = ("crop", "factor", "input_size", "batch_size", "lr", "class_weights",
                      "max_per_class", "colour_jitter")
-freed_memory_kept = None   # what numcnn.keep_freed_memory() returned (main sets it)
+freed_memory_kept = None   # what numcnn.keep_freed_memory() returned (set when run as a script)
 # What a recipe.json written before a setting existed meant by its absence.
 SETTINGS_BEFORE_THEY_EXISTED = {"colour_jitter": 0.0}
 
@@ -169,7 +170,7 @@ def parse_args(argv=None):
     prep.add_argument("--tta", choices=("symmetries", "none"), default=None,
                       help="evaluation: average the class probabilities over the 8 symmetries "
                            "of the square crop, or one view (default: symmetries for square "
-                           "inputs, none with --crop 0)")
+                           "inputs, none with --crop 0; with --predict: the model's recipe)")
 
     train = parser.add_argument_group("training")
     train.add_argument("--epochs", metavar="N", type=int, default=20, help="epochs in all")
@@ -242,6 +243,7 @@ def check_args(parser, args):
                      "pixels) with --crop 0")
     if not 0 <= args.colour_jitter < 1:
         parser.error(f"--colour-jitter must be in [0, 1), got {args.colour_jitter}")
+    args.tta_explicit = args.tta is not None     # --predict: the command line beats the recipe
     if args.tta is None:
         args.tta = "symmetries" if is_square(args) else "none"
     elif args.tta == "symmetries" and not is_square(args):
@@ -251,7 +253,8 @@ def check_args(parser, args):
 
 def recipe_of(args):
     """All settings of a run as a dict (written to results.json and recipe.json)."""
-    recipe = {key: value for key, value in vars(args).items() if key not in ("predict", "model")}
+    recipe = {key: value for key, value in vars(args).items()
+              if key not in ("predict", "model", "tta_explicit")}
     recipe.update(
         classes=list(CLASSES),
         validation_fraction=VALIDATION_FRACTION, weight_decay=WEIGHT_DECAY, dropout=DROPOUT,
@@ -473,6 +476,8 @@ def train_one_seed(args, seed, data, out):
     for split in SPLITS:           # TEST is looked at here, once, after the last epoch
         if split == "test" and args.skip_test:
             say(args, "\n--- TEST not evaluated (--skip-test)")
+            for stale in ("report_test.txt", "confusion_test.png"):   # from an earlier run
+                (folder / stale).unlink(missing_ok=True)
             continue
         result[split] = report_split(args, model, split, *arrays[split], folder)
     if plots_wanted(args) and model.history.history:
@@ -610,7 +615,8 @@ def write_results(args, out, results, data, data_dir):
     """results.json and summary.txt in ``out``; returns the summary text."""
     document = {
         "study": "four-class white-blood-cell classification (BCCD / Kaggle blood-cells), "
-                 "TEST evaluated once after the last epoch",
+                 + ("TEST not evaluated (--skip-test)" if args.skip_test
+                    else "TEST evaluated once after the last epoch"),
         "classes": list(CLASSES),
         "recipe": recipe_of(args),
         "machine": machine_info(),
@@ -645,18 +651,21 @@ def summary_text(results, document):
                      f"val accuracy {r['val']['accuracy']:.4f}   "
                      f"train accuracy {r['train']['accuracy']:.4f}   "
                      + (f"{seconds:.1f} s/epoch" if seconds is not None else "not retrained"))
-    if len(results) > 1 and all("test" in r for r in results):
+    if len(results) > 1:
         mean, std = document["mean"], document["std"]
-        lines += ["", f"over {len(results)} seeds (mean +- std, std with ddof=1):",
-                  f"  test accuracy      {mean['test']['accuracy']:.4f} +- {std['test']['accuracy']:.4f}",
-                  f"  worst recall       {mean['test']['worst_recall']:.4f} +- "
-                  f"{std['test']['worst_recall']:.4f}",
-                  f"  validation acc.    {mean['val']['accuracy']:.4f} +- {std['val']['accuracy']:.4f}",
-                  "  test F1 per class:"]
-        for name in CLASSES:
-            lines.append(f"    {name:<12} {mean['test']['f1'][name]:.4f} +- "
-                         f"{std['test']['f1'][name]:.4f}   (recall {mean['test']['recall'][name]:.4f} "
-                         f"+- {std['test']['recall'][name]:.4f})")
+        lines += ["", f"over {len(results)} seeds (mean +- std, std with ddof=1):"]
+        if all("test" in r for r in results):
+            lines += [f"  test accuracy      {mean['test']['accuracy']:.4f} +- "
+                      f"{std['test']['accuracy']:.4f}",
+                      f"  worst recall       {mean['test']['worst_recall']:.4f} +- "
+                      f"{std['test']['worst_recall']:.4f}"]
+        lines.append(f"  validation acc.    {mean['val']['accuracy']:.4f} +- {std['val']['accuracy']:.4f}")
+        if all("test" in r for r in results):
+            lines.append("  test F1 per class:")
+            for name in CLASSES:
+                lines.append(f"    {name:<12} {mean['test']['f1'][name]:.4f} +- "
+                             f"{std['test']['f1'][name]:.4f}   (recall {mean['test']['recall'][name]:.4f} "
+                             f"+- {std['test']['recall'][name]:.4f})")
     return "\n".join(lines)
 
 
@@ -735,10 +744,17 @@ def predict_images(args):
         return 2
     crop, factor, size = recipe["crop"] or None, recipe["factor"], recipe["input_size"]
     classes = recipe.get("classes", list(CLASSES))
+    square = model.input_shape is not None and model.input_shape[1] == model.input_shape[2]
+    views = (args.tta if args.tta_explicit
+             else recipe.get("tta") or ("symmetries" if square else "none"))
+    if views == "symmetries" and not square:
+        print(f"error: --tta symmetries needs a model of square inputs; {model_path} takes "
+              f"{model.input_shape}", file=sys.stderr)
+        return 2
     print(f"model {model_path} ({model.epoch} epochs); preprocessing: stain crop "
           f"{crop or 'none'}, factor {factor}"
           + (f", centre {size}x{size}" if crop else "")
-          + ("; mean over the 8 symmetric views" if recipe.get("tta") == "symmetries" else ""))
+          + ("; mean over the 8 symmetric views" if views == "symmetries" else "; one view"))
     failed = 0
     for name in args.predict:
         try:
@@ -747,7 +763,7 @@ def predict_images(args):
             print(f"error: {name}: {error}", file=sys.stderr)
             failed += 1
             continue
-        if recipe.get("tta") == "symmetries":
+        if views == "symmetries":
             probabilities = predict_symmetric(model, x)[0]
         else:
             probabilities = model.predict(x)[0]
@@ -792,10 +808,6 @@ def main(argv=None):
     except FileNotFoundError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
-    # Every step frees and re-allocates the same large arrays: keep the freed
-    # memory instead of fresh zeroed pages each time (docs/performance.md, "Memory").
-    global freed_memory_kept
-    freed_memory_kept = numcnn.keep_freed_memory()
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     say(args, f"numcnn {numcnn.__version__}, backend {numcnn.get_backend()}; data {data_dir}; "
@@ -819,4 +831,8 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
+    # Every step frees and re-allocates the same large arrays: keep the freed memory
+    # instead of fresh zero-filled pages each time (docs/performance.md, "Freed memory
+    # and page faults"). Process-wide, so only when run as a script, not when imported.
+    freed_memory_kept = numcnn.keep_freed_memory()
     sys.exit(main())

@@ -8,7 +8,7 @@ step's array of the same size arrives as fresh pages that the kernel must
 fault in and fill with zeros: one extra pass over every byte, every step.
 :func:`keep_freed_memory` tells malloc to serve every block from its heap and
 to keep freed memory for reuse. Measured on the 2-core machine (the
-blood-cell network, batch 64, median training step): 5-8% faster at 60x80,
+blood-cell network, batch 64, median training step): 6-7% faster at 60x80,
 about 25% at 120x160, for about 16% more peak memory at 120x160 (see
 docs/performance.md).
 

@@ -81,6 +81,30 @@ def test_test_time_views_default_to_the_symmetries_of_square_inputs():
     assert example.parse_args(["--tta", "none"]).tta == "none"
 
 
+def test_resume_accepts_recipes_written_before_a_setting_existed(tmp_path):
+    """A recipe.json without colour_jitter was trained without it: resumable with 0 only."""
+    recipe = example.recipe_of(example.parse_args([]))
+    del recipe["colour_jitter"]
+    (tmp_path / "recipe.json").write_text(json.dumps(recipe))
+    example.check_resumable(example.parse_args([]), tmp_path)              # no error
+    with pytest.raises(example.SettingsError, match="colour_jitter: 0.0 -> 0.1"):
+        example.check_resumable(example.parse_args(["--colour-jitter", "0.1"]), tmp_path)
+
+
+def test_summary_without_test_still_gives_validation_over_seeds():
+    split = {"accuracy": 0.9, "worst_recall": 0.8, "worst_recall_class": "MONOCYTE",
+             "f1": {c: 0.9 for c in CLASSES}, "recall": {c: 0.8 for c in CLASSES}}
+    results = [{"seed": s, "epochs": 2, "train": split, "val": dict(split, accuracy=a),
+                "seconds_per_epoch": 1.0} for s, a in ((0, 0.90), (1, 0.94))]
+    document = {"recipe": {"epochs": 2, "skip_test": True},
+                "data": {"skipped_count": {"train": 0, "test": 0}},
+                "mean": example.aggregate(results, lambda v: float(np.mean(v))),
+                "std": example.aggregate(results, example.sample_std)}
+    text = example.summary_text(results, document)
+    assert "TEST not evaluated" in text and "test accuracy" not in text
+    assert "validation acc.    0.9200 +- 0.0283" in text
+
+
 def test_build_model_is_the_study_network():
     model = example.build_model((3, 64, 64), seed=0)
     kinds = [type(layer).__name__ for layer in model.layers]
@@ -264,12 +288,23 @@ def test_predict_prints_probabilities_and_names_bad_files(study, capsys):
     model = str(study["out"] / "seed0" / "model.npz")
     capsys.readouterr()
     assert example.main(["--predict", *map(str, images), "--model", model]) == 0
-    lines = [line for line in capsys.readouterr().out.splitlines() if line.startswith(str(test_dir))]
+    out = capsys.readouterr().out
+    assert "mean over the 8 symmetric views" in out            # the model's recipe says so
+    lines = [line for line in out.splitlines() if line.startswith(str(test_dir))]
     assert len(lines) == 2
+    averaged = []
     for line in lines:
         numbers = [float(word) for word in line.replace(")", "").split() if word[:1].isdigit()]
         assert len(numbers) == 4 and sum(numbers) == pytest.approx(1.0, abs=0.01)
         assert all(name in line for name in CLASSES)
+        averaged.append(numbers)
+    # an explicit --tta none beats the recipe: one view, other probabilities
+    assert example.main(["--predict", *map(str, images), "--model", model, "--tta", "none"]) == 0
+    out = capsys.readouterr().out
+    assert "; one view" in out
+    single = [[float(word) for word in line.replace(")", "").split() if word[:1].isdigit()]
+              for line in out.splitlines() if line.startswith(str(test_dir))]
+    assert single != averaged
 
     missing = study["root"] / "no-such-cell.jpeg"
     assert example.main(["--predict", str(missing), str(images[0]), "--model", model]) == 1

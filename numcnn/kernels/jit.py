@@ -238,8 +238,7 @@ def maxpool_backward(dy, argmax, x_shape, K, stride):
 
 # ---------------------------------------------------------------------------
 # Batch normalisation
-
-
+# ---------------------------------------------------------------------------
 @njit(**_reduce_jit)
 def _channel_mean_var(x, mean, var):
     N, C, L = x.shape  # L = H * W
