@@ -490,19 +490,19 @@ def train_one_seed(args, seed, data, out):
     return result
 
 
-def predict_probabilities(args, model, x, batch_size=256, views=None):
-    """Class probabilities of mean-subtracted, uncropped images, a batch at a time.
+def predict_views(model, x, views, batch_size=256):
+    """Class probabilities of what the network sees: one view, or the mean over the
+    8 symmetric views (``views="symmetries"``, numcnn.data.predict_symmetric)."""
+    if views == "symmetries":
+        return predict_symmetric(model, x, batch_size=batch_size)
+    return model.predict(x, batch_size=batch_size)
 
-    With ``views="symmetries"`` (default: ``--tta``) each image's probabilities
-    are the mean over its 8 symmetric views (numcnn.data.predict_symmetric).
-    """
-    views = args.tta if views is None else views
 
-    def predict(view):
-        if views == "symmetries":
-            return predict_symmetric(model, view, batch_size=batch_size)
-        return model.predict(view, batch_size=batch_size)
-    return np.concatenate([predict(evaluation_view(args, x[i:i + batch_size]))
+def predict_probabilities(args, model, x, views, batch_size=256):
+    """Class probabilities of mean-subtracted, uncropped images, a batch at a time
+    (the evaluation crop of the whole set at once would copy it)."""
+    return np.concatenate([predict_views(model, evaluation_view(args, x[i:i + batch_size]),
+                                         views, batch_size)
                            for i in range(0, len(x), batch_size)])
 
 
@@ -514,7 +514,7 @@ def report_split(args, model, split, x, y, folder):
     of 9,000 images would add two minutes to every run.
     """
     views = "none" if split == "train" else args.tta
-    predicted = predict_probabilities(args, model, x, views=views).argmax(axis=1)
+    predicted = predict_probabilities(args, model, x, views).argmax(axis=1)
     report = metrics.class_report(y, predicted, CLASSES)
     matrix = metrics.confusion(y, predicted, len(CLASSES))
     worst_class, worst_recall = report["worst_recall"]
@@ -615,8 +615,7 @@ def write_results(args, out, results, data, data_dir):
     """results.json and summary.txt in ``out``; returns the summary text."""
     document = {
         "study": "four-class white-blood-cell classification (BCCD / Kaggle blood-cells), "
-                 + ("TEST not evaluated (--skip-test)" if args.skip_test
-                    else "TEST evaluated once after the last epoch"),
+                 + protocol_text(args.skip_test),
         "classes": list(CLASSES),
         "recipe": recipe_of(args),
         "machine": machine_info(),
@@ -634,12 +633,17 @@ def write_results(args, out, results, data, data_dir):
     return summary
 
 
+def protocol_text(skip_test):
+    """How TEST was used, in the words of results.json and summary.txt."""
+    return ("TEST not evaluated (--skip-test)" if skip_test
+            else "TEST evaluated once after the last epoch")
+
+
 def summary_text(results, document):
     """The closing summary: per seed, then mean +- std; worst recall next to accuracy."""
     skipped = document["data"]["skipped_count"]
     lines = [f"Summary: {len(results)} seed(s), {document['recipe']['epochs']} epochs, "
-             + ("TEST not evaluated (--skip-test)" if document["recipe"].get("skip_test")
-                else "TEST evaluated once after the last epoch"),
+             + protocol_text(document["recipe"].get("skip_test")),
              f"images skipped as unreadable: TRAIN {skipped['train']}, TEST {skipped['test']}",
              ""]
     for r in results:
@@ -653,14 +657,15 @@ def summary_text(results, document):
                      + (f"{seconds:.1f} s/epoch" if seconds is not None else "not retrained"))
     if len(results) > 1:
         mean, std = document["mean"], document["std"]
+        has_test = all("test" in r for r in results)
         lines += ["", f"over {len(results)} seeds (mean +- std, std with ddof=1):"]
-        if all("test" in r for r in results):
+        if has_test:
             lines += [f"  test accuracy      {mean['test']['accuracy']:.4f} +- "
                       f"{std['test']['accuracy']:.4f}",
                       f"  worst recall       {mean['test']['worst_recall']:.4f} +- "
                       f"{std['test']['worst_recall']:.4f}"]
         lines.append(f"  validation acc.    {mean['val']['accuracy']:.4f} +- {std['val']['accuracy']:.4f}")
-        if all("test" in r for r in results):
+        if has_test:
             lines.append("  test F1 per class:")
             for name in CLASSES:
                 lines.append(f"    {name:<12} {mean['test']['f1'][name]:.4f} +- "
@@ -763,10 +768,7 @@ def predict_images(args):
             print(f"error: {name}: {error}", file=sys.stderr)
             failed += 1
             continue
-        if views == "symmetries":
-            probabilities = predict_symmetric(model, x)[0]
-        else:
-            probabilities = model.predict(x)[0]
+        probabilities = predict_views(model, x, views)[0]
         best = int(probabilities.argmax())
         listed = "  ".join(f"{c} {p:.3f}" for c, p in zip(classes, probabilities))
         print(f"{name}: {classes[best]}  ({listed})")

@@ -313,8 +313,9 @@ class Sequential:
         dropout is off (the "variance shift" of Li et al., 2019). This pass runs
         ``x`` through the network with dropout off and each BatchNorm normalising
         by its batch, and sets the running mean and variance to the averages over
-        the batches (unbiased variances, as in training). No parameter changes and
-        no random numbers are drawn.
+        the batches (unbiased variances, as in training): each BatchNorm's own
+        running update with momentum ``1 / (k + 1)`` for batch ``k`` is exactly
+        that cumulative mean. No parameter changes and no random numbers are drawn.
 
         Parameters
         ----------
@@ -325,24 +326,20 @@ class Sequential:
         """
         x = self._check_x(x, "recalibrate_batchnorm")
         layers = self._logit_layers
-        norms = [layer for layer in layers if isinstance(layer, BatchNorm2D)]
-        totals = {id(layer): [0.0, 0.0, 0] for layer in norms}   # sum of means, of vars, batches
-        for _, xb in self._batches(x, batch_size):
-            h = xb
-            for layer in layers:
-                if isinstance(layer, Dropout):
-                    continue                                      # evaluation: no dropout
-                h = layer.run_forward(h, training=isinstance(layer, BatchNorm2D))
-                if isinstance(layer, BatchNorm2D):
-                    M = h.size // h.shape[1]
-                    total = totals[id(layer)]
-                    total[0] += layer._mean.astype(np.float64)
-                    total[1] += layer._var.astype(np.float64) * M / max(M - 1, 1)
-                    total[2] += 1
-        for layer in norms:
-            mean_sum, var_sum, batches = totals[id(layer)]
-            layer.buffers["running_mean"] = (mean_sum / batches).astype(np.float32)
-            layer.buffers["running_var"] = (var_sum / batches).astype(np.float32)
+        norms = [layer for layer in layers if isinstance(layer, BatchNorm2D)]  # and BatchNorm1D
+        momenta = [layer.momentum for layer in norms]
+        try:
+            for k, (_, xb) in enumerate(self._batches(x, batch_size)):
+                for layer in norms:
+                    layer.momentum = 1.0 / (k + 1)   # running = mean over batches 0..k
+                h = xb
+                for layer in layers:
+                    if isinstance(layer, Dropout):
+                        continue                     # evaluation: no dropout
+                    h = layer.run_forward(h, training=isinstance(layer, BatchNorm2D))
+        finally:
+            for layer, momentum in zip(norms, momenta):
+                layer.momentum = momentum
 
     def evaluate(self, x, y, batch_size=256):
         """Loss and accuracy in evaluation mode: ``{"loss": ..., "accuracy": ...}``.

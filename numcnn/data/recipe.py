@@ -17,7 +17,7 @@ from typing import Callable, Optional
 
 import numpy as np
 
-from .augment import SYMMETRY_COUNT, colour_jitter, random_flips, symmetries
+from .augment import colour_jitter, random_flips, symmetries
 from .preprocess import block_sums, crop_to_stain, to_unit_range
 
 __all__ = ["random_crop", "centre_crop", "crop_and_flip", "predict_symmetric",
@@ -145,11 +145,8 @@ def predict_symmetric(model, x: np.ndarray, batch_size: int = 256) -> np.ndarray
     ndarray, shape (N, K), float32
         Rows sum to 1 (up to rounding).
     """
-    total = None
-    for view in symmetries(x):
-        probabilities = model.predict(view, batch_size=batch_size)
-        total = probabilities if total is None else total + probabilities
-    return total / np.float32(SYMMETRY_COUNT)
+    views = [model.predict(view, batch_size=batch_size) for view in symmetries(x)]
+    return np.mean(views, axis=0, dtype=np.float32)
 
 
 def preprocess_image(image: np.ndarray, crop: Optional[int], factor: int) -> np.ndarray:
