@@ -17,7 +17,9 @@ The recipe (fixed in advance; every number is a CLI default)
 2. A stratified, seeded 10% of TRAIN is cut off for validation (about 8,961 /
    996 images). It shares the original cells with training, so it watches
    training and never picks an epoch (docs/bloodcells.md says which recipe
-   choices it informed).
+   choices it informed). --validation cells holds out about 10% of the
+   original cells instead, whole (estimated by numcnn.data.cell_groups), so
+   that validation measures cells the network has not seen.
 3. "Average background" subtraction: the mean image of the training part is
    subtracted from train, validation and test images.
 4. Training batches: a random 64x64 crop of each 72x72 image, then random
@@ -26,7 +28,8 @@ The recipe (fixed in advance; every number is a CLI default)
    lost on validation and TEST: off by default.) Evaluation: the centre
    64x64, the class probabilities averaged over its 8 symmetric views
    (quarter turns, mirrored or not).
-5. The network (build_model): three blocks Conv2D 3x3 (32, 64, 128 filters)
+5. The network (build_model): three blocks Conv2D 3x3 (32, 64, 128 filters;
+   --filters sets one number per block)
    -> BatchNorm -> ReLU -> MaxPool 2 -> Dropout 0.4, then Dense 128 ->
    BatchNorm1D -> ReLU -> Dropout 0.4 -> Dense 4 -> Softmax. (Without the
    BatchNorm1D the first dense layer dies within two epochs.)
@@ -79,7 +82,7 @@ from pathlib import Path
 os.environ.setdefault("OPENBLAS_THREAD_TIMEOUT", "4")
 
 import numpy as np
-from sklearn.model_selection import train_test_split
+from sklearn.model_selection import GroupShuffleSplit, train_test_split
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 if (REPO_ROOT / "numcnn").is_dir() and str(REPO_ROOT) not in sys.path:
@@ -89,8 +92,8 @@ import numcnn  # noqa: E402
 from numcnn import metrics, plots  # noqa: E402
 from numcnn.callbacks import (BatchNormCalibration, LearningRateScheduler,  # noqa: E402
                               ModelCheckpoint, cosine_schedule)
-from numcnn.data import (CLASSES, ImageError, MeanImage, class_count_table,  # noqa: E402
-                         count_per_class, labels_csv_path, load_bloodcells,
+from numcnn.data import (CLASSES, ImageError, MeanImage, cell_groups,  # noqa: E402
+                         class_count_table, count_per_class, labels_csv_path, load_bloodcells,
                          locate_bloodcells, read_original_labels, read_rgb_image)
 from numcnn.data.recipe import (centre_crop, crop_and_flip, predict_symmetric,  # noqa: E402
                                 preprocess_image)
@@ -101,13 +104,15 @@ SPLITS = ("train", "val", "test")
 VALIDATION_FRACTION = 0.1
 WEIGHT_DECAY = 1e-4
 DROPOUT = 0.4
+STUDY_FILTERS = (32, 64, 128)   # filters of the study's three Conv2D blocks
 CALIBRATION_IMAGES = 2048   # training images (evaluation view) for BatchNorm statistics
 # Settings that change what a model learns: a run can only be resumed with the same ones.
 TRAINING_SETTINGS = ("crop", "factor", "input_size", "batch_size", "lr", "class_weights",
-                     "max_per_class", "colour_jitter")
+                     "max_per_class", "colour_jitter", "validation", "filters")
 freed_memory_kept = None   # what numcnn.keep_freed_memory() returned (set when run as a script)
 # What a recipe.json written before a setting existed meant by its absence.
-SETTINGS_BEFORE_THEY_EXISTED = {"colour_jitter": 0.0}
+SETTINGS_BEFORE_THEY_EXISTED = {"colour_jitter": 0.0, "validation": "images",
+                                "filters": list(STUDY_FILTERS)}
 
 
 # ----------------------------------------------------------------------------
@@ -133,6 +138,17 @@ EPILOG = """examples:
   python examples/bloodcells.py --explain                        Grad-CAM grid of TEST images
 exit status: 0 done; 1 some --predict image could not be read; 2 bad arguments,
 data not found, or nothing to predict with."""
+
+
+def filter_list(text):
+    """'32,64,128' -> [32, 64, 128] (argparse type of --filters)."""
+    try:
+        filters = [int(part) for part in text.split(",")]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected numbers separated by commas, got {text!r}")
+    if not filters or min(filters) < 1:
+        raise argparse.ArgumentTypeError(f"every block needs at least one filter, got {text!r}")
+    return filters
 
 
 def parse_args(argv=None):
@@ -173,6 +189,13 @@ def parse_args(argv=None):
                            "inputs, none with --crop 0; with --predict: the model's recipe)")
 
     train = parser.add_argument_group("training")
+    train.add_argument("--filters", metavar="N,N,...", type=filter_list,
+                       default=list(STUDY_FILTERS),
+                       help="filters of each Conv2D block, one number per block "
+                            "(default: the study's 32,64,128)")
+    train.add_argument("--validation", choices=("images", "cells"), default="images",
+                       help="hold out 10%% of TRAIN's images, or 10%% of its original cells "
+                            "(whole, estimated from the pixels; needs a stain crop)")
     train.add_argument("--epochs", metavar="N", type=int, default=20, help="epochs in all")
     train.add_argument("--batch-size", metavar="N", type=int, default=64, help="training batch size")
     train.add_argument("--lr", metavar="LR", type=float, default=1e-3,
@@ -241,6 +264,13 @@ def check_args(parser, args):
     elif 240 % args.factor or 320 % args.factor or 240 // args.factor < 8:
         parser.error(f"--factor {args.factor} must divide 240 and 320 (and leave at least 8 "
                      "pixels) with --crop 0")
+    smallest_side = args.input_size if args.crop else 240 // args.factor
+    if smallest_side >> len(args.filters) < 1:
+        parser.error(f"--filters: {len(args.filters)} blocks halve the {smallest_side}-pixel "
+                     f"input {len(args.filters)} times, too often")
+    if args.validation == "cells" and not args.crop:
+        parser.error("--validation cells needs the stain crop (the cells are matched on "
+                     "it); use a --crop other than 0")
     if not 0 <= args.colour_jitter < 1:
         parser.error(f"--colour-jitter must be in [0, 1), got {args.colour_jitter}")
     args.tta_explicit = args.tta is not None     # --predict: the command line beats the recipe
@@ -329,6 +359,9 @@ def load_data(args, data_dir):
             data_dir, split, crop=args.crop or None, factor=args.factor,
             max_per_class=args.max_per_class, seed=0, cache_dir=args.cache_dir,
             progress=not args.quiet)
+    if args.validation == "cells":
+        loaded["groups"] = cell_groups(loaded["train"], cache_dir=args.cache_dir,
+                                       progress=not args.quiet)
     loaded["skipped"] = {split: [str(path) for path, _ in loaded[split].skipped]
                          for split in ("train", "test")}
     for split in ("train", "test"):
@@ -338,15 +371,39 @@ def load_data(args, data_dir):
     return loaded
 
 
+def split_whole_groups(y, groups, seed):
+    """Hold out VALIDATION_FRACTION of each class's groups (seeded); return (train, val) indices.
+
+    scikit-learn's GroupShuffleSplit, class by class, so that every class keeps
+    its share of validation cells (StratifiedGroupKFold's shuffle gives the same
+    first fold for every seed when each group has one class).
+    """
+    held_out = []
+    for label in np.unique(y):
+        members = np.flatnonzero(y == label)
+        splitter = GroupShuffleSplit(n_splits=1, test_size=VALIDATION_FRACTION,
+                                     random_state=seed + 1000 * int(label))
+        _, chosen = next(splitter.split(members, groups=groups[members]))
+        held_out.append(members[chosen])
+    val_index = np.sort(np.concatenate(held_out))
+    return np.setdiff1d(np.arange(len(y)), val_index), val_index
+
+
 def split_and_centre(data, seed):
     """The seeded, stratified validation split, then the mean image of the training part.
+
+    The split holds out 10% of the images, or, when ``data`` has ``"groups"``
+    (--validation cells), 10% of each class's groups, whole (:func:`split_whole_groups`).
 
     Returns ``(arrays, mean)`` with ``arrays[split] = (x, y)`` for train, val and
     test (x mean-subtracted, still uncropped) and the fitted :class:`MeanImage`.
     """
     x, y = data["train"].x, data["train"].y
-    train_index, val_index = train_test_split(
-        np.arange(len(y)), test_size=VALIDATION_FRACTION, stratify=y, random_state=seed)
+    if "groups" in data:
+        train_index, val_index = split_whole_groups(y, data["groups"], seed)
+    else:
+        train_index, val_index = train_test_split(
+            np.arange(len(y)), test_size=VALIDATION_FRACTION, stratify=y, random_state=seed)
     x_train, x_val = x[train_index], x[val_index]                # copies (fancy indexing)
     mean = MeanImage().fit(x_train)                              # training part only
     arrays = {"train": (mean.transform(x_train, copy=False), y[train_index]),
@@ -364,20 +421,22 @@ def evaluation_view(args, x):
 # Model
 # ----------------------------------------------------------------------------
 
-def build_model(input_shape=(3, 64, 64), seed=0, num_classes=len(CLASSES)):
+def build_model(input_shape=(3, 64, 64), seed=0, num_classes=len(CLASSES),
+                filters=STUDY_FILTERS):
     """The study's network for images of ``input_shape`` (C, H, W).
 
-    Three blocks Conv2D 3x3 -> BatchNorm -> ReLU -> MaxPool 2 -> Dropout 0.4 with
-    32, 64 and 128 filters, then Dense 128 -> BatchNorm1D -> ReLU -> Dropout 0.4
-    -> Dense(num_classes) -> Softmax. For 64x64 inputs the first dense layer sees
-    128 x 8 x 8 features.
+    One block Conv2D 3x3 -> BatchNorm -> ReLU -> MaxPool 2 -> Dropout 0.4 per
+    entry of ``filters`` (the study: 32, 64 and 128 filters), then Dense 128 ->
+    BatchNorm1D -> ReLU -> Dropout 0.4 -> Dense(num_classes) -> Softmax. For
+    64x64 inputs and three blocks the first dense layer sees 128 x 8 x 8 features.
     """
     channels, height, width = input_shape
     layers = []
-    for c_in, c_out in ((channels, 32), (32, 64), (64, 128)):
+    for c_in, c_out in zip((channels,) + tuple(filters[:-1]), filters):
         layers += [Conv2D(c_in, c_out, 3, padding=1), BatchNorm2D(c_out), ReLU(),
                    MaxPool2D(2), Dropout(DROPOUT)]
-    features = 128 * (height // 8) * (width // 8)     # three 2x2 poolings
+        height, width = height // 2, width // 2       # each 2x2 pooling (floor)
+    features = filters[-1] * height * width
     layers += [Flatten(), Dense(features, 128), BatchNorm1D(128), ReLU(), Dropout(DROPOUT),
                Dense(128, num_classes), Softmax()]
     return numcnn.Sequential(layers, seed=seed, input_shape=input_shape)
@@ -413,7 +472,7 @@ def model_to_continue(args, seed, folder, y_train):
         if checkpoint.exists():
             model = numcnn.load(checkpoint)
             return model, f"resumed from {checkpoint.name} after epoch {model.epoch}"
-    model = build_model(model_input_shape(args), seed)
+    model = build_model(model_input_shape(args), seed, filters=args.filters)
     return compile_model(model, args, y_train), "new"
 
 
@@ -518,7 +577,9 @@ def report_split(args, model, split, x, y, folder):
     report = metrics.class_report(y, predicted, CLASSES)
     matrix = metrics.confusion(y, predicted, len(CLASSES))
     worst_class, worst_recall = report["worst_recall"]
-    title = {"train": "training set", "val": "validation set (shares cells with training)",
+    validation = ("validation set (about 10% of the original cells, held out whole)"
+                  if args.validation == "cells" else "validation set (shares cells with training)")
+    title = {"train": "training set", "val": validation,
              "test": "TEST set (held-out cells, evaluated once)"}[split]
     if views == "symmetries":
         title += ", mean over 8 symmetric views"
@@ -665,12 +726,12 @@ def summary_text(results, document):
                       f"  worst recall       {mean['test']['worst_recall']:.4f} +- "
                       f"{std['test']['worst_recall']:.4f}"]
         lines.append(f"  validation acc.    {mean['val']['accuracy']:.4f} +- {std['val']['accuracy']:.4f}")
-        if has_test:
-            lines.append("  test F1 per class:")
-            for name in CLASSES:
-                lines.append(f"    {name:<12} {mean['test']['f1'][name]:.4f} +- "
-                             f"{std['test']['f1'][name]:.4f}   (recall {mean['test']['recall'][name]:.4f} "
-                             f"+- {std['test']['recall'][name]:.4f})")
+        shown = "test" if has_test else "val"       # per-class F1: TEST, or validation without it
+        lines.append(f"  {'test' if has_test else 'validation'} F1 per class:")
+        for name in CLASSES:
+            lines.append(f"    {name:<12} {mean[shown]['f1'][name]:.4f} +- "
+                         f"{std[shown]['f1'][name]:.4f}   (recall {mean[shown]['recall'][name]:.4f} "
+                         f"+- {std[shown]['recall'][name]:.4f})")
     return "\n".join(lines)
 
 

@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 
 import numcnn
-from numcnn.data import CLASSES, load_bloodcells, read_rgb_image
+from numcnn.data import CLASSES, ImageSet, load_bloodcells, read_rgb_image
 from numcnn.data.recipe import centre_crop, crop_and_flip, preprocess_image, random_crop
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -67,6 +67,8 @@ def test_bad_settings_are_rejected_before_any_work(tmp_path, capsys):
 @pytest.mark.parametrize("argv, flag", [
     (["--crop", "0", "--factor", "4", "--tta", "symmetries"], "--tta"),
     (["--colour-jitter", "1.5"], "--colour-jitter"),
+    (["--crop", "0", "--factor", "4", "--validation", "cells"], "--validation"),
+    (["--filters", "8,8,8,8,8,8,8"], "--filters"),
 ])
 def test_settings_that_cannot_work_name_their_flag(tmp_path, capsys, argv, flag):
     with pytest.raises(SystemExit) as stop:
@@ -91,6 +93,39 @@ def test_resume_accepts_recipes_written_before_a_setting_existed(tmp_path):
         example.check_resumable(example.parse_args(["--colour-jitter", "0.1"]), tmp_path)
 
 
+def test_resume_reads_a_recipe_without_validation_as_images(tmp_path):
+    recipe = example.recipe_of(example.parse_args([]))
+    del recipe["validation"]
+    (tmp_path / "recipe.json").write_text(json.dumps(recipe))
+    example.check_resumable(example.parse_args([]), tmp_path)              # no error
+    with pytest.raises(example.SettingsError, match="validation: 'images' -> 'cells'"):
+        example.check_resumable(example.parse_args(["--validation", "cells"]), tmp_path)
+
+
+def test_validation_by_cells_holds_out_whole_groups():
+    """With groups, about 10% of each class's groups are held out, none split in two."""
+    y = np.repeat(np.arange(4), 200)
+    groups = np.repeat(np.arange(80), 10)                  # 20 groups of 10 images per class
+    x = np.broadcast_to(groups[:, None, None, None], (800, 3, 4, 4)).astype(np.float32)
+    data = {"train": ImageSet(x=x, y=y, classes=list(CLASSES), paths=[]),
+            "test": ImageSet(x=x[:4], y=y[:4], classes=list(CLASSES), paths=[]),
+            "groups": groups}
+
+    def groups_of(arrays, mean, split):                     # each image holds its group id
+        return np.rint(arrays[split][0] + mean.mean)[:, 0, 0, 0].astype(int)
+
+    arrays, mean = example.split_and_centre(data, seed=0)
+    held_out, kept = groups_of(arrays, mean, "val"), groups_of(arrays, mean, "train")
+    assert len(held_out) + len(kept) == 800
+    assert not set(held_out) & set(kept)
+    assert np.bincount(arrays["val"][1], minlength=4).tolist() == [20, 20, 20, 20]  # 2 groups each
+    assert sorted(np.bincount(held_out)[np.unique(held_out)]) == [10] * 8      # whole groups
+    again, mean_again = example.split_and_centre(data, seed=0)
+    np.testing.assert_array_equal(groups_of(again, mean_again, "val"), held_out)
+    other, mean_other = example.split_and_centre(data, seed=1)
+    assert set(groups_of(other, mean_other, "val")) != set(held_out)
+
+
 def test_summary_without_test_still_gives_validation_over_seeds():
     split = {"accuracy": 0.9, "worst_recall": 0.8, "worst_recall_class": "MONOCYTE",
              "f1": {c: 0.9 for c in CLASSES}, "recall": {c: 0.8 for c in CLASSES}}
@@ -112,6 +147,22 @@ def test_build_model_is_the_study_network():
     assert kinds[-7:] == ["Flatten", "Dense", "BatchNorm1D", "ReLU", "Dropout", "Dense", "Softmax"]
     assert model.layers[16].params["W"].shape == (128 * 8 * 8, 128)
     assert model.summary(print_fn=None).count("Conv2D") == 3
+
+
+def test_filters_give_one_block_each():
+    model = example.build_model((3, 64, 64), seed=0, filters=[32, 64, 128, 128])
+    assert model.summary(print_fn=None).count("Conv2D") == 4
+    assert model.layers[21].params["W"].shape == (128 * 4 * 4, 128)
+    assert model.predict(np.zeros((2, 3, 64, 64), np.float32)).shape == (2, 4)
+    assert example.parse_args(["--filters", "16,32"]).filters == [16, 32]
+    assert example.parse_args([]).filters == [32, 64, 128]
+
+
+@pytest.mark.parametrize("text", ["32,x", "32,0", ""])
+def test_bad_filters_are_rejected(text, tmp_path, capsys):
+    with pytest.raises(SystemExit):
+        example.parse_args(["--filters", text])
+    assert "--filters" in capsys.readouterr().err
 
 
 def test_crops_and_augmentation_are_seeded(rng):
@@ -279,6 +330,17 @@ def test_skip_test_trains_and_reports_without_touching_test(study):
     assert set(results["seeds"]["0"]) >= {"train", "val"} and "test" not in results["seeds"]["0"]
     assert not (out / "seed0" / "report_test.txt").exists()
     assert "TEST not evaluated" in (out / "summary.txt").read_text()
+
+
+@pytest.mark.slow
+def test_validation_by_cells_runs_end_to_end(study):
+    assert study["run"]("cells", "--epochs", "1", "--no-plots", "--quiet", "--skip-test",
+                        "--validation", "cells") == 0
+    out = study["root"] / "cells"
+    assert "original cells, held out whole" in (out / "seed0" / "report_val.txt").read_text()
+    recipe = json.loads((out / "seed0" / "recipe.json").read_text())
+    assert recipe["validation"] == "cells"
+    assert list((study["root"] / "cache").glob("bloodcells-cellgroups-*.npy"))
 
 
 @pytest.mark.slow

@@ -8,9 +8,11 @@ in [0, 1]. Everything it returns for training is NCHW.
 from .augment import SYMMETRY_COUNT, colour_jitter, random_flips, symmetries
 from .bloodcells import (CACHE_ENV_VAR, CLASSES, DATA_ENV_VAR, IMAGE_SHAPE, SPLITS,
                          OriginalLabels, class_count_table, count_per_class,
-                         default_cache_dir, default_data_dirs, images_dir,
+                         cell_groups, default_cache_dir, default_data_dirs, images_dir,
                          labels_csv_path, load_bloodcells, locate_bloodcells,
-                         read_original_labels, split_dir)
+                         original_cell_counts, read_original_labels, split_dir)
+from .groups import (group_near_duplicates, group_per_class, polar_spectra,
+                     rotation_invariant_similarity)
 from .images import (IMAGE_EXTENSIONS, ImageError, ImageSet, SkippedImagesWarning,
                      decode_images, find_class_folders, list_image_files,
                      load_image_folder, read_rgb_image, subsample_per_class)
@@ -34,5 +36,8 @@ __all__ = [
     "CLASSES", "SPLITS", "IMAGE_SHAPE", "DATA_ENV_VAR", "CACHE_ENV_VAR",
     "default_data_dirs", "locate_bloodcells", "images_dir", "split_dir", "labels_csv_path",
     "count_per_class", "class_count_table", "OriginalLabels", "read_original_labels",
-    "default_cache_dir", "load_bloodcells",
+    "default_cache_dir", "load_bloodcells", "original_cell_counts", "cell_groups",
+    # near-duplicate groups (which images are copies of one original)
+    "polar_spectra", "rotation_invariant_similarity", "group_near_duplicates",
+    "group_per_class",
 ]

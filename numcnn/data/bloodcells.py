@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import csv
 import functools
+import re
 import hashlib
 import json
 import os
@@ -63,6 +64,8 @@ __all__ = [
     "read_original_labels",
     "default_cache_dir",
     "load_bloodcells",
+    "original_cell_counts",
+    "cell_groups",
 ]
 
 CLASSES = ("EOSINOPHIL", "LYMPHOCYTE", "MONOCYTE", "NEUTROPHIL")   # labels 0..3
@@ -605,3 +608,97 @@ def _image_set_from_cache(stored: dict, folder: Path, factor: int) -> ImageSet:
     return ImageSet(x=to_unit_range(stored["sums"], 255 * factor * factor),
                     y=stored["labels"].astype(np.int64), classes=list(CLASSES),
                     paths=paths, skipped=skipped)
+
+
+# ----------------------------------------------------------------------------
+# Which images are the same cell
+# ----------------------------------------------------------------------------
+
+# The archive's augmented files are named "_<position>_<random>.jpeg": <position> is
+# the image's place in an augmentation batch that held every original cell of its
+# class once, so there are as many positions as originals (TEST: 13, 6, 4 and 48,
+# exactly the cells of TEST_SIMPLE). The position is not a cell id (GUIDE section 6).
+_AUGMENTED_NAME = re.compile(r"^_(\d+)_\d+\.[A-Za-z]+$")
+GROUPS_VERSION = 1    # bump when numcnn.data.groups changes how groups are found
+
+
+def original_cell_counts(images: ImageSet) -> List[int]:
+    """How many original cells each class of an augmented split was made from.
+
+    Counted as the number of distinct batch positions in the file names
+    (``_<position>_<random>.jpeg``), capped by the number of images of the class.
+
+    Parameters
+    ----------
+    images : ImageSet
+        A split loaded by :func:`load_bloodcells` (TRAIN or TEST).
+
+    Returns
+    -------
+    list of int, one per class in label order
+
+    Raises
+    ------
+    ValueError
+        If a file name does not follow the archive's pattern (then the count of
+        originals cannot be read from the names).
+    """
+    positions: List[set] = [set() for _ in images.classes]
+    for path, label in zip(images.paths, images.y):
+        match = _AUGMENTED_NAME.match(Path(path).name)
+        if match is None:
+            raise ValueError(f"{path}: not named like the archive's augmented images "
+                             f"('_<position>_<number>.jpeg'), so the number of original "
+                             f"cells cannot be read from the file names")
+        positions[label].add(int(match.group(1)))
+    counts = np.bincount(images.y, minlength=len(images.classes))
+    return [min(len(found), int(count)) for found, count in zip(positions, counts)]
+
+
+def cell_groups(images: ImageSet, cache_dir=None, cache: bool = True,
+                progress: bool = True) -> np.ndarray:
+    """An estimated original-cell id for every image of an augmented split.
+
+    Each class is cut into :func:`original_cell_counts` groups of turned,
+    mirrored and shifted copies by :func:`numcnn.data.groups.group_per_class`
+    (on the stain crops, so the images should be loaded with a crop). The
+    result is cached next to the decoded images (about a minute for TRAIN).
+
+    Parameters
+    ----------
+    images : ImageSet
+        From :func:`load_bloodcells` with a stain crop.
+    cache_dir : str or Path, optional
+        Default :func:`default_cache_dir`.
+    cache : bool
+        Read and write the cache.
+    progress : bool
+        Say when the groups are being computed.
+
+    Returns
+    -------
+    ndarray, shape (N,), int64
+        Group of each image; groups never mix classes.
+    """
+    from .groups import group_per_class
+
+    counts = original_cell_counts(images)
+    digest = hashlib.sha256(json.dumps({"version": GROUPS_VERSION, "counts": counts,
+                                        "shape": list(images.x.shape)}).encode())
+    for path, label in zip(images.paths, images.y):
+        digest.update(f"{Path(path).parent.name}/{Path(path).name}\t{label}\n".encode())
+    file = Path(cache_dir or default_cache_dir()) / f"bloodcells-cellgroups-{digest.hexdigest()[:16]}.npy"
+    if cache and file.exists():
+        groups = np.load(file)
+        if groups.shape == (len(images),):
+            return groups
+    if progress:
+        print(f"finding the original cells of {len(images)} images "
+              f"({dict(zip(images.classes, counts))} cells; about a minute, then cached)")
+    groups = group_per_class(images.x, images.y, counts)
+    if cache:
+        file.parent.mkdir(parents=True, exist_ok=True)
+        temporary = file.with_name(f"{file.name}.{os.getpid()}.tmp.npy")
+        np.save(temporary, groups)
+        os.replace(temporary, file)
+    return groups
