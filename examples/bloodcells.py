@@ -14,12 +14,13 @@ The recipe (fixed in advance; every number is a CLI default)
 -----------------------------------------------------------
 1. Each 320x240 JPEG is cropped to 144x144 around the largest purple (stained)
    blob - the white cell - and downscaled by 2 (block mean): 72x72, in [0, 1].
-2. A stratified, seeded 10% of TRAIN is cut off for validation (about 8,961 /
-   996 images). It shares the original cells with training, so it watches
-   training and never picks an epoch (docs/bloodcells.md says which recipe
-   choices it informed). --validation cells holds out about 10% of the
-   original cells instead, whole (estimated by numcnn.data.cell_groups), so
-   that validation measures cells the network has not seen.
+2. A seeded 10% of TRAIN's original cells, whole, is cut off for validation
+   (about 8,860 / 1,100 images; the cells are estimated from the pixels by
+   numcnn.data.cell_groups, since the file names carry no cell id), so that
+   validation measures cells the network has not seen. It watches training
+   and never picks an epoch. --validation images cuts a stratified 10% of
+   the images instead, as the study did (8,961 / 996); those share cells
+   with training and read high.
 3. "Average background" subtraction: the mean image of the training part is
    subtracted from train, validation and test images.
 4. Training batches: a random 64x64 crop of each 72x72 image, then random
@@ -193,9 +194,11 @@ def parse_args(argv=None):
                        default=list(STUDY_FILTERS),
                        help="filters of each Conv2D block, one number per block "
                             "(default: the study's 32,64,128)")
-    train.add_argument("--validation", choices=("images", "cells"), default="images",
-                       help="hold out 10%% of TRAIN's images, or 10%% of its original cells "
-                            "(whole, estimated from the pixels; needs a stain crop)")
+    train.add_argument("--validation", choices=("images", "cells"), default=None,
+                       help="hold out 10%% of TRAIN's original cells, whole (estimated from "
+                            "the pixels; needs a stain crop), or 10%% of its images "
+                            "(which then share cells with training) (default: cells, "
+                            "images with --crop 0)")
     train.add_argument("--epochs", metavar="N", type=int, default=20, help="epochs in all")
     train.add_argument("--batch-size", metavar="N", type=int, default=64, help="training batch size")
     train.add_argument("--lr", metavar="LR", type=float, default=1e-3,
@@ -268,6 +271,8 @@ def check_args(parser, args):
     if smallest_side >> len(args.filters) < 1:
         parser.error(f"--filters: {len(args.filters)} blocks halve the {smallest_side}-pixel "
                      f"input {len(args.filters)} times, too often")
+    if args.validation is None:
+        args.validation = "cells" if args.crop else "images"
     if args.validation == "cells" and not args.crop:
         parser.error("--validation cells needs the stain crop (the cells are matched on "
                      "it); use a --crop other than 0")
@@ -360,8 +365,14 @@ def load_data(args, data_dir):
             max_per_class=args.max_per_class, seed=0, cache_dir=args.cache_dir,
             progress=not args.quiet)
     if args.validation == "cells":
-        loaded["groups"] = cell_groups(loaded["train"], cache_dir=args.cache_dir,
-                                       progress=not args.quiet)
+        loaded["groups"] = groups = cell_groups(loaded["train"], cache_dir=args.cache_dir,
+                                                progress=not args.quiet)
+        y = loaded["train"].y
+        for label, name in enumerate(CLASSES):
+            if len(np.unique(groups[y == label])) < 2:
+                raise ValueError(f"TRAIN/{name}: the file names give fewer than 2 original "
+                                 f"cells (distinct batch positions '_<position>_'), so none can "
+                                 f"be held out whole for validation")
     loaded["skipped"] = {split: [str(path) for path, _ in loaded[split].skipped]
                          for split in ("train", "test")}
     for split in ("train", "test"):
@@ -878,7 +889,13 @@ def main(argv=None):
     if not args.no_plots and not plots.available():
         say(args, "(matplotlib is not installed: no PNG figures; pip install 'numcnn[plot]')")
     show_class_counts(args, data_dir, out)
-    data = load_data(args, data_dir)
+    try:
+        data = load_data(args, data_dir)
+    except ValueError as error:          # e.g. file names that do not tell the cells apart
+        print(f"error: {error}", file=sys.stderr)
+        if args.validation == "cells":
+            print("(--validation images splits by image instead)", file=sys.stderr)
+        return 2
 
     results = []
     for seed in seeds_of(args):

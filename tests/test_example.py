@@ -97,9 +97,9 @@ def test_resume_reads_a_recipe_without_validation_as_images(tmp_path):
     recipe = example.recipe_of(example.parse_args([]))
     del recipe["validation"]
     (tmp_path / "recipe.json").write_text(json.dumps(recipe))
-    example.check_resumable(example.parse_args([]), tmp_path)              # no error
+    example.check_resumable(example.parse_args(["--validation", "images"]), tmp_path)  # no error
     with pytest.raises(example.SettingsError, match="validation: 'images' -> 'cells'"):
-        example.check_resumable(example.parse_args(["--validation", "cells"]), tmp_path)
+        example.check_resumable(example.parse_args([]), tmp_path)
 
 
 def test_validation_by_cells_holds_out_whole_groups():
@@ -415,9 +415,44 @@ def test_corrupt_images_are_skipped_and_counted(data_dir, tmp_path):
     with pytest.warns(UserWarning, match="skipped 1 of 49"):
         status = example.main(["--data", str(tmp_path / "archive"), "--out", str(tmp_path / "out"),
                                "--cache-dir", str(tmp_path / "cache"), "--epochs", "1",
-                               "--no-plots", "--quiet"])
+                               "--no-plots", "--quiet", "--validation", "images"])
     assert status == 0
     results = json.loads((tmp_path / "out" / "results.json").read_text())
     assert results["data"]["skipped_count"] == {"train": 1, "test": 0}
     assert results["data"]["skipped"]["train"] == [str(broken)]
     assert "TRAIN 1, TEST 0" in (tmp_path / "out" / "summary.txt").read_text()
+
+
+@pytest.mark.slow
+def test_files_named_otherwise_cannot_be_split_by_cells(data_dir, tmp_path, capsys):
+    """Without the archive's names the cells cannot be counted: exit 2, naming a file and the way out."""
+    source = data_dir / "dataset2-master" / "images"
+    for split in ("TRAIN", "TEST"):
+        for name in CLASSES:
+            folder = tmp_path / "archive" / "dataset2-master" / "images" / split / name
+            folder.mkdir(parents=True)
+            for number, image in enumerate(sorted((source / split / name).glob("*.jpeg"))[:10]):
+                (folder / f"cell{number}.jpeg").symlink_to(image)
+    status = example.main(["--data", str(tmp_path / "archive"), "--out", str(tmp_path / "out"),
+                           "--cache-dir", str(tmp_path / "cache"), "--no-plots", "--quiet"])
+    assert status == 2
+    error = capsys.readouterr().err
+    assert "cell0.jpeg" in error and "--validation images" in error
+
+
+@pytest.mark.slow
+def test_too_few_cells_to_hold_one_out_is_an_error(data_dir, tmp_path, capsys):
+    """The first files of each folder all sit at batch position 0: one cell by the names."""
+    source = data_dir / "dataset2-master" / "images"
+    for split in ("TRAIN", "TEST"):
+        for name in CLASSES:
+            folder = tmp_path / "archive" / "dataset2-master" / "images" / split / name
+            folder.mkdir(parents=True)
+            for image in sorted((source / split / name).glob("_0_*.jpeg"))[:6]:
+                (folder / image.name).symlink_to(image)
+    status = example.main(["--data", str(tmp_path / "archive"), "--out", str(tmp_path / "out"),
+                           "--cache-dir", str(tmp_path / "cache"), "--no-plots", "--quiet"])
+    assert status == 2
+    error = capsys.readouterr().err
+    assert "TRAIN/EOSINOPHIL" in error and "fewer than 2 original cells" in error
+    assert "--validation images" in error

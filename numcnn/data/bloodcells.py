@@ -626,7 +626,9 @@ def original_cell_counts(images: ImageSet) -> List[int]:
     """How many original cells each class of an augmented split was made from.
 
     Counted as the number of distinct batch positions in the file names
-    (``_<position>_<random>.jpeg``), capped by the number of images of the class.
+    (``_<position>_<random>.jpeg``) of the class folder (all its files so named,
+    so that a subset counts like the whole folder) and of the images
+    themselves, capped by the number of images of the class in ``images``.
 
     Parameters
     ----------
@@ -643,16 +645,26 @@ def original_cell_counts(images: ImageSet) -> List[int]:
         If a file name does not follow the archive's pattern (then the count of
         originals cannot be read from the names).
     """
-    positions: List[set] = [set() for _ in images.classes]
+    names: List[set] = [set() for _ in images.classes]
     for path, label in zip(images.paths, images.y):
-        match = _AUGMENTED_NAME.match(Path(path).name)
-        if match is None:
-            raise ValueError(f"{path}: not named like the archive's augmented images "
-                             f"('_<position>_<number>.jpeg'), so the number of original "
-                             f"cells cannot be read from the file names")
-        positions[label].add(int(match.group(1)))
-    counts = np.bincount(images.y, minlength=len(images.classes))
-    return [min(len(found), int(count)) for found, count in zip(positions, counts)]
+        names[label].add(Path(path))
+    counts = []
+    for label, paths in enumerate(names):
+        folders = {path.parent for path in paths}
+        listed = [file for folder in folders if folder.is_dir()
+                  for file in folder.iterdir() if file.suffix.lower() in (".jpeg", ".jpg")]
+        positions = {int(match.group(1)) for match in map(_AUGMENTED_NAME.match,
+                                                          (file.name for file in listed))
+                     if match is not None}          # other files (e.g. unreadable ones): ignored
+        for path in sorted(paths):
+            match = _AUGMENTED_NAME.match(path.name)
+            if match is None:
+                raise ValueError(f"{path}: not named like the archive's augmented images "
+                                 f"('_<position>_<number>.jpeg'), so the number of original "
+                                 f"cells cannot be read from the file names")
+            positions.add(int(match.group(1)))
+        counts.append(min(len(positions), len(paths)))
+    return counts
 
 
 def cell_groups(images: ImageSet, cache_dir=None, cache: bool = True,
