@@ -385,6 +385,8 @@ def load_data(args, data_dir):
 def split_whole_groups(y, groups, seed):
     """Hold out VALIDATION_FRACTION of each class's groups (seeded); return (train, val) indices.
 
+    The training indices come in a seeded random order, the validation ones sorted.
+
     scikit-learn's GroupShuffleSplit, class by class, so that every class keeps
     its share of validation cells (StratifiedGroupKFold's shuffle gives the same
     first fold for every seed when each group has one class).
@@ -397,7 +399,10 @@ def split_whole_groups(y, groups, seed):
         _, chosen = next(splitter.split(members, groups=groups[members]))
         held_out.append(members[chosen])
     val_index = np.sort(np.concatenate(held_out))
-    return np.setdiff1d(np.arange(len(y)), val_index), val_index
+    train_index = np.setdiff1d(np.arange(len(y)), val_index)
+    # shuffled, as train_test_split's are: the first training images must be a fair
+    # sample of all classes (BatchNormCalibration measures its statistics on them)
+    return np.random.default_rng(seed).permutation(train_index), val_index
 
 
 def split_and_centre(data, seed):

@@ -116,6 +116,8 @@ def test_validation_by_cells_holds_out_whole_groups():
 
     arrays, mean = example.split_and_centre(data, seed=0)
     held_out, kept = groups_of(arrays, mean, "val"), groups_of(arrays, mean, "train")
+    # the training part is shuffled: its first images (BatchNorm calibration) hold every class
+    assert set(arrays["train"][1][:40]) == {0, 1, 2, 3}
     assert len(held_out) + len(kept) == 800
     assert not set(held_out) & set(kept)
     assert np.bincount(arrays["val"][1], minlength=4).tolist() == [20, 20, 20, 20]  # 2 groups each
