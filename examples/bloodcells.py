@@ -385,11 +385,10 @@ def load_data(args, data_dir):
 def split_whole_groups(y, groups, seed):
     """Hold out VALIDATION_FRACTION of each class's groups (seeded); return (train, val) indices.
 
-    The training indices come in a seeded random order, the validation ones sorted.
-
     scikit-learn's GroupShuffleSplit, class by class, so that every class keeps
-    its share of validation cells (StratifiedGroupKFold's shuffle gives the same
-    first fold for every seed when each group has one class).
+    its share of validation cells (StratifiedGroupKFold's shuffle gave the same
+    first fold for every seed here, where each group has one class). The
+    training indices come in a seeded random order, the validation ones sorted.
     """
     held_out = []
     for label in np.unique(y):
