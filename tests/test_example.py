@@ -402,22 +402,33 @@ def test_predict_preprocessing_equals_the_loader(study):
         assert np.array_equal(again, loaded.x[i])
 
 
-@pytest.mark.slow
-def test_corrupt_images_are_skipped_and_counted(data_dir, tmp_path):
-    """A small archive of links to real images plus one broken JPEG (and no labels.csv)."""
+def linked_archive(data_dir, root, pattern="*.jpeg", count=12, rename=None):
+    """``root/archive``: links to the first ``count`` real images matching ``pattern``
+    per class of TRAIN and TEST, named ``rename(number, image)`` (default: as they are)."""
     source = data_dir / "dataset2-master" / "images"
     for split in ("TRAIN", "TEST"):
         for name in CLASSES:
-            folder = tmp_path / "archive" / "dataset2-master" / "images" / split / name
+            folder = root / "archive" / "dataset2-master" / "images" / split / name
             folder.mkdir(parents=True)
-            for image in sorted((source / split / name).glob("*.jpeg"))[:12]:
-                (folder / image.name).symlink_to(image)
-    broken = tmp_path / "archive" / "dataset2-master" / "images" / "TRAIN" / "MONOCYTE" / "broken.jpeg"
+            for number, image in enumerate(sorted((source / split / name).glob(pattern))[:count]):
+                link = rename(number, image) if rename else image.name
+                (folder / link).symlink_to(image)
+    return root / "archive"
+
+
+def run_on_archive(archive, root, *extra):
+    return example.main(["--data", str(archive), "--out", str(root / "out"),
+                         "--cache-dir", str(root / "cache"), "--no-plots", "--quiet", *extra])
+
+
+@pytest.mark.slow
+def test_corrupt_images_are_skipped_and_counted(data_dir, tmp_path):
+    """A small archive of links to real images plus one broken JPEG (and no labels.csv)."""
+    archive = linked_archive(data_dir, tmp_path)
+    broken = archive / "dataset2-master" / "images" / "TRAIN" / "MONOCYTE" / "broken.jpeg"
     broken.write_bytes(b"\xff\xd8\xff\xe0 not really a JPEG")
     with pytest.warns(UserWarning, match="skipped 1 of 49"):
-        status = example.main(["--data", str(tmp_path / "archive"), "--out", str(tmp_path / "out"),
-                               "--cache-dir", str(tmp_path / "cache"), "--epochs", "1",
-                               "--no-plots", "--quiet", "--validation", "images"])
+        status = run_on_archive(archive, tmp_path, "--epochs", "1", "--validation", "images")
     assert status == 0
     results = json.loads((tmp_path / "out" / "results.json").read_text())
     assert results["data"]["skipped_count"] == {"train": 1, "test": 0}
@@ -428,16 +439,9 @@ def test_corrupt_images_are_skipped_and_counted(data_dir, tmp_path):
 @pytest.mark.slow
 def test_files_named_otherwise_cannot_be_split_by_cells(data_dir, tmp_path, capsys):
     """Without the archive's names the cells cannot be counted: exit 2, naming a file and the way out."""
-    source = data_dir / "dataset2-master" / "images"
-    for split in ("TRAIN", "TEST"):
-        for name in CLASSES:
-            folder = tmp_path / "archive" / "dataset2-master" / "images" / split / name
-            folder.mkdir(parents=True)
-            for number, image in enumerate(sorted((source / split / name).glob("*.jpeg"))[:10]):
-                (folder / f"cell{number}.jpeg").symlink_to(image)
-    status = example.main(["--data", str(tmp_path / "archive"), "--out", str(tmp_path / "out"),
-                           "--cache-dir", str(tmp_path / "cache"), "--no-plots", "--quiet"])
-    assert status == 2
+    archive = linked_archive(data_dir, tmp_path, count=10,
+                             rename=lambda number, image: f"cell{number}.jpeg")
+    assert run_on_archive(archive, tmp_path) == 2
     error = capsys.readouterr().err
     assert "cell0.jpeg" in error and "--validation images" in error
 
@@ -445,16 +449,8 @@ def test_files_named_otherwise_cannot_be_split_by_cells(data_dir, tmp_path, caps
 @pytest.mark.slow
 def test_too_few_cells_to_hold_one_out_is_an_error(data_dir, tmp_path, capsys):
     """The first files of each folder all sit at batch position 0: one cell by the names."""
-    source = data_dir / "dataset2-master" / "images"
-    for split in ("TRAIN", "TEST"):
-        for name in CLASSES:
-            folder = tmp_path / "archive" / "dataset2-master" / "images" / split / name
-            folder.mkdir(parents=True)
-            for image in sorted((source / split / name).glob("_0_*.jpeg"))[:6]:
-                (folder / image.name).symlink_to(image)
-    status = example.main(["--data", str(tmp_path / "archive"), "--out", str(tmp_path / "out"),
-                           "--cache-dir", str(tmp_path / "cache"), "--no-plots", "--quiet"])
-    assert status == 2
+    archive = linked_archive(data_dir, tmp_path, pattern="_0_*.jpeg", count=6)
+    assert run_on_archive(archive, tmp_path) == 2
     error = capsys.readouterr().err
     assert "TRAIN/EOSINOPHIL" in error and "fewer than 2 original cells" in error
     assert "--validation images" in error

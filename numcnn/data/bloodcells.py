@@ -31,10 +31,10 @@ from __future__ import annotations
 
 import csv
 import functools
-import re
 import hashlib
 import json
 import os
+import re
 import warnings
 from collections import Counter
 from dataclasses import dataclass, field
@@ -43,8 +43,8 @@ from typing import Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
-from .images import (ImageSet, decode_images, list_image_files, subsample_per_class,
-                     warn_skipped)
+from .images import (ImageSet, _image_files_in, decode_images, list_image_files,
+                     subsample_per_class, warn_skipped)
 from .preprocess import crop_to_stain, to_unit_range
 
 __all__ = [
@@ -451,21 +451,30 @@ def _cache_file(cache_dir: Path, settings: dict, key: str) -> Path:
     return Path(cache_dir) / name
 
 
-def _save_cache(file: Path, key: str, sums: np.ndarray, labels: np.ndarray,
-                names: List[str], skipped_names: List[str], skipped_reasons: List[str]) -> None:
-    """Write the cache atomically: to a temporary file first, then rename."""
+def _write_atomically(file: Path, write) -> None:
+    """Call ``write(handle)`` on a temporary file next to ``file``, then rename it to ``file``.
+
+    A reader never sees half a file; OSError (read-only or full disk) propagates.
+    """
     file.parent.mkdir(parents=True, exist_ok=True)
     temporary = file.with_name(f"{file.name}.{os.getpid()}.tmp")
     try:
         with open(temporary, "wb") as handle:
-            np.savez(handle, key=np.array(key), sums=sums, labels=labels,
-                     names=np.array(names, dtype=str),
-                     skipped_names=np.array(skipped_names, dtype=str),
-                     skipped_reasons=np.array(skipped_reasons, dtype=str))
+            write(handle)
         os.replace(temporary, file)
     finally:
         if temporary.exists():                    # only left behind if writing failed
             temporary.unlink()
+
+
+def _save_cache(file: Path, key: str, sums: np.ndarray, labels: np.ndarray,
+                names: List[str], skipped_names: List[str], skipped_reasons: List[str]) -> None:
+    """Write the cache of decoded images atomically."""
+    _write_atomically(file, lambda handle: np.savez(
+        handle, key=np.array(key), sums=sums, labels=labels,
+        names=np.array(names, dtype=str),
+        skipped_names=np.array(skipped_names, dtype=str),
+        skipped_reasons=np.array(skipped_reasons, dtype=str)))
 
 
 def _load_cache(file: Path, key: str) -> dict:
@@ -645,26 +654,29 @@ def original_cell_counts(images: ImageSet) -> List[int]:
         If a file name does not follow the archive's pattern (then the count of
         originals cannot be read from the names).
     """
-    names: List[set] = [set() for _ in images.classes]
-    for path, label in zip(images.paths, images.y):
-        names[label].add(Path(path))
     counts = []
-    for label, paths in enumerate(names):
-        folders = {path.parent for path in paths}
-        listed = [file for folder in folders if folder.is_dir()
-                  for file in folder.iterdir() if file.suffix.lower() in (".jpeg", ".jpg")]
-        positions = {int(match.group(1)) for match in map(_AUGMENTED_NAME.match,
-                                                          (file.name for file in listed))
-                     if match is not None}          # other files (e.g. unreadable ones): ignored
-        for path in sorted(paths):
-            match = _AUGMENTED_NAME.match(path.name)
-            if match is None:
+    for label in range(len(images.classes)):
+        paths = [Path(path) for path, y in zip(images.paths, images.y) if y == label]
+        positions = set()
+        for path in paths:
+            position = _batch_position(path.name)
+            if position is None:
                 raise ValueError(f"{path}: not named like the archive's augmented images "
                                  f"('_<position>_<number>.jpeg'), so the number of original "
                                  f"cells cannot be read from the file names")
-            positions.add(int(match.group(1)))
+            positions.add(position)
+        for folder in {path.parent for path in paths if path.parent.is_dir()}:
+            listed = map(_batch_position, (file.name for file in _image_files_in(folder)))
+            positions.update(position for position in listed
+                             if position is not None)   # other files (e.g. unreadable): ignored
         counts.append(min(len(positions), len(paths)))
     return counts
+
+
+def _batch_position(name: str) -> Optional[int]:
+    """The ``<position>`` of ``_<position>_<random>.jpeg``, or None for other names."""
+    match = _AUGMENTED_NAME.match(name)
+    return None if match is None else int(match.group(1))
 
 
 def cell_groups(images: ImageSet, cache_dir=None, cache: bool = True,
@@ -709,8 +721,5 @@ def cell_groups(images: ImageSet, cache_dir=None, cache: bool = True,
               f"({dict(zip(images.classes, counts))} cells; about a minute, then cached)")
     groups = group_per_class(images.x, images.y, counts)
     if cache:
-        file.parent.mkdir(parents=True, exist_ok=True)
-        temporary = file.with_name(f"{file.name}.{os.getpid()}.tmp.npy")
-        np.save(temporary, groups)
-        os.replace(temporary, file)
+        _write_atomically(file, lambda handle: np.save(handle, groups))
     return groups
