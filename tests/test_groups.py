@@ -115,6 +115,21 @@ def test_cell_groups_are_cached(rng, tmp_path, monkeypatch):
     np.testing.assert_array_equal(cell_groups(images, cache_dir=tmp_path), first)
 
 
+def test_cell_groups_survive_a_damaged_or_unwritable_cache(rng, tmp_path):
+    x, truth = copies_of(smooth_images(rng, 2), rng)
+    images = fake_set([[f"_{g}_{i}.jpeg" for i, g in enumerate(truth)], [], [], []], x)
+    first = cell_groups(images, cache_dir=tmp_path, progress=False)
+    (cached,) = tmp_path.glob("bloodcells-cellgroups-*.npy")
+    cached.write_bytes(b"not an npy file")
+    with pytest.warns(UserWarning, match="damaged cache file"):
+        np.testing.assert_array_equal(cell_groups(images, cache_dir=tmp_path, progress=False), first)
+    not_a_folder = tmp_path / "file"
+    not_a_folder.write_text("")
+    with pytest.warns(UserWarning, match="could not write the cache"):
+        np.testing.assert_array_equal(cell_groups(images, cache_dir=not_a_folder, progress=False),
+                                      first)
+
+
 @pytest.fixture(scope="module")
 def test_images():
     place = Path(os.environ.get("NUMCNN_BLOODCELLS") or REPO_ROOT.parent / "shared" / "blood-cells")

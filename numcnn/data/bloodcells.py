@@ -467,10 +467,19 @@ def _write_atomically(file: Path, write) -> None:
             temporary.unlink()
 
 
+def _write_cache_or_warn(file: Path, write) -> None:
+    """:func:`_write_atomically`; a read-only or full disk only warns: a cache must not lose a run."""
+    try:
+        _write_atomically(file, write)
+    except OSError as error:
+        warnings.warn(f"could not write the cache file {file} ({error}); continuing without it",
+                      stacklevel=3)
+
+
 def _save_cache(file: Path, key: str, sums: np.ndarray, labels: np.ndarray,
                 names: List[str], skipped_names: List[str], skipped_reasons: List[str]) -> None:
-    """Write the cache of decoded images atomically."""
-    _write_atomically(file, lambda handle: np.savez(
+    """Write the cache of decoded images atomically (only a warning if that fails)."""
+    _write_cache_or_warn(file, lambda handle: np.savez(
         handle, key=np.array(key), sums=sums, labels=labels,
         names=np.array(names, dtype=str),
         skipped_names=np.array(skipped_names, dtype=str),
@@ -586,13 +595,9 @@ def load_bloodcells(data_dir=None, split: str = "TRAIN", crop: Optional[int] = 1
         except ValueError as error:
             warnings.warn(f"{error}; rebuilding it", stacklevel=2)
     images, sums = _decode_split(folder, paths, labels, crop, factor, progress)
-    try:
-        _save_cache(file, key, sums, images.y, _relative_names(folder, images.paths),
-                    _relative_names(folder, [path for path, _ in images.skipped]),
-                    [reason for _, reason in images.skipped])
-    except OSError as error:                      # a read-only or full disk must not lose the run
-        warnings.warn(f"could not write the cache file {file} ({error}); continuing without it",
-                      stacklevel=2)
+    _save_cache(file, key, sums, images.y, _relative_names(folder, images.paths),
+                _relative_names(folder, [path for path, _ in images.skipped]),
+                [reason for _, reason in images.skipped])
     return images
 
 
@@ -713,13 +718,18 @@ def cell_groups(images: ImageSet, cache_dir=None, cache: bool = True,
         digest.update(f"{Path(path).parent.name}/{Path(path).name}\t{label}\n".encode())
     file = Path(cache_dir or default_cache_dir()) / f"bloodcells-cellgroups-{digest.hexdigest()[:16]}.npy"
     if cache and file.exists():
-        groups = np.load(file)
-        if groups.shape == (len(images),):
-            return groups
+        try:
+            groups = np.load(file)
+            if groups.shape == (len(images),):
+                return groups
+            warnings.warn(f"cache file {file} holds {groups.shape} groups for {len(images)} "
+                          f"images; rebuilding it", stacklevel=2)
+        except (OSError, ValueError) as error:
+            warnings.warn(f"damaged cache file {file} ({error}); rebuilding it", stacklevel=2)
     if progress:
         print(f"finding the original cells of {len(images)} images "
               f"({dict(zip(images.classes, counts))} cells; about a minute, then cached)")
     groups = group_per_class(images.x, images.y, counts)
     if cache:
-        _write_atomically(file, lambda handle: np.save(handle, groups))
+        _write_cache_or_warn(file, lambda handle: np.save(handle, groups))
     return groups
