@@ -109,11 +109,11 @@ STUDY_FILTERS = (32, 64, 128)   # filters of the study's three Conv2D blocks
 CALIBRATION_IMAGES = 2048   # training images (evaluation view) for BatchNorm statistics
 # Settings that change what a model learns: a run can only be resumed with the same ones.
 TRAINING_SETTINGS = ("crop", "factor", "input_size", "batch_size", "lr", "class_weights",
-                     "max_per_class", "colour_jitter", "validation", "filters")
+                     "max_per_class", "colour_jitter", "validation", "filters", "first_stride")
 freed_memory_kept = None   # what numcnn.keep_freed_memory() returned (set when run as a script)
 # What a recipe.json written before a setting existed meant by its absence.
 SETTINGS_BEFORE_THEY_EXISTED = {"colour_jitter": 0.0, "validation": "images",
-                                "filters": list(STUDY_FILTERS)}
+                                "filters": list(STUDY_FILTERS), "first_stride": 1}
 
 
 # ----------------------------------------------------------------------------
@@ -194,6 +194,11 @@ def parse_args(argv=None):
                        default=list(STUDY_FILTERS),
                        help="filters of each Conv2D block, one number per block "
                             "(default: the study's 32,64,128)")
+    train.add_argument("--first-stride", metavar="S", type=int, default=1,
+                       help="the first Conv2D downscales by S itself (kernel 3S x 3S, stride "
+                            "S, padding S) instead of only seeing what --factor left; e.g. "
+                            "--factor 1 --input-size 128 --first-stride 2 learns the downscale "
+                            "that --factor 2 does by block mean")
     train.add_argument("--validation", choices=("images", "cells"), default=None,
                        help="hold out 10%% of TRAIN's original cells, whole (estimated from "
                             "the pixels; needs a stain crop), or 10%% of its images "
@@ -267,7 +272,9 @@ def check_args(parser, args):
     elif 240 % args.factor or 320 % args.factor or 240 // args.factor < 8:
         parser.error(f"--factor {args.factor} must divide 240 and 320 (and leave at least 8 "
                      "pixels) with --crop 0")
-    smallest_side = args.input_size if args.crop else 240 // args.factor
+    if args.first_stride < 1:
+        parser.error(f"--first-stride must be at least 1, got {args.first_stride}")
+    smallest_side = (args.input_size if args.crop else 240 // args.factor) // args.first_stride
     if smallest_side >> len(args.filters) < 1:
         parser.error(f"--filters: {len(args.filters)} blocks halve the {smallest_side}-pixel "
                      f"input {len(args.filters)} times, too often")
@@ -437,19 +444,27 @@ def evaluation_view(args, x):
 # ----------------------------------------------------------------------------
 
 def build_model(input_shape=(3, 64, 64), seed=0, num_classes=len(CLASSES),
-                filters=STUDY_FILTERS):
+                filters=STUDY_FILTERS, first_stride=1):
     """The study's network for images of ``input_shape`` (C, H, W).
 
     One block Conv2D 3x3 -> BatchNorm -> ReLU -> MaxPool 2 -> Dropout 0.4 per
     entry of ``filters`` (the study: 32, 64 and 128 filters), then Dense 128 ->
     BatchNorm1D -> ReLU -> Dropout 0.4 -> Dense(num_classes) -> Softmax. For
     64x64 inputs and three blocks the first dense layer sees 128 x 8 x 8 features.
+
+    ``first_stride`` S > 1 makes the first convolution downscale by S itself:
+    kernel 3S x 3S, stride S, padding S, so (H, W) -> (H/S, W/S). A block mean
+    by S followed by a 3x3 convolution (padding 1) is one such convolution
+    (each 3x3 weight spread evenly over an S x S block), so this layer can
+    learn whatever ``--factor S`` with the 3x3 layer computes, and more.
     """
     channels, height, width = input_shape
     layers = []
-    for c_in, c_out in zip((channels,) + tuple(filters[:-1]), filters):
-        layers += [Conv2D(c_in, c_out, 3, padding=1), BatchNorm2D(c_out), ReLU(),
-                   MaxPool2D(2), Dropout(DROPOUT)]
+    for block, (c_in, c_out) in enumerate(zip((channels,) + tuple(filters[:-1]), filters)):
+        stride = first_stride if block == 0 else 1
+        layers += [Conv2D(c_in, c_out, 3 * stride, stride=stride, padding=stride),
+                   BatchNorm2D(c_out), ReLU(), MaxPool2D(2), Dropout(DROPOUT)]
+        height, width = height // stride, width // stride   # the strided first convolution
         height, width = height // 2, width // 2       # each 2x2 pooling (floor)
     features = filters[-1] * height * width
     layers += [Flatten(), Dense(features, 128), BatchNorm1D(128), ReLU(), Dropout(DROPOUT),
@@ -487,7 +502,8 @@ def model_to_continue(args, seed, folder, y_train):
         if checkpoint.exists():
             model = numcnn.load(checkpoint)
             return model, f"resumed from {checkpoint.name} after epoch {model.epoch}"
-    model = build_model(model_input_shape(args), seed, filters=args.filters)
+    model = build_model(model_input_shape(args), seed, filters=args.filters,
+                        first_stride=args.first_stride)
     return compile_model(model, args, y_train), "new"
 
 

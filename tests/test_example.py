@@ -160,6 +160,32 @@ def test_filters_give_one_block_each():
     assert example.parse_args([]).filters == [32, 64, 128]
 
 
+def test_strided_first_convolution_contains_block_mean_then_3x3():
+    """--first-stride 2 at full size can compute what --factor 2 and a 3x3 layer do."""
+    from numcnn.data.preprocess import downscale
+    strided = example.build_model((3, 32, 32), seed=0, first_stride=2)
+    plain = example.build_model((3, 16, 16), seed=1)
+    conv_s, conv_p = strided.layers[0], plain.layers[0]
+    assert conv_s.params["W"].shape == (32, 3, 6, 6) and conv_p.params["W"].shape == (32, 3, 3, 3)
+    # each 3x3 weight spread evenly over a 2x2 block: the block mean folded in
+    conv_s.params["W"][...] = np.repeat(np.repeat(conv_p.params["W"], 2, axis=2), 2, axis=3) / 4
+    conv_s.params["b"][...] = conv_p.params["b"]
+    x = np.random.default_rng(0).random((2, 3, 32, 32), dtype=np.float32)
+    expected = conv_p.forward(downscale(x, 2), training=False)
+    np.testing.assert_allclose(conv_s.forward(x, training=False), expected, rtol=1e-4, atol=1e-5)
+    assert strided.predict(x).shape == (2, 4)
+    assert strided.layers[16].params["W"].shape == (128 * 2 * 2, 128)   # 32 -> 16 -> 8, 4, 2
+
+
+def test_first_stride_is_a_training_setting(tmp_path, capsys):
+    assert example.parse_args([]).first_stride == 1
+    args = example.parse_args(["--factor", "1", "--input-size", "128", "--first-stride", "2"])
+    assert example.recipe_of(args)["first_stride"] == 2 and "first_stride" in example.TRAINING_SETTINGS
+    with pytest.raises(SystemExit):
+        example.parse_args(["--first-stride", "0"])
+    assert "--first-stride must be at least 1" in capsys.readouterr().err
+
+
 @pytest.mark.parametrize("text", ["32,x", "32,0", ""])
 def test_bad_filters_are_rejected(text, tmp_path, capsys):
     with pytest.raises(SystemExit):

@@ -115,6 +115,22 @@ def test_cell_groups_are_cached(rng, tmp_path, monkeypatch):
     np.testing.assert_array_equal(cell_groups(images, cache_dir=tmp_path), first)
 
 
+def test_a_finer_downscale_of_the_same_crop_shares_the_groups(rng, tmp_path, monkeypatch):
+    """Groups are matched at <= 72 pixels: a 144-pixel crop reuses its 72-pixel groups."""
+    from numcnn.data.preprocess import downscale
+    x, truth = copies_of(smooth_images(rng, 2, size=72), rng)
+    fine = np.repeat(np.repeat(x, 2, axis=2), 2, axis=3)     # 16 images of 144 x 144
+    names = [[f"_{g}_{i}.jpeg" for i, g in enumerate(truth)], [], [], []]
+    coarse = cell_groups(fake_set(names, downscale(fine, 2)), cache_dir=tmp_path, progress=False)
+    assert adjusted_rand_score(truth, coarse) == 1.0
+
+    def not_again(*args, **kwargs):
+        raise AssertionError("the groups were computed again instead of read from the cache")
+    monkeypatch.setattr("numcnn.data.groups.group_per_class", not_again)
+    np.testing.assert_array_equal(cell_groups(fake_set(names, fine), cache_dir=tmp_path), coarse)
+    assert len(list(tmp_path.glob("bloodcells-cellgroups-*.npy"))) == 1
+
+
 def test_cell_groups_survive_a_damaged_or_unwritable_cache(rng, tmp_path):
     x, truth = copies_of(smooth_images(rng, 2), rng)
     images = fake_set([[f"_{g}_{i}.jpeg" for i, g in enumerate(truth)], [], [], []], x)

@@ -45,7 +45,7 @@ import numpy as np
 
 from .images import (ImageSet, _image_files_in, decode_images, list_image_files,
                      subsample_per_class, warn_skipped)
-from .preprocess import crop_to_stain, to_unit_range
+from .preprocess import crop_to_stain, downscale, to_unit_range
 
 __all__ = [
     "CLASSES",
@@ -634,6 +634,24 @@ def _image_set_from_cache(stored: dict, folder: Path, factor: int) -> ImageSet:
 # exactly the cells of TEST_SIMPLE). The position is not a cell id (GUIDE section 6).
 _AUGMENTED_NAME = re.compile(r"^_(\d+)_\d+\.[A-Za-z]+$")
 GROUPS_VERSION = 1    # bump when numcnn.data.groups changes how groups are found
+GROUPS_SIDE = 72      # cells are matched on images at most this wide (block means)
+
+
+def _matching_resolution(x: np.ndarray) -> np.ndarray:
+    """``x`` shrunk by the smallest whole factor that leaves sides <= GROUPS_SIDE.
+
+    The cells are told apart by their shape and neighbours, not by detail, so
+    a 144-pixel crop at factor 1 is matched as the same crop at factor 2 is
+    (and shares its cached groups). Images with no such factor that keeps 16
+    pixels are used as they are.
+    """
+    height, width = x.shape[-2:]
+    for factor in range(1, max(height, width) + 1):
+        if height % factor == 0 and width % factor == 0 and max(height, width) // factor <= GROUPS_SIDE:
+            break
+    if factor == 1 or min(height, width) // factor < 16:
+        return x
+    return downscale(x, factor)
 
 
 def original_cell_counts(images: ImageSet) -> List[int]:
@@ -690,8 +708,10 @@ def cell_groups(images: ImageSet, cache_dir=None, cache: bool = True,
 
     Each class is cut into :func:`original_cell_counts` groups of turned,
     mirrored and shifted copies by :func:`numcnn.data.groups.group_per_class`
-    (on the stain crops, so the images should be loaded with a crop). The
-    result is cached next to the decoded images (about a minute for TRAIN).
+    (on the stain crops, so the images should be loaded with a crop), shrunk
+    by block means to at most 72 pixels a side (so every downscale factor of
+    one crop finds the same groups). The result is cached next to the decoded
+    images (about a minute for TRAIN).
 
     Parameters
     ----------
@@ -712,8 +732,9 @@ def cell_groups(images: ImageSet, cache_dir=None, cache: bool = True,
     from .groups import group_per_class
 
     counts = original_cell_counts(images)
+    x = _matching_resolution(images.x)
     digest = hashlib.sha256(json.dumps({"version": GROUPS_VERSION, "counts": counts,
-                                        "shape": list(images.x.shape)}).encode())
+                                        "shape": list(x.shape)}).encode())
     for path, label in zip(images.paths, images.y):
         digest.update(f"{Path(path).parent.name}/{Path(path).name}\t{label}\n".encode())
     file = Path(cache_dir or default_cache_dir()) / f"bloodcells-cellgroups-{digest.hexdigest()[:16]}.npy"
@@ -729,7 +750,7 @@ def cell_groups(images: ImageSet, cache_dir=None, cache: bool = True,
     if progress:
         print(f"finding the original cells of {len(images)} images "
               f"({dict(zip(images.classes, counts))} cells; about a minute, then cached)")
-    groups = group_per_class(images.x, images.y, counts)
+    groups = group_per_class(x, images.y, counts)
     if cache:
         _write_cache_or_warn(file, lambda handle: np.save(handle, groups))
     return groups
