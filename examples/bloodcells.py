@@ -30,7 +30,8 @@ The recipe (fixed in advance; every number is a CLI default)
    64x64, the class probabilities averaged over its 8 symmetric views
    (quarter turns, mirrored or not).
 5. The network (build_model): three blocks Conv2D 3x3 (32, 64, 128 filters;
-   --filters sets one number per block)
+   --filters sets one number per block; --first-stride lets the first
+   convolution downscale by itself, recipe 7 of docs/bloodcells.md)
    -> BatchNorm -> ReLU -> MaxPool 2 -> Dropout 0.4, then Dense 128 ->
    BatchNorm1D -> ReLU -> Dropout 0.4 -> Dense 4 -> Softmax. (Without the
    BatchNorm1D the first dense layer dies within two epochs.)
@@ -45,7 +46,10 @@ The recipe (fixed in advance; every number is a CLI default)
 8. Honest protocol: TEST is evaluated once, after the last epoch - no picking
    of the best epoch - and the spread over seeds is reported next to the mean.
    The worst per-class recall is shown next to the accuracy: in medicine a
-   class that is missed matters more than the average.
+   class that is missed matters more than the average. The images are
+   copies of a few dozen cells (TEST: about 71), so the validation and TEST
+   accuracies come with a 95% interval over their cells (a bootstrap that
+   resamples whole cells, numcnn.metrics.accuracy_interval_over_groups).
 
 Commands
 --------
@@ -380,6 +384,9 @@ def load_data(args, data_dir):
                 raise ValueError(f"TRAIN/{name}: the file names give fewer than 2 original "
                                  f"cells (distinct batch positions '_<position>_'), so none can "
                                  f"be held out whole for validation")
+    if args.crop and not args.skip_test:   # for the interval of the TEST accuracy over its cells
+        loaded["test_groups"] = cell_groups(loaded["test"], cache_dir=args.cache_dir,
+                                            progress=not args.quiet)
     loaded["skipped"] = {split: [str(path) for path, _ in loaded[split].skipped]
                          for split in ("train", "test")}
     for split in ("train", "test"):
@@ -417,8 +424,10 @@ def split_and_centre(data, seed):
     The split holds out 10% of the images, or, when ``data`` has ``"groups"``
     (--validation cells), 10% of each class's groups, whole (:func:`split_whole_groups`).
 
-    Returns ``(arrays, mean)`` with ``arrays[split] = (x, y)`` for train, val and
-    test (x mean-subtracted, still uncropped) and the fitted :class:`MeanImage`.
+    Returns ``(arrays, mean, cells)``: ``arrays[split] = (x, y)`` for train, val
+    and test (x mean-subtracted, still uncropped), the fitted :class:`MeanImage`,
+    and ``cells[split]``, the estimated cell of each val and test image (None
+    where unknown: validation by images, or no stain crop).
     """
     x, y = data["train"].x, data["train"].y
     if "groups" in data:
@@ -431,7 +440,9 @@ def split_and_centre(data, seed):
     arrays = {"train": (mean.transform(x_train, copy=False), y[train_index]),
               "val": (mean.transform(x_val, copy=False), y[val_index]),
               "test": (mean.transform(data["test"].x), data["test"].y)}   # a copy: reused
-    return arrays, mean
+    cells = {"val": data["groups"][val_index] if "groups" in data else None,
+             "test": data.get("test_groups")}
+    return arrays, mean, cells
 
 
 def evaluation_view(args, x):
@@ -532,7 +543,7 @@ def train_one_seed(args, seed, data, out):
     folder.mkdir(parents=True, exist_ok=True)
     if args.resume:
         check_resumable(args, folder)
-    arrays, mean = split_and_centre(data, seed)
+    arrays, mean, cells = split_and_centre(data, seed)
     x_train, y_train = arrays["train"]
     np.save(folder / "mean_image.npy", mean.mean)
     (folder / "recipe.json").write_text(json.dumps(recipe_of(args), indent=2))
@@ -569,7 +580,8 @@ def train_one_seed(args, seed, data, out):
             for stale in ("report_test.txt", "confusion_test.png"):   # from an earlier run
                 (folder / stale).unlink(missing_ok=True)
             continue
-        result[split] = report_split(args, model, split, *arrays[split], folder)
+        result[split] = report_split(args, model, split, *arrays[split], folder,
+                                     cells=cells.get(split))
     if plots_wanted(args) and model.history.history:
         plots.learning_curves(model.history, folder / "learning_curves.png",
                               title=f"Learning curves, seed {seed}")
@@ -596,15 +608,23 @@ def predict_probabilities(args, model, x, views, batch_size=256):
                            for i in range(0, len(x), batch_size)])
 
 
-def report_split(args, model, split, x, y, folder):
+def report_split(args, model, split, x, y, folder, cells=None):
     """Classification report and confusion matrix of one split: printed, .txt, .png.
 
     Validation and TEST are predicted as --tta says; the training set (which
     only shows how well the network fits) with the centre view alone: 8 views
-    of 9,000 images would add two minutes to every run.
+    of 9,000 images would add two minutes to every run. Their predicted
+    classes are saved as ``predicted_<split>.npy``. With ``cells`` (the cell
+    of each image) the accuracy gets a 95% interval over the cells
+    (:func:`numcnn.metrics.accuracy_interval_over_groups`): the images are
+    copies of a few dozen cells, so the cells set the uncertainty.
     """
     views = "none" if split == "train" else args.tta
     predicted = predict_probabilities(args, model, x, views).argmax(axis=1)
+    if split != "train":
+        np.save(folder / f"predicted_{split}.npy", predicted.astype(np.int8))
+    interval = (metrics.accuracy_interval_over_groups(predicted == y, cells, strata=y)
+                if cells is not None else None)
     report = metrics.class_report(y, predicted, CLASSES)
     matrix = metrics.confusion(y, predicted, len(CLASSES))
     worst_class, worst_recall = report["worst_recall"]
@@ -614,8 +634,9 @@ def report_split(args, model, split, x, y, folder):
              "test": "TEST set (held-out cells, evaluated once)"}[split]
     if views == "symmetries":
         title += ", mean over 8 symmetric views"
-    text = (f"{title}: {len(y)} images, accuracy {report['accuracy']:.4f}, "
-            f"worst recall {worst_recall:.3f} ({worst_class})\n\n"
+    text = (f"{title}: {len(y)} images, accuracy {report['accuracy']:.4f}"
+            + (f" ({interval_text(interval)})" if interval else "")
+            + f", worst recall {worst_recall:.3f} ({worst_class})\n\n"
             f"{metrics.text_report(y, predicted, CLASSES)}\n"
             f"confusion matrix (rows: true class, columns: predicted)\n"
             f"{format_confusion(matrix)}\n")
@@ -631,7 +652,24 @@ def report_split(args, model, split, x, y, folder):
             "support": {c: v["support"] for c, v in report["classes"].items()},
             "macro_f1": report["macro"]["f1"],
             "worst_recall": worst_recall, "worst_recall_class": worst_class,
-            "confusion": matrix.tolist()}
+            "confusion": matrix.tolist(),
+            **({"accuracy_interval": [interval["low"], interval["high"]],
+                "cells": interval["groups"]} if interval else {})}
+
+
+def interval_text(interval):
+    return (f"95% interval over {interval['groups']} estimated cells: "
+            f"{interval['low']:.3f}-{interval['high']:.3f}")
+
+
+def pooled_test_interval(out, results, data):
+    """The 95% interval over TEST's cells of the mean accuracy of all seeds, or None."""
+    if data.get("test_groups") is None or not all("test" in r for r in results):
+        return None
+    y = data["test"].y
+    correct = np.stack([np.load(out / f"seed{r['seed']}" / "predicted_test.npy") == y
+                        for r in results])                          # (seeds, N)
+    return metrics.accuracy_interval_over_groups(correct, data["test_groups"], strata=y)
 
 
 def format_confusion(matrix):
@@ -718,6 +756,7 @@ def write_results(args, out, results, data, data_dir):
         "seeds": {str(result["seed"]): result for result in results},
         "mean": aggregate(results, lambda v: float(np.mean(v))),
         "std": aggregate(results, sample_std),
+        "test_interval_over_seeds": pooled_test_interval(out, results, data),
     }
     (out / "results.json").write_text(json.dumps(document, indent=2))
     summary = summary_text(results, document)
@@ -740,7 +779,10 @@ def summary_text(results, document):
              ""]
     for r in results:
         seconds = r["seconds_per_epoch"]
-        test = (f"test accuracy {r['test']['accuracy']:.4f}   "
+        test = (f"test accuracy {r['test']['accuracy']:.4f}"
+                + (f" [{r['test']['accuracy_interval'][0]:.3f}-"
+                   f"{r['test']['accuracy_interval'][1]:.3f}]"
+                   if "accuracy_interval" in r["test"] else "") + "   "
                 f"worst recall {r['test']['worst_recall']:.3f} ({r['test']['worst_recall_class']})"
                 if "test" in r else "TEST not evaluated")
         lines.append(f"seed {r['seed']}: {test}   "
@@ -753,7 +795,9 @@ def summary_text(results, document):
         lines += ["", f"over {len(results)} seeds (mean +- std, std with ddof=1):"]
         if has_test:
             lines += [f"  test accuracy      {mean['test']['accuracy']:.4f} +- "
-                      f"{std['test']['accuracy']:.4f}",
+                      f"{std['test']['accuracy']:.4f}"
+                      + (f"   ({interval_text(document['test_interval_over_seeds'])})"
+                         if document.get("test_interval_over_seeds") else ""),
                       f"  worst recall       {mean['test']['worst_recall']:.4f} +- "
                       f"{std['test']['worst_recall']:.4f}"]
         lines.append(f"  validation acc.    {mean['val']['accuracy']:.4f} +- {std['val']['accuracy']:.4f}")

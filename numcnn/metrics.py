@@ -43,3 +43,77 @@ def text_report(y_true, y_pred, class_names, digits=3):
 def confusion(y_true, y_pred, num_classes):
     """Confusion matrix ``C[i, j]``: samples of true class i predicted as j."""
     return confusion_matrix(y_true, y_pred, labels=list(range(num_classes)))
+
+
+def accuracy_interval_over_groups(correct, groups, strata=None, confidence=0.95,
+                                  n_resamples=10000, seed=0):
+    """Accuracy and a bootstrap interval when the samples come in correlated groups.
+
+    The augmented blood-cell images are turned and shifted copies of a few
+    original cells: 2,487 TEST images hold about 71 cells, and a network gets
+    the copies of one cell mostly all right or all wrong. The accuracy's
+    uncertainty is then that of the cells, not of the images, so whole groups
+    are resampled (a cluster bootstrap): each resample draws, with
+    replacement and within each stratum (class), as many groups as the
+    stratum has, and its accuracy is
+
+        sum of correct samples over the drawn groups / sum of their samples.
+
+    The interval is the (1 - confidence) / 2 and (1 + confidence) / 2
+    percentiles of the resampled accuracies.
+
+    Parameters
+    ----------
+    correct : array_like of bool, shape (N,) or (S, N)
+        Whether each sample was classified correctly; a 2-D array holds S
+        models (seeds) on the same samples, and then the interval is that of
+        their mean accuracy.
+    groups : array_like, shape (N,)
+        Group (cell) id of each sample.
+    strata : array_like, shape (N,), optional
+        Stratum (class) of each sample; a group must lie in one stratum.
+        Default: one stratum.
+    confidence : float
+        Coverage of the interval, in (0, 1).
+    n_resamples : int
+        Bootstrap resamples.
+    seed : int
+        Seed of the resampling.
+
+    Returns
+    -------
+    dict
+        ``{"accuracy": a, "low": lo, "high": hi, "groups": number of groups,
+        "confidence": confidence}``.
+    """
+    correct = np.atleast_2d(np.asarray(correct, dtype=bool))
+    groups = np.asarray(groups)
+    strata = np.zeros(len(groups), np.int64) if strata is None else np.asarray(strata)
+    if correct.shape[1] != len(groups) or len(strata) != len(groups):
+        raise ValueError(f"accuracy_interval_over_groups: correct has {correct.shape[1]} "
+                         f"samples, groups {len(groups)}, strata {len(strata)}")
+    if len(groups) == 0:
+        raise ValueError("accuracy_interval_over_groups: no samples")
+    if not 0 < confidence < 1:
+        raise ValueError(f"confidence must be in (0, 1), got {confidence!r}")
+    ids, group_of = np.unique(groups, return_inverse=True)
+    right = np.bincount(group_of, weights=correct.sum(axis=0), minlength=len(ids))   # (G,)
+    seen = np.bincount(group_of, minlength=len(ids)) * float(correct.shape[0])        # (G,)
+    stratum_codes = np.unique(strata, return_inverse=True)[1]
+    if len(np.unique(np.stack([group_of, stratum_codes], axis=1), axis=0)) != len(ids):
+        raise ValueError("accuracy_interval_over_groups: a group spans several strata")
+    stratum_of_group = np.empty(len(ids), np.int64)
+    stratum_of_group[group_of] = stratum_codes
+
+    rng = np.random.default_rng(seed)
+    right_sum, seen_sum = np.zeros(n_resamples), np.zeros(n_resamples)
+    for stratum in np.unique(stratum_of_group):
+        members = np.flatnonzero(stratum_of_group == stratum)                       # (G_s,)
+        drawn = members[rng.integers(0, len(members), size=(n_resamples, len(members)))]
+        right_sum += right[drawn].sum(axis=1)
+        seen_sum += seen[drawn].sum(axis=1)
+    resampled = right_sum / seen_sum                                                # (R,)
+    tail = (1 - confidence) / 2
+    low, high = np.quantile(resampled, [tail, 1 - tail])
+    return {"accuracy": float(right.sum() / seen.sum()), "low": float(low), "high": float(high),
+            "groups": int(len(ids)), "confidence": float(confidence)}

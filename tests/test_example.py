@@ -114,17 +114,19 @@ def test_validation_by_cells_holds_out_whole_groups():
     def groups_of(arrays, mean, split):                     # each image holds its group id
         return np.rint(arrays[split][0] + mean.mean)[:, 0, 0, 0].astype(int)
 
-    arrays, mean = example.split_and_centre(data, seed=0)
+    arrays, mean, cells = example.split_and_centre(data, seed=0)
     held_out, kept = groups_of(arrays, mean, "val"), groups_of(arrays, mean, "train")
+    np.testing.assert_array_equal(cells["val"], held_out)   # the cells of the interval
+    assert cells["test"] is None                             # no TEST groups in data
     # the training part is shuffled: its first images (BatchNorm calibration) hold every class
     assert set(arrays["train"][1][:40]) == {0, 1, 2, 3}
     assert len(held_out) + len(kept) == 800
     assert not set(held_out) & set(kept)
     assert np.bincount(arrays["val"][1], minlength=4).tolist() == [20, 20, 20, 20]  # 2 groups each
     assert sorted(np.bincount(held_out)[np.unique(held_out)]) == [10] * 8      # whole groups
-    again, mean_again = example.split_and_centre(data, seed=0)
+    again, mean_again, _ = example.split_and_centre(data, seed=0)
     np.testing.assert_array_equal(groups_of(again, mean_again, "val"), held_out)
-    other, mean_other = example.split_and_centre(data, seed=1)
+    other, mean_other, _ = example.split_and_centre(data, seed=1)
     assert set(groups_of(other, mean_other, "val")) != set(held_out)
 
 
@@ -306,6 +308,15 @@ def test_study_writes_reports_figures_and_results(study):
     assert "8 symmetries" in results["recipe"]["evaluation_views"]
     history = json.loads((seed_dir / "history.json").read_text())
     assert history["epochs"] == [0, 1] and len(history["history"]["val_accuracy"]) == 2
+    # validation and TEST: predicted classes saved, accuracy with an interval over cells
+    for split in ("val", "test"):
+        predicted = np.load(seed_dir / f"predicted_{split}.npy")
+        assert len(predicted) == sum(seed0[split]["support"].values())
+        low, high = seed0[split]["accuracy_interval"]
+        assert low <= seed0[split]["accuracy"] <= high and seed0[split]["cells"] >= 2
+        assert "95% interval over" in (seed_dir / f"report_{split}.txt").read_text()
+    pooled = results["test_interval_over_seeds"]             # one seed: its own interval
+    assert [pooled["low"], pooled["high"]] == seed0["test"]["accuracy_interval"]
 
 
 @pytest.mark.slow

@@ -5,6 +5,7 @@ groups of known copies are found exactly); one test on the real TEST images
 checks the groups against TEST_SIMPLE, which holds each TEST cell once.
 """
 import os
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -183,3 +184,11 @@ def test_real_cells_are_found_again(test_images, tmp_path):
         assert len(set(groups[subset.y == label]) & set(groups[subset.y != label])) == 0
     agreement = adjusted_rand_score(reference, groups)
     assert agreement > 0.6, agreement
+
+
+def test_few_images_are_grouped_without_warnings(rng):
+    x, truth = copies_of(smooth_images(rng, 2), rng)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")                          # any warning fails the test
+        assert adjusted_rand_score(truth[:6], group_near_duplicates(x[:6], 2)) >= 0
+        np.testing.assert_array_equal(group_near_duplicates(x[:5], 5), np.arange(5))

@@ -146,6 +146,8 @@ def group_near_duplicates(x: np.ndarray, n_groups: int, neighbours: int = 10,
         raise ValueError(f"cannot cut {len(x)} images into {n_groups} groups")
     if n_groups == 1:
         return np.zeros(len(x), np.int64)
+    if n_groups == len(x):
+        return np.arange(len(x), dtype=np.int64)                # every image its own original
     similarity = rotation_invariant_similarity(polar_spectra(x))
     k = min(neighbours, len(x) - 1)
     np.fill_diagonal(similarity, -np.inf)                      # an image is not its own neighbour
@@ -158,6 +160,9 @@ def group_near_duplicates(x: np.ndarray, n_groups: int, neighbours: int = 10,
     with warnings.catch_warnings():
         # a graph that falls apart into its groups is the best case, not a problem
         warnings.filterwarnings("ignore", message="Graph is not fully connected")
+        # few images (tests, small subsets): scikit-learn then uses the dense eigen-solver,
+        # which is exact
+        warnings.filterwarnings("ignore", message="k >= N for N \\* N square matrix")
         return clustering.fit_predict(graph).astype(np.int64)
 
 
