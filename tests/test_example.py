@@ -93,6 +93,34 @@ def test_resume_accepts_recipes_written_before_a_setting_existed(tmp_path):
         example.check_resumable(example.parse_args(["--colour-jitter", "0.1"]), tmp_path)
 
 
+def test_pooled_test_interval_stacks_the_seeds(tmp_path):
+    y = np.repeat([0, 1, 2, 3], 6)
+    groups = np.repeat(np.arange(8), 3)                         # 2 cells per class
+    predicted = {0: y.copy(), 1: np.where(groups % 2 == 0, y, (y + 1) % 4)}   # seed 1 misses 4 cells
+    for seed, classes in predicted.items():
+        (tmp_path / f"seed{seed}").mkdir()
+        np.save(tmp_path / f"seed{seed}" / "predicted_test.npy", classes.astype(np.int8))
+    data = {"test": ImageSet(x=np.zeros((24, 3, 8, 8), np.float32), y=y, classes=list(CLASSES),
+                             paths=[]), "test_groups": groups}
+    results = [{"seed": 0, "test": {}}, {"seed": 1, "test": {}}]
+    pooled = example.pooled_test_interval(tmp_path, results, data)
+    expected = numcnn.metrics.accuracy_interval_over_groups(
+        np.stack([predicted[0] == y, predicted[1] == y]), groups, strata=y)
+    assert pooled == expected and pooled["accuracy"] == 0.75
+    assert example.pooled_test_interval(tmp_path, [{"seed": 0}], data) is None   # no TEST
+
+
+def test_resume_refuses_another_validation_split(tmp_path):
+    recipe = example.recipe_of(example.parse_args([]))
+    (tmp_path / "recipe.json").write_text(json.dumps(recipe))           # split not recorded
+    example.check_resumable(example.parse_args([]), tmp_path, np.arange(5))
+    recipe["validation_split"] = example.validation_digest(np.arange(5))
+    (tmp_path / "recipe.json").write_text(json.dumps(recipe))
+    example.check_resumable(example.parse_args([]), tmp_path, np.arange(5))
+    with pytest.raises(example.SettingsError, match="held out other validation images"):
+        example.check_resumable(example.parse_args([]), tmp_path, np.arange(1, 6))
+
+
 def test_resume_reads_a_recipe_without_validation_as_images(tmp_path):
     recipe = example.recipe_of(example.parse_args([]))
     del recipe["validation"]
@@ -114,10 +142,11 @@ def test_validation_by_cells_holds_out_whole_groups():
     def groups_of(arrays, mean, split):                     # each image holds its group id
         return np.rint(arrays[split][0] + mean.mean)[:, 0, 0, 0].astype(int)
 
-    arrays, mean, cells = example.split_and_centre(data, seed=0)
+    arrays, mean, split = example.split_and_centre(data, seed=0)
     held_out, kept = groups_of(arrays, mean, "val"), groups_of(arrays, mean, "train")
-    np.testing.assert_array_equal(cells["val"], held_out)   # the cells of the interval
-    assert cells["test"] is None                             # no TEST groups in data
+    np.testing.assert_array_equal(split["cells"]["val"], held_out)   # the interval's cells
+    np.testing.assert_array_equal(groups[split["val_index"]], held_out)
+    assert split["cells"]["test"] is None                             # no TEST groups in data
     # the training part is shuffled: its first images (BatchNorm calibration) hold every class
     assert set(arrays["train"][1][:40]) == {0, 1, 2, 3}
     assert len(held_out) + len(kept) == 800
@@ -183,9 +212,10 @@ def test_first_stride_is_a_training_setting(tmp_path, capsys):
     assert example.parse_args([]).first_stride == 1
     args = example.parse_args(["--factor", "1", "--input-size", "128", "--first-stride", "2"])
     assert example.recipe_of(args)["first_stride"] == 2 and "first_stride" in example.TRAINING_SETTINGS
-    with pytest.raises(SystemExit):
-        example.parse_args(["--first-stride", "0"])
-    assert "--first-stride must be at least 1" in capsys.readouterr().err
+    for stride in ("0", "65"):                                # the input is 64 pixels
+        with pytest.raises(SystemExit):
+            example.parse_args(["--first-stride", stride])
+        assert "--first-stride must be between 1 and the 64-pixel input" in capsys.readouterr().err
 
 
 @pytest.mark.parametrize("text", ["32,x", "32,0", ""])
@@ -363,8 +393,11 @@ def test_resume_continues_to_more_epochs_then_only_reevaluates(study, capsys):
 
 @pytest.mark.slow
 def test_skip_test_trains_and_reports_without_touching_test(study):
-    assert study["run"]("no-test", "--epochs", "1", "--no-plots", "--quiet", "--skip-test") == 0
     out = study["root"] / "no-test"
+    (out / "seed0").mkdir(parents=True)
+    np.save(out / "seed0" / "predicted_test.npy", np.zeros(3, np.int8))   # an earlier run's
+    assert study["run"]("no-test", "--epochs", "1", "--no-plots", "--quiet", "--skip-test") == 0
+    assert not (out / "seed0" / "predicted_test.npy").exists()
     results = json.loads((out / "results.json").read_text())
     assert set(results["seeds"]["0"]) >= {"train", "val"} and "test" not in results["seeds"]["0"]
     assert not (out / "seed0" / "report_test.txt").exists()
@@ -481,6 +514,18 @@ def test_files_named_otherwise_cannot_be_split_by_cells(data_dir, tmp_path, caps
     assert run_on_archive(archive, tmp_path) == 2
     error = capsys.readouterr().err
     assert "cell0.jpeg" in error and "--validation images" in error
+
+
+@pytest.mark.slow
+def test_files_named_otherwise_still_run_with_validation_by_images(data_dir, tmp_path):
+    """The way out the error above names works: no cells, so no interval over them."""
+    archive = linked_archive(data_dir, tmp_path, count=10,
+                             rename=lambda number, image: f"cell{number}.jpeg")
+    with pytest.warns(UserWarning, match="no interval over TEST's cells"):
+        assert run_on_archive(archive, tmp_path, "--epochs", "1", "--validation", "images") == 0
+    results = json.loads((tmp_path / "out" / "results.json").read_text())
+    assert "accuracy_interval" not in results["seeds"]["0"]["test"]
+    assert results["test_interval_over_seeds"] is None
 
 
 @pytest.mark.slow

@@ -186,9 +186,9 @@ def test_real_cells_are_found_again(test_images, tmp_path):
     assert agreement > 0.6, agreement
 
 
-def test_few_images_are_grouped_without_warnings(rng):
-    x, truth = copies_of(smooth_images(rng, 2), rng)
+def test_as_many_groups_as_images_is_one_group_each_without_warnings(rng):
+    """Small subsets can have as many cells as images (--max-per-class, tests)."""
+    x, _ = copies_of(smooth_images(rng, 2), rng)
     with warnings.catch_warnings():
         warnings.simplefilter("error")                          # any warning fails the test
-        assert adjusted_rand_score(truth[:6], group_near_duplicates(x[:6], 2)) >= 0
         np.testing.assert_array_equal(group_near_duplicates(x[:5], 5), np.arange(5))

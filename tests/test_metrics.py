@@ -14,7 +14,8 @@ def test_whole_groups_right_or_wrong_give_the_interval_of_the_groups(rng):
     assert copied == once                                     # same resamples, same ratios
     assert copied["groups"] == 71 and copied["accuracy"] == pytest.approx(cell_right.mean())
     # ...and that interval is far wider than the one that treats the images as independent
-    independent = accuracy_interval_over_groups(cell_right[copies], np.arange(len(copies)))
+    independent = accuracy_interval_over_groups(cell_right[copies], np.arange(len(copies)),
+                                                n_resamples=2000)
     assert copied["high"] - copied["low"] > 3 * (independent["high"] - independent["low"])
 
 
@@ -55,3 +56,34 @@ def test_interval_errors_name_the_problem():
         accuracy_interval_over_groups([True], [0], confidence=1.5)
     with pytest.raises(ValueError, match="no samples"):
         accuracy_interval_over_groups([], [])
+    with pytest.raises(ValueError, match="n_resamples"):
+        accuracy_interval_over_groups([True], [0], n_resamples=0)
+
+
+def reference_interval(correct, groups, strata, n_resamples, rng):
+    """The same bootstrap written as plainly as possible: a loop over resamples."""
+    correct = np.atleast_2d(correct)
+    cells = {g: np.flatnonzero(groups == g) for g in np.unique(groups)}
+    by_stratum = {s: sorted({g for g, s2 in zip(groups, strata) if s2 == s}) for s in set(strata)}
+    scores = []
+    for _ in range(n_resamples):
+        right = seen = 0
+        for members in by_stratum.values():
+            for g in rng.choice(members, size=len(members)):
+                right += correct[:, cells[g]].sum()
+                seen += correct.shape[0] * len(cells[g])
+        scores.append(right / seen)
+    return np.quantile(scores, [0.025, 0.975])
+
+
+def test_interval_agrees_with_a_plain_loop_for_several_seeds_and_unequal_groups(rng):
+    sizes = rng.integers(3, 30, size=24)                      # 24 cells of unequal size
+    groups = np.repeat(np.arange(24), sizes)
+    strata = np.repeat(np.arange(24) % 3, sizes)              # 3 classes, 8 cells each
+    hard = np.repeat(rng.random(24), sizes)                   # some cells are hard for every seed
+    correct = rng.random((3, len(groups))) > hard             # (seeds, N)
+    result = accuracy_interval_over_groups(correct, groups, strata=strata, n_resamples=3000)
+    low, high = reference_interval(correct, groups, strata, 3000, np.random.default_rng(1))
+    assert result["accuracy"] == pytest.approx(correct.mean())
+    assert result["low"] == pytest.approx(low, abs=0.015)
+    assert result["high"] == pytest.approx(high, abs=0.015)

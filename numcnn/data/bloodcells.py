@@ -640,10 +640,11 @@ GROUPS_SIDE = 72      # cells are matched on images at most this wide (block mea
 def _matching_resolution(x: np.ndarray) -> np.ndarray:
     """``x`` shrunk by the smallest whole factor that leaves sides <= GROUPS_SIDE.
 
-    The cells are told apart by their shape and neighbours, not by detail, so
-    a 144-pixel crop at factor 1 is matched as the same crop at factor 2 is
-    (and shares its cached groups). Images with no such factor that keeps 16
-    pixels are used as they are.
+    The cells are told apart by their shape and neighbours, not by detail.
+    This makes the default 144-pixel crop match at 72 pixels whether it was
+    loaded at factor 1 or 2 (so both share one cached set of groups and hold
+    out the same cells); other crops and factors need not land on the same
+    size. Images with no such factor that keeps 16 pixels are used as they are.
     """
     height, width = x.shape[-2:]
     for factor in range(1, max(height, width) + 1):
@@ -709,9 +710,9 @@ def cell_groups(images: ImageSet, cache_dir=None, cache: bool = True,
     Each class is cut into :func:`original_cell_counts` groups of turned,
     mirrored and shifted copies by :func:`numcnn.data.groups.group_per_class`
     (on the stain crops, so the images should be loaded with a crop), shrunk
-    by block means to at most 72 pixels a side (so every downscale factor of
-    one crop finds the same groups). The result is cached next to the decoded
-    images (about a minute for TRAIN).
+    by block means to at most 72 pixels a side (so the default 144-pixel crop
+    finds the same groups at factor 1 as at factor 2). The result is cached
+    next to the decoded images (about a minute for TRAIN).
 
     Parameters
     ----------

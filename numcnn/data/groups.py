@@ -147,7 +147,9 @@ def group_near_duplicates(x: np.ndarray, n_groups: int, neighbours: int = 10,
     if n_groups == 1:
         return np.zeros(len(x), np.int64)
     if n_groups == len(x):
-        return np.arange(len(x), dtype=np.int64)                # every image its own original
+        # every image its own original (spectral clustering would warn "k >= N" and
+        # fall back to a dense eigen-solver to find what is known)
+        return np.arange(len(x), dtype=np.int64)
     similarity = rotation_invariant_similarity(polar_spectra(x))
     k = min(neighbours, len(x) - 1)
     np.fill_diagonal(similarity, -np.inf)                      # an image is not its own neighbour
@@ -160,9 +162,6 @@ def group_near_duplicates(x: np.ndarray, n_groups: int, neighbours: int = 10,
     with warnings.catch_warnings():
         # a graph that falls apart into its groups is the best case, not a problem
         warnings.filterwarnings("ignore", message="Graph is not fully connected")
-        # few images (tests, small subsets): scikit-learn then uses the dense eigen-solver,
-        # which is exact
-        warnings.filterwarnings("ignore", message="k >= N for N \\* N square matrix")
         return clustering.fit_predict(graph).astype(np.int64)
 
 
