@@ -114,6 +114,9 @@ WEIGHT_DECAY = 1e-4
 DROPOUT = 0.4
 STUDY_FILTERS = (32, 64, 128)   # filters of the study's three Conv2D blocks
 CALIBRATION_IMAGES = 2048   # training images (evaluation view) for BatchNorm statistics
+# What a seed folder holds for each evaluated split (--skip-test removes TEST's).
+SPLIT_FILES = {"report": "report_{split}.txt", "confusion": "confusion_{split}.png",
+               "predicted": "predicted_{split}.npy"}
 # Settings that change what a model learns: a run can only be resumed with the same ones.
 TRAINING_SETTINGS = ("crop", "factor", "input_size", "batch_size", "lr", "class_weights",
                      "max_per_class", "colour_jitter", "validation", "filters", "first_stride")
@@ -432,11 +435,9 @@ def split_and_centre(data, seed):
     The split holds out 10% of the images, or, when ``data`` has ``"groups"``
     (--validation cells), 10% of each class's groups, whole (:func:`split_whole_groups`).
 
-    Returns ``(arrays, mean, held_out)``: ``arrays[split] = (x, y)`` for train,
+    Returns ``(arrays, mean, val_index)``: ``arrays[split] = (x, y)`` for train,
     val and test (x mean-subtracted, still uncropped), the fitted
-    :class:`MeanImage`, and ``held_out`` = ``{"val_index": TRAIN indices of the
-    validation images, "cells": {split: the estimated cell of each val and test
-    image, or None where unknown (validation by images, no stain crop)}}``.
+    :class:`MeanImage`, and the TRAIN indices of the validation images.
     """
     x, y = data["train"].x, data["train"].y
     if "groups" in data:
@@ -449,9 +450,14 @@ def split_and_centre(data, seed):
     arrays = {"train": (mean.transform(x_train, copy=False), y[train_index]),
               "val": (mean.transform(x_val, copy=False), y[val_index]),
               "test": (mean.transform(data["test"].x), data["test"].y)}   # a copy: reused
-    cells = {"val": data["groups"][val_index] if "groups" in data else None,
-             "test": data.get("test_groups")}
-    return arrays, mean, {"val_index": val_index, "cells": cells}
+    return arrays, mean, val_index
+
+
+def cells_of_splits(data, val_index):
+    """The estimated cell of each val and test image, or None where unknown
+    (validation by images; no stain crop or --skip-test for TEST)."""
+    return {"val": data["groups"][val_index] if "groups" in data else None,
+            "test": data.get("test_groups")}
 
 
 def evaluation_view(args, x):
@@ -484,8 +490,7 @@ def build_model(input_shape=(3, 64, 64), seed=0, num_classes=len(CLASSES),
         stride = first_stride if block == 0 else 1
         layers += [Conv2D(c_in, c_out, 3 * stride, stride=stride, padding=stride),
                    BatchNorm2D(c_out), ReLU(), MaxPool2D(2), Dropout(DROPOUT)]
-        height, width = height // stride, width // stride   # the strided first convolution
-        height, width = height // 2, width // 2       # each 2x2 pooling (floor)
+        height, width = height // stride // 2, width // stride // 2   # convolution, 2x2 pooling
     features = filters[-1] * height * width
     layers += [Flatten(), Dense(features, 128), BatchNorm1D(128), ReLU(), Dropout(DROPOUT),
                Dense(128, num_classes), Softmax()]
@@ -566,13 +571,13 @@ def train_one_seed(args, seed, data, out):
     began = time.perf_counter()
     folder = out / f"seed{seed}"
     folder.mkdir(parents=True, exist_ok=True)
-    arrays, mean, held_out = split_and_centre(data, seed)
+    arrays, mean, val_index = split_and_centre(data, seed)
     if args.resume:
-        check_resumable(args, folder, held_out["val_index"])
+        check_resumable(args, folder, val_index)
     x_train, y_train = arrays["train"]
     np.save(folder / "mean_image.npy", mean.mean)
     (folder / "recipe.json").write_text(json.dumps(
-        {**recipe_of(args), "validation_split": validation_digest(held_out["val_index"])},
+        {**recipe_of(args), "validation_split": validation_digest(val_index)},
         indent=2))
 
     model, note = model_to_continue(args, seed, folder, y_train)
@@ -601,15 +606,15 @@ def train_one_seed(args, seed, data, out):
     (folder / "history.json").write_text(json.dumps(model.history.to_dict(), indent=2))
 
     result = {"seed": seed, "epochs": model.epoch, "resumed_from_epoch": resumed_from}
+    cells = cells_of_splits(data, val_index)
     for split in SPLITS:           # TEST is looked at here, once, after the last epoch
         if split == "test" and args.skip_test:
             say(args, "\n--- TEST not evaluated (--skip-test)")
-            # files of an earlier run of this folder that did evaluate TEST
-            for stale in ("report_test.txt", "confusion_test.png", "predicted_test.npy"):
-                (folder / stale).unlink(missing_ok=True)
+            for kind in SPLIT_FILES:          # from an earlier run that did evaluate TEST
+                split_file(folder, kind, "test").unlink(missing_ok=True)
             continue
         result[split] = report_split(args, model, split, *arrays[split], folder,
-                                     cells=held_out["cells"].get(split))
+                                     cells=cells.get(split))
     if plots_wanted(args) and model.history.history:
         plots.learning_curves(model.history, folder / "learning_curves.png",
                               title=f"Learning curves, seed {seed}")
@@ -650,7 +655,7 @@ def report_split(args, model, split, x, y, folder, cells=None):
     views = "none" if split == "train" else args.tta
     predicted = predict_probabilities(args, model, x, views).argmax(axis=1)
     if split != "train":
-        np.save(folder / f"predicted_{split}.npy", predicted.astype(np.int8))
+        np.save(split_file(folder, "predicted", split), predicted.astype(np.int8))
     interval = (metrics.accuracy_interval_over_groups(predicted == y, cells, strata=y)
                 if cells is not None else None)
     report = metrics.class_report(y, predicted, CLASSES)
@@ -668,10 +673,10 @@ def report_split(args, model, split, x, y, folder, cells=None):
             f"{metrics.text_report(y, predicted, CLASSES)}\n"
             f"confusion matrix (rows: true class, columns: predicted)\n"
             f"{format_confusion(matrix)}\n")
-    (folder / f"report_{split}.txt").write_text(text)
+    split_file(folder, "report", split).write_text(text)
     say(args, f"\n--- {text}")
     if plots_wanted(args):
-        plots.confusion_matrix(matrix, CLASSES, folder / f"confusion_{split}.png",
+        plots.confusion_matrix(matrix, CLASSES, split_file(folder, "confusion", split),
                                title=f"Confusion matrix, {split} (seed {model.seed})")
     return {"accuracy": report["accuracy"],
             "precision": {c: v["precision"] for c, v in report["classes"].items()},
@@ -685,6 +690,11 @@ def report_split(args, model, split, x, y, folder, cells=None):
                 "cells": interval["groups"]} if interval else {})}
 
 
+def split_file(folder, kind, split):
+    """``folder / SPLIT_FILES[kind]`` for ``split`` (e.g. report_test.txt)."""
+    return folder / SPLIT_FILES[kind].format(split=split)
+
+
 def interval_text(interval):
     return (f"95% interval over {interval['groups']} estimated cells: "
             f"{interval['low']:.3f}-{interval['high']:.3f}")
@@ -695,7 +705,7 @@ def pooled_test_interval(out, results, data):
     if data.get("test_groups") is None or not all("test" in r for r in results):
         return None
     y = data["test"].y
-    correct = np.stack([np.load(out / f"seed{r['seed']}" / "predicted_test.npy") == y
+    correct = np.stack([np.load(split_file(out / f"seed{r['seed']}", "predicted", "test")) == y
                         for r in results])                          # (seeds, N)
     return metrics.accuracy_interval_over_groups(correct, data["test_groups"], strata=y)
 
@@ -807,12 +817,13 @@ def summary_text(results, document):
              ""]
     for r in results:
         seconds = r["seconds_per_epoch"]
-        test = (f"test accuracy {r['test']['accuracy']:.4f}"
-                + (f" [{r['test']['accuracy_interval'][0]:.3f}-"
-                   f"{r['test']['accuracy_interval'][1]:.3f}]"
-                   if "accuracy_interval" in r["test"] else "") + "   "
-                f"worst recall {r['test']['worst_recall']:.3f} ({r['test']['worst_recall_class']})"
-                if "test" in r else "TEST not evaluated")
+        test = "TEST not evaluated"
+        if "test" in r:
+            low, high = r["test"].get("accuracy_interval", (None, None))
+            test = (f"test accuracy {r['test']['accuracy']:.4f}"
+                    + (f" [{low:.3f}-{high:.3f}]" if low is not None else "")
+                    + f"   worst recall {r['test']['worst_recall']:.3f} "
+                      f"({r['test']['worst_recall_class']})")
         lines.append(f"seed {r['seed']}: {test}   "
                      f"val accuracy {r['val']['accuracy']:.4f}   "
                      f"train accuracy {r['train']['accuracy']:.4f}   "

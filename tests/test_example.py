@@ -142,11 +142,12 @@ def test_validation_by_cells_holds_out_whole_groups():
     def groups_of(arrays, mean, split):                     # each image holds its group id
         return np.rint(arrays[split][0] + mean.mean)[:, 0, 0, 0].astype(int)
 
-    arrays, mean, split = example.split_and_centre(data, seed=0)
+    arrays, mean, val_index = example.split_and_centre(data, seed=0)
     held_out, kept = groups_of(arrays, mean, "val"), groups_of(arrays, mean, "train")
-    np.testing.assert_array_equal(split["cells"]["val"], held_out)   # the interval's cells
-    np.testing.assert_array_equal(groups[split["val_index"]], held_out)
-    assert split["cells"]["test"] is None                             # no TEST groups in data
+    cells = example.cells_of_splits(data, val_index)
+    np.testing.assert_array_equal(cells["val"], held_out)             # the interval's cells
+    np.testing.assert_array_equal(groups[val_index], held_out)
+    assert cells["test"] is None                                      # no TEST groups in data
     # the training part is shuffled: its first images (BatchNorm calibration) hold every class
     assert set(arrays["train"][1][:40]) == {0, 1, 2, 3}
     assert len(held_out) + len(kept) == 800

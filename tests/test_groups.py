@@ -102,6 +102,13 @@ def test_original_cell_counts_reads_the_batch_positions(rng):
         original_cell_counts(bad)
 
 
+def forbid_computing_groups(monkeypatch):
+    """From here on, cell_groups must read its cache: computing groups fails the test."""
+    def not_again(*args, **kwargs):
+        raise AssertionError("the groups were computed again instead of read from the cache")
+    monkeypatch.setattr("numcnn.data.groups.group_per_class", not_again)
+
+
 def test_cell_groups_are_cached(rng, tmp_path, monkeypatch):
     x, truth = copies_of(smooth_images(rng, 2), rng)
     names = [[f"_{g}_{i}.jpeg" for i, g in enumerate(truth)], [], [], []]
@@ -110,9 +117,7 @@ def test_cell_groups_are_cached(rng, tmp_path, monkeypatch):
     assert adjusted_rand_score(truth, first) == 1.0
     assert len(list(tmp_path.glob("bloodcells-cellgroups-*.npy"))) == 1
 
-    def not_again(*args, **kwargs):
-        raise AssertionError("the groups were computed again instead of read from the cache")
-    monkeypatch.setattr("numcnn.data.groups.group_per_class", not_again)
+    forbid_computing_groups(monkeypatch)
     np.testing.assert_array_equal(cell_groups(images, cache_dir=tmp_path), first)
 
 
@@ -125,9 +130,7 @@ def test_a_finer_downscale_of_the_same_crop_shares_the_groups(rng, tmp_path, mon
     coarse = cell_groups(fake_set(names, downscale(fine, 2)), cache_dir=tmp_path, progress=False)
     assert adjusted_rand_score(truth, coarse) == 1.0
 
-    def not_again(*args, **kwargs):
-        raise AssertionError("the groups were computed again instead of read from the cache")
-    monkeypatch.setattr("numcnn.data.groups.group_per_class", not_again)
+    forbid_computing_groups(monkeypatch)
     np.testing.assert_array_equal(cell_groups(fake_set(names, fine), cache_dir=tmp_path), coarse)
     assert len(list(tmp_path.glob("bloodcells-cellgroups-*.npy"))) == 1
 
