@@ -32,8 +32,8 @@ import numcnn  # noqa: E402
 KEEP_FREED_MEMORY = os.environ.get("NUMCNN_KEEP_FREED_MEMORY") == "1"
 if KEEP_FREED_MEMORY:
     numcnn.keep_freed_memory()
-from numcnn.layers import (BatchNorm1D, BatchNorm2D, Conv2D, Dense, Dropout,  # noqa: E402
-                           Flatten, MaxPool2D, ReLU)
+from numcnn.layers import (BatchNorm, BatchNorm1D, BatchNorm2D, Conv2D, Dense,  # noqa: E402
+                           Dropout, Flatten, MaxPool2D, ReLU)
 
 BATCH = 64
 NUM_CLASSES = 4
@@ -97,7 +97,7 @@ def build_numcnn(H, W, seed=0):
     layers += [Flatten(), Dense(flat_features(H, W), HIDDEN), BatchNorm1D(HIDDEN), ReLU(),
                Dropout(DROPOUT), Dense(HIDDEN, NUM_CLASSES)]
     model = numcnn.Sequential(layers, seed=seed, input_shape=(CHANNELS[0], H, W))
-    return model.compile(numcnn.losses.SoftmaxCrossEntropy(), numcnn.optim.Adam(1e-3))
+    return model.compile(numcnn.optim.Adam(1e-3), numcnn.losses.SoftmaxCrossEntropy())
 
 
 def build_torch(torch, H, W, like=None):
@@ -129,7 +129,7 @@ def copy_weights(torch, model, net):
             elif isinstance(layer, Dense):
                 module.weight.copy_(torch.from_numpy(np.ascontiguousarray(layer.params["W"].T)))
                 module.bias.copy_(torch.from_numpy(layer.params["b"]))
-            elif isinstance(layer, BatchNorm2D):  # also BatchNorm1D
+            elif isinstance(layer, BatchNorm):  # BatchNorm2D and BatchNorm1D
                 module.weight.copy_(torch.from_numpy(layer.params["gamma"]))
                 module.bias.copy_(torch.from_numpy(layer.params["beta"]))
                 module.running_mean.copy_(torch.from_numpy(layer.buffers["running_mean"]))

@@ -6,11 +6,11 @@ the same operation in PyTorch (the ``torch`` fixture; skipped otherwise).
 
 What is timed
 -------------
-- forward: ``layer.run_forward(x, training=True)``, the call ``Sequential``
-  makes while training (``layer.forward`` adds input checks that the model
-  does once per batch, not per layer). PyTorch: ``module(x)`` in training mode,
-  with the parameters requiring gradients, so autograd records its graph as it
-  does while training.
+- forward: ``layer.forward(x, True, checked=True)``, the call ``Sequential``
+  makes while training (without ``checked=True``, ``layer.forward`` adds input
+  checks that the model does once per batch, not per layer). PyTorch:
+  ``module(x)`` in training mode, with the parameters requiring gradients, so
+  autograd records its graph as it does while training.
 - backward: only ``layer.backward(dy)``. Each round runs the forward pass first,
   untimed (``benchmark.pedantic(setup=...)``), because a forward pass is what
   a real backward pass follows (Conv2D's backward reuses the column matrix its
@@ -121,16 +121,16 @@ def test_conv2d_forward(benchmark, label, backend, C, F, H, W):
     label("Conv2D forward", conv_label(C, F, H, W), "numcnn", backend)
     x = data((BATCH, C, H, W), 1)
     layer = numcnn_conv(C, F)
-    y, _ = timed_once(layer.run_forward, x, True)
+    y, _ = timed_once(layer.forward, x, True, checked=True)
     assert y.shape == (BATCH, F, H, W) and y.dtype == np.float32
 
     def again():
-        return (numcnn_conv(C, F).run_forward(x, True),)
+        return (numcnn_conv(C, F).forward(x, True, checked=True),)
 
     cross_check(backend, (y,),
                 lambda torch: (to_numpy(torch_conv(torch, layer)(torch.from_numpy(x))),),
                 again, ["y"])
-    result = benchmark(layer.run_forward, x, True)
+    result = benchmark(layer.forward, x, True, checked=True)
     assert result.shape == (BATCH, F, H, W)
 
 
@@ -149,7 +149,7 @@ def test_conv2d_backward(benchmark, label, backend, pedantic_rounds, C, F, H, W)
     x = data((BATCH, C, H, W), 1)
     dy = data((BATCH, F, H, W), 3)
     layer = numcnn_conv(C, F)
-    layer.run_forward(x, True)
+    layer.forward(x, True, checked=True)
     dx, seconds = timed_once(layer.backward, dy)
     got = (dx, layer.grads["W"], layer.grads["b"])
 
@@ -161,13 +161,13 @@ def test_conv2d_backward(benchmark, label, backend, pedantic_rounds, C, F, H, W)
 
     def again():
         other = numcnn_conv(C, F)
-        other.run_forward(x, True)
+        other.forward(x, True, checked=True)
         return other.backward(dy), other.grads["W"], other.grads["b"]
 
     cross_check(backend, got, with_torch, again, ["dx", "dW", "db"])
 
     def forward_first():  # untimed: backward follows a forward pass, as in training
-        layer.run_forward(x, True)
+        layer.forward(x, True, checked=True)
         return (dy,), {}
 
     result = benchmark.pedantic(layer.backward, setup=forward_first,
@@ -291,16 +291,16 @@ def test_layer_forward(benchmark, label, backend, name, shape):
     label(f"{name} forward", shape_label(x_shape), "numcnn", backend)
     x = data(x_shape, 7)
     layer = make(shape[0])
-    y, _ = timed_once(layer.run_forward, x, True)
+    y, _ = timed_once(layer.forward, x, True, checked=True)
 
     def with_torch(torch):
         return (to_numpy(make_torch(torch, layer)(torch.from_numpy(x))),)
 
     def again():
-        return (make(shape[0]).run_forward(x, True),)
+        return (make(shape[0]).forward(x, True, checked=True),)
 
     cross_check(backend, (y,), with_torch, again, ["y"])
-    result = benchmark(layer.run_forward, x, True)
+    result = benchmark(layer.forward, x, True, checked=True)
     assert result.shape == out_shape(name, x_shape)
 
 
@@ -325,7 +325,7 @@ def test_layer_backward(benchmark, label, backend, pedantic_rounds, name, shape)
     x = data(x_shape, 7)
     dy = data(out_shape(name, x_shape), 8)
     layer = make(shape[0])
-    layer.run_forward(x, True)
+    layer.forward(x, True, checked=True)
     dx, seconds = timed_once(layer.backward, dy)
     got = (dx,) + tuple(layer.grads[k] for k in ("gamma", "beta") if k in layer.grads)
     names = ["dx", "dgamma", "dbeta"][:len(got)]
@@ -339,14 +339,14 @@ def test_layer_backward(benchmark, label, backend, pedantic_rounds, name, shape)
 
     def again():
         other = make(shape[0])
-        other.run_forward(x, True)
+        other.forward(x, True, checked=True)
         dx = other.backward(dy)
         return (dx,) + tuple(other.grads[k] for k in ("gamma", "beta") if k in other.grads)
 
     cross_check(backend, got, with_torch, again, names)
 
     def forward_first():  # untimed: backward follows a forward pass, as in training
-        layer.run_forward(x, True)
+        layer.forward(x, True, checked=True)
         return (dy,), {}
 
     result = benchmark.pedantic(layer.backward, setup=forward_first,
@@ -384,9 +384,9 @@ def test_dropout_forward(benchmark, label, backend, shape):
     label("Dropout forward", shape_label(x_shape), "numcnn", backend)
     x = data(x_shape, 9)
     layer = Dropout(DROPOUT, rng=0)
-    y, _ = timed_once(layer.run_forward, x, True)
+    y, _ = timed_once(layer.forward, x, True, checked=True)
     check_dropout(x, y)
-    result = benchmark(layer.run_forward, x, True)
+    result = benchmark(layer.forward, x, True, checked=True)
     assert result.shape == x_shape
 
 

@@ -7,14 +7,14 @@ The blood-cell network has three 3x3 convolutions (padding 1, stride 1) with
 H and W (rounding down). The column matrix of one conv holds
 N * C * KH * KW * OH * OW numbers (C = the conv's *input* channels), 4 bytes
 each in float32. Conv2D builds it for at most COLS_BUDGET_BYTES at a time
-(numcnn/layers/conv.py), in chunks of whole images, in one reused buffer.
+(numcnn/layers/columns.py), in chunks of whole images, in one reused buffer.
 """
 import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from numcnn.kernels.reference import conv_output_size  # noqa: E402
-from numcnn.layers.conv import COLS_BUDGET_BYTES  # noqa: E402
+from numcnn.layers.columns import COLS_BUDGET_BYTES  # noqa: E402
 
 N = 64                         # batch size
 KH = KW = 3

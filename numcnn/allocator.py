@@ -8,12 +8,12 @@ step's array of the same size arrives as fresh pages that the kernel must
 fault in and fill with zeros: one extra pass over every byte, every step.
 :func:`keep_freed_memory` tells malloc to serve every block from its heap and
 to keep freed memory for reuse. Measured on the 2-core machine (the
-blood-cell network, batch 64, median training step): 6-7% faster at 60x80,
+CNN of three convolution blocks, batch 64, median training step): 6-7% faster at 60x80,
 about 25% at 120x160, for about 16% more peak memory at 120x160 (see
 docs/performance.md).
 
 It changes the whole process, so numcnn does not do it on import: call it at
-the start of a training script (``examples/bloodcells.py`` does).
+the start of a training script (the examples do).
 """
 import ctypes
 import ctypes.util

@@ -55,7 +55,7 @@ def get_backend():
 
 
 def kernels():
-    """The active kernel module (:mod:`~numcnn.kernels.jit` or :mod:`~numcnn.kernels.reference`)."""
+    """The active kernel module (:mod:`numcnn.kernels.jit` or :mod:`numcnn.kernels.reference`)."""
     if _state["module"] is None:
         get_backend()
     return _state["module"]

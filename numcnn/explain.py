@@ -7,17 +7,12 @@ specific to one architecture. They return arrays; :mod:`numcnn.plots` draws them
 import numpy as np
 from skimage.transform import resize
 
-from .layers import Conv2D, Softmax
-
-
-def _scoring_layers(model):
-    """The layers that produce the class scores (logits): a final Softmax is left out."""
-    return model.layers[:-1] if isinstance(model.layers[-1], Softmax) else model.layers
+from .layers import Conv2D
 
 
 def _layer_index(model, layer):
     """Accept a layer object, its name, its index, or None (the last Conv2D)."""
-    layers = _scoring_layers(model)
+    layers = model.layers
     if layer is None:
         convs = [i for i, item in enumerate(layers) if isinstance(item, Conv2D)]
         if not convs:
@@ -38,14 +33,14 @@ def _check_images(model, x):
     x = np.asarray(x)
     if x.ndim == 3:
         x = x[None]
-    return model._check_x(x, "explain")
+    return model.check_input(x, "explain")
 
 
 def _forward_keeping(model, x, index):
     """Forward pass in evaluation mode; returns (scores, activation of layer ``index``)."""
     activation = None
-    for i, layer in enumerate(_scoring_layers(model)):
-        x = layer.run_forward(x, training=False)
+    for i, layer in enumerate(model.layers):
+        x = layer.forward(x, training=False, checked=True)
         if i == index:
             activation = x
     return x, activation
@@ -67,7 +62,7 @@ def _score_gradient(scores, class_index):
 
 def _backward_to(model, dy, stop_after):
     """Backward through the scoring layers down to (not through) layer ``stop_after``."""
-    layers = _scoring_layers(model)
+    layers = model.layers
     for i in range(len(layers) - 1, stop_after, -1):
         dy = layers[i].backward(dy)
     return dy
@@ -107,7 +102,7 @@ def grad_cam(model, x, layer=None, class_index=None):
     gradient = _backward_to(model, dscores, index)                  # (N, F, h, w)
     if gradient.ndim != 4:
         raise ValueError("grad_cam needs a layer with (N, F, h, w) feature maps; "
-                         f"{_scoring_layers(model)[index].describe()} outputs {gradient.shape}")
+                         f"{model.layers[index].describe()} outputs {gradient.shape}")
     weights = gradient.mean(axis=(2, 3))                            # (N, F)
     cam = np.maximum((weights[:, :, None, None] * activation).sum(axis=1), 0)  # (N, h, w)
     peak = cam.reshape(len(cam), -1).max(axis=1)

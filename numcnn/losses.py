@@ -1,6 +1,8 @@
 """Softmax cross-entropy, fused with the softmax so that it is stable and cheap."""
 import numpy as np
 
+from .validation import class_labels, fraction
+
 
 def log_softmax(logits):
     """``log softmax`` along axis 1, computed as ``z - max z - log sum exp(z - max z)``.
@@ -15,21 +17,30 @@ def log_softmax(logits):
 
 def check_labels(labels, n, num_classes, where="labels"):
     """Raise a clear error unless ``labels`` are n integers in [0, num_classes)."""
-    if not isinstance(labels, np.ndarray):
-        raise TypeError(f"{where}: expected a NumPy integer array of shape ({n},); "
-                        f"got {type(labels).__name__}")
-    if not np.issubdtype(labels.dtype, np.integer):
-        raise TypeError(f"{where}: expected integer class indices of shape ({n},); "
-                        f"got dtype {labels.dtype}")
-    if labels.shape != (n,):
-        raise ValueError(f"{where}: expected shape ({n},) (one class index per sample); "
-                         f"got {labels.shape}")
-    if n and (labels.min() < 0 or labels.max() >= num_classes):
-        bad = labels[(labels < 0) | (labels >= num_classes)][0]
-        raise ValueError(f"{where}: class indices must lie in [0, {num_classes}); got {bad}")
+    class_labels(labels, n, num_classes, where)
 
 
-class SoftmaxCrossEntropy:
+class Loss:
+    """Base class of the losses: ``forward(logits, labels) -> float``, ``backward() -> dlogits``.
+
+    A loss takes the model's logits (its last layer's output), never
+    probabilities.
+    """
+
+    def forward(self, logits, labels):
+        """The mean loss of a batch: logits (N, K) float, labels (N,) int -> float."""
+        raise NotImplementedError
+
+    def backward(self):
+        """The gradient of the last ``forward``'s loss w.r.t. its logits, (N, K)."""
+        raise NotImplementedError
+
+    def config(self):
+        """Constructor arguments, enough to rebuild the loss (for save/load)."""
+        return {}
+
+
+class SoftmaxCrossEntropy(Loss):
     """Mean cross-entropy of softmax(logits) against integer labels.
 
     Parameters
@@ -57,9 +68,7 @@ class SoftmaxCrossEntropy:
     """
 
     def __init__(self, class_weights=None, label_smoothing=0.0):
-        if not 0.0 <= label_smoothing < 1.0:
-            raise ValueError(f"SoftmaxCrossEntropy: label_smoothing must be in [0, 1); "
-                             f"got {label_smoothing!r}")
+        fraction(label_smoothing, "label_smoothing", "SoftmaxCrossEntropy")
         if class_weights is not None:
             class_weights = np.asarray(class_weights, dtype=np.float64)
             if class_weights.ndim != 1 or not np.all(np.isfinite(class_weights)) \

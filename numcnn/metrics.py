@@ -52,21 +52,22 @@ def accuracy_interval_over_groups(correct, groups, strata=None, confidence=0.95,
                                   n_resamples=10000, seed=0):
     """Accuracy and a bootstrap interval when the samples come in correlated groups.
 
-    The augmented blood-cell images are turned and shifted copies of a few
-    original cells: 2,487 TEST images hold about 71 cells, and a network gets
-    the copies of one cell mostly all right or all wrong. The accuracy's
-    uncertainty is then that of the cells, not of the images, so whole groups
-    are resampled (a cluster bootstrap): each resample draws, with
-    replacement and within each stratum (class), as many groups as the
-    stratum has, and its accuracy is
+    When a test set holds several samples of one underlying unit (augmented
+    copies of one original image, several images of one patient or one
+    object), a model tends to get a unit's samples all right or all wrong, and
+    the accuracy's uncertainty is that of the units, not of the samples.
+    Whole groups are then resampled (a cluster bootstrap): each resample
+    draws, with replacement and within each stratum (e.g. class), as many
+    groups as the stratum has, and its accuracy is
 
         sum of correct samples over the drawn groups / sum of their samples.
 
     The interval is the (1 - confidence) / 2 and (1 + confidence) / 2
     percentiles of the resampled accuracies. It is approximate: with few
-    groups in a stratum (TEST has 4 monocyte cells) the percentile bootstrap
-    runs somewhat narrow, and a stratum whose groups are all right or all
-    wrong adds no width at all.
+    groups in a stratum the percentile bootstrap runs somewhat narrow, and a
+    stratum whose groups are all right or all wrong adds no width at all.
+    With one sample per group it is the ordinary stratified bootstrap over
+    samples (:func:`accuracy_interval`).
 
     Parameters
     ----------
@@ -75,7 +76,7 @@ def accuracy_interval_over_groups(correct, groups, strata=None, confidence=0.95,
         models (seeds) on the same samples, and then the interval is that of
         their mean accuracy.
     groups : array_like, shape (N,)
-        Group (cell) id of each sample.
+        Group id of each sample (the unit the samples come from).
     strata : array_like, shape (N,), optional
         Stratum (class) of each sample; a group must lie in one stratum.
         Default: one stratum.
@@ -129,3 +130,15 @@ def accuracy_interval_over_groups(correct, groups, strata=None, confidence=0.95,
     low, high = np.quantile(resampled, [tail, 1 - tail])
     return {"accuracy": float(right.sum() / seen.sum()), "low": float(low), "high": float(high),
             "groups": int(len(ids)), "confidence": float(confidence)}
+
+
+def accuracy_interval(correct, strata=None, confidence=0.95, n_resamples=10000, seed=0):
+    """Accuracy and a bootstrap interval over independent samples (one sample per group).
+
+    :func:`accuracy_interval_over_groups` with every sample its own group;
+    ``strata`` (e.g. the true classes) keep their sizes in every resample.
+    """
+    correct = np.asarray(correct, dtype=bool)
+    return accuracy_interval_over_groups(correct, np.arange(correct.shape[-1]), strata=strata,
+                                         confidence=confidence, n_resamples=n_resamples,
+                                         seed=seed)

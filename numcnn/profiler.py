@@ -34,16 +34,16 @@ def profile(model, x, y, print_fn=print):
         ``totals`` with the summed columns.
     """
     if model.loss is None:
-        raise RuntimeError("profile: call compile(loss, optimizer) first")
-    x = model._check_x(x, "profile")
-    layers = model._logit_layers
+        raise RuntimeError("profile: call compile(optimizer, loss) first")
+    x = model.check_input(x, "profile")
+    layers = model.layers
     saved = [{k: v.copy() for k, v in layer.buffers.items()} for layer in layers]
     rng_state = model.rng.bit_generator.state
     rows = []
     h = x
     for layer in layers:
         began = time.perf_counter()
-        h = layer.run_forward(h, training=True)
+        h = layer.forward(h, training=True, checked=True)
         rows.append({"name": layer.name, "type": type(layer).__name__,
                      "forward_ms": (time.perf_counter() - began) * 1e3,
                      "output_shape": tuple(h.shape), "output_bytes": int(h.nbytes),

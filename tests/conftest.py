@@ -3,8 +3,10 @@
 - ``rng``: a fresh ``numpy.random.Generator`` seeded with 0.
 - ``backend``: runs a test once on the NumPy reference kernels and once on the
   numba kernels (the value is the backend's name).
-- ``bloodcells_dir``: the real blood-cell dataset, from ``NUMCNN_BLOODCELLS`` or
-  ``<repo root>/../shared/blood-cells``; the test is skipped when it is absent.
+- ``bloodcells_dir``: the folder of the real blood-cell dataset, from
+  ``NUMCNN_BLOODCELLS`` or ``<repo root>/../shared/blood-cells``, checked by
+  :func:`numcnn.datasets.bloodcells.locate` (any layout it accepts); the test is
+  skipped when it is absent.
 - ``torch``: PyTorch as an optional oracle (skipped when not installed), limited
   to two threads and seeded.
 """
@@ -37,12 +39,15 @@ def backend(request):
 
 @pytest.fixture
 def bloodcells_dir():
+    from numcnn.datasets import bloodcells
+    from numcnn.errors import DataNotFoundError
     configured = os.environ.get("NUMCNN_BLOODCELLS")
     path = Path(configured) if configured else REPO_ROOT.parent / "shared" / "blood-cells"
-    if not (path / "dataset2-master" / "images").is_dir():
+    try:
+        return bloodcells.locate(path)
+    except DataNotFoundError:
         pytest.skip(f"blood-cell dataset not found at {path} "
                     "(set NUMCNN_BLOODCELLS to the unpacked Kaggle archive)")
-    return path
 
 
 @pytest.fixture

@@ -44,7 +44,7 @@ def test_without_numba_a_warning_and_the_numpy_kernels(monkeypatch):
         # and a model still trains on the reference kernels
         from numcnn.layers import Conv2D, Dense, Flatten, ReLU
         model = numcnn.Sequential([Conv2D(1, 2, 3), ReLU(), Flatten(), Dense(2 * 4 * 4, 2)], seed=0)
-        model.compile(numcnn.losses.SoftmaxCrossEntropy(), numcnn.optim.SGD(0.1))
+        model.compile(numcnn.optim.SGD(0.1), numcnn.losses.SoftmaxCrossEntropy())
         x = np.random.default_rng(0).standard_normal((8, 1, 6, 6)).astype(np.float32)
         history = model.fit(x, np.arange(8) % 2, epochs=1, verbose=0)
         assert np.isfinite(history.history["loss"][0])

@@ -5,15 +5,15 @@ import numpy as np
 import pytest
 
 import numcnn
-from numcnn.layers import BatchNorm2D, Conv2D, Dense, Dropout, Flatten, MaxPool2D, ReLU, Softmax
+from numcnn.layers import BatchNorm2D, Conv2D, Dense, Dropout, Flatten, MaxPool2D, ReLU
 
 
 def tiny_model(seed=0):
     model = numcnn.Sequential([
         Conv2D(3, 4, 3, padding=1), BatchNorm2D(4), ReLU(), MaxPool2D(2), Dropout(0.3),
-        Conv2D(4, 5, 3, padding=1), ReLU(), Flatten(), Dense(5 * 4 * 4, 3), Softmax(),
+        Conv2D(4, 5, 3, padding=1), ReLU(), Flatten(), Dense(5 * 4 * 4, 3),
     ], seed=seed)
-    model.compile(numcnn.losses.SoftmaxCrossEntropy(), numcnn.optim.Adam(1e-2))
+    model.compile(numcnn.optim.Adam(1e-2), numcnn.losses.SoftmaxCrossEntropy())
     return model
 
 
@@ -27,11 +27,16 @@ def trained(rng):
 
 
 def class_scores(model, x):
-    """The logits, by hand: every layer but the final Softmax, in evaluation mode."""
+    """The logits, by hand: every layer, in evaluation mode (the model ends in logits)."""
     h = x
-    for layer in model.layers[:-1]:
+    for layer in model.layers:
         h = layer.forward(h, training=False)
     return h
+
+
+def test_class_scores_are_the_models_logits(trained):
+    model, x = trained
+    np.testing.assert_array_equal(class_scores(model, x), model(x))
 
 
 def test_grad_cam_weights_are_the_mean_gradients_computed_by_hand(trained):
@@ -44,11 +49,11 @@ def test_grad_cam_weights_are_the_mean_gradients_computed_by_hand(trained):
     for layer in model.layers[:6]:
         h = layer.forward(h, training=False)
     activation = h.copy()
-    for layer in model.layers[6:-1]:
+    for layer in model.layers[6:]:
         h = layer.forward(h, training=False)
     upstream = np.zeros_like(h)
     upstream[:, 1] = 1.0
-    for layer in reversed(model.layers[6:-1]):
+    for layer in reversed(model.layers[6:]):
         upstream = layer.backward(upstream)
     expected_weights = upstream.mean(axis=(2, 3))
     np.testing.assert_allclose(result["weights"], expected_weights, rtol=1e-5, atol=1e-7)
@@ -103,7 +108,8 @@ def test_profile_bytes_match_the_arrays(trained):
     y = np.zeros(len(x), dtype=np.int64)
     result = model.profile(x, y, print_fn=None)
     h = x
-    for row, layer in zip(result["layers"], model.layers[:-1]):
+    assert len(result["layers"]) == len(model.layers)
+    for row, layer in zip(result["layers"], model.layers):
         h = layer.forward(h, training=False)
         assert row["output_bytes"] == h.nbytes
         assert row["output_shape"] == h.shape
@@ -127,7 +133,7 @@ def test_profile_total_agrees_with_a_timed_training_step(rng):
     x = rng.standard_normal((64, 3, 32, 32)).astype(np.float32)
     model.layers[8] = Dense(5 * 16 * 16, 3)
     model = numcnn.Sequential(model.layers, seed=0)
-    model.compile(numcnn.losses.SoftmaxCrossEntropy(), numcnn.optim.SGD(1e-3))
+    model.compile(numcnn.optim.SGD(1e-3), numcnn.losses.SoftmaxCrossEntropy())
     y = rng.integers(0, 3, 64)
     model.train_step(x, y)  # compile and warm up
     steps, profiles = [], []

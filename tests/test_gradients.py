@@ -69,6 +69,26 @@ def test_conv2d_gradients(backend, rng, C, F, kernel, stride, padding, H, W):
     assert_gradients_ok(layer, x)
 
 
+@pytest.mark.parametrize("stride, padding", [(1, 0), (1, 1), (2, 1)])
+def test_direct_convolution_backward_matches_finite_differences(rng, stride, padding):
+    """The definition's own gradients (the direct loops test_layers.py compares the
+    layer with) are right too: the ladder stands on finite differences."""
+    from numcnn.finite_differences import relative_error
+    from numcnn.kernels import reference
+    x = rng.standard_normal((2, 2, 5, 6))
+    W = rng.standard_normal((3, 2, 3, 2))
+    b = rng.standard_normal(3)
+    y = reference.conv2d_direct(x, W, b, stride, padding)
+    dy = np.random.default_rng(DY_SEED).standard_normal(y.shape)
+    dx, dW, db = reference.conv2d_direct_backward(dy, x, W, stride, padding)
+    def objective():
+        return float((reference.conv2d_direct(x, W, b, stride, padding) * dy).sum())
+
+    for name, analytic, array in (("x", dx, x), ("W", dW, W), ("b", db, b)):
+        error = relative_error(analytic, numcnn.numerical_gradient(objective, array))
+        assert error < TOL, f"d{name}: relative error {error}"
+
+
 # ---------------------------------------------------------------------------
 # BatchNorm
 # ---------------------------------------------------------------------------

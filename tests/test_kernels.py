@@ -1,5 +1,10 @@
 """The numba kernels (numcnn.kernels.jit) against their NumPy twins (numcnn.kernels.reference).
 
+The convolution's ladder, at the level of the kernels: the direct loops of its
+definition (``conv2d_direct``, ``conv2d_direct_backward``) equal im2col + one
+matrix multiply (forward) and col2im of ``W.T @ dY`` (backward), and the numba
+direct loops equal the NumPy ones.
+
 Shapes, kernel sizes, strides and paddings come from hypothesis; the array
 values come from a Generator seeded by hypothesis. Exact ops (copies, maxima,
 masks) must agree bit for bit; ops that sum must agree to float32 round-off,
@@ -87,12 +92,84 @@ def test_kernel_signatures_match(name):
 
 
 def test_expected_kernels_exist():
-    expected = {"im2col", "col2im", "nchw_from_rows", "rows_from_nchw", "add_channel_bias",
+    expected = {"conv2d_direct", "conv2d_direct_backward",
+                "im2col", "col2im", "nchw_from_rows", "rows_from_nchw", "add_channel_bias",
                 "channel_sums",
                 "maxpool_forward", "maxpool_backward", "batchnorm_forward",
                 "batchnorm_inference", "batchnorm_backward", "relu_forward", "relu_backward",
                 "dropout_forward", "dropout_backward"}
     assert expected <= set(public_functions(jit))
+
+
+# ---------------------------------------------------------------------------
+# Convolution by its definition: direct loops
+# ---------------------------------------------------------------------------
+def conv_arrays(geometry, dtype, seed, F):
+    N, C, H, W, KH, KW, stride, pad = geometry
+    rng = np.random.default_rng(seed)
+    x = rng.standard_normal((N, C, H, W)).astype(dtype)
+    Wt = rng.standard_normal((F, C, KH, KW)).astype(dtype)
+    b = rng.standard_normal(F).astype(dtype)
+    OH, OW = conv_output_size(H, KH, stride, pad), conv_output_size(W, KW, stride, pad)
+    dy = rng.standard_normal((N, F, OH, OW)).astype(dtype)
+    return x, Wt, b, dy
+
+
+@SETTINGS
+@given(geometry=conv_geometry(), F=st.integers(1, 3), seed=seeds)
+def test_direct_convolution_equals_im2col_and_one_matrix_multiply(geometry, F, seed):
+    """Forward and backward of the definition against the im2col route, in float64."""
+    N, C, H, W, KH, KW, stride, pad = geometry
+    x, Wt, b, dy = conv_arrays(geometry, np.float64, seed, F)
+    cols = reference.im2col(x, KH, KW, stride, pad)                       # (C*KH*KW, N*P)
+    rows = Wt.reshape(F, -1) @ cols                                       # (F, N*P)
+    y = reference.nchw_from_rows(rows, N) + b[None, :, None]
+    expected = y.reshape(dy.shape)
+    np.testing.assert_allclose(reference.conv2d_direct(x, Wt, b, stride, pad), expected,
+                               rtol=1e-12, atol=1e-12)
+    dY = reference.rows_from_nchw(dy.reshape(N, F, -1))                   # (F, N*P)
+    dx, dW, db = reference.conv2d_direct_backward(dy, x, Wt, stride, pad)
+    np.testing.assert_allclose(dW, (dY @ cols.T).reshape(Wt.shape), rtol=1e-12, atol=1e-12)
+    np.testing.assert_allclose(dx, reference.col2im(Wt.reshape(F, -1).T @ dY, x.shape, KH, KW,
+                                                    stride, pad), rtol=1e-12, atol=1e-12)
+    np.testing.assert_allclose(db, dy.sum(axis=(0, 2, 3)), rtol=1e-12, atol=1e-12)
+
+
+@SETTINGS
+@given(geometry=conv_geometry(), F=st.integers(1, 3), dtype=dtypes, seed=seeds)
+def test_direct_convolution_matches_reference(geometry, F, dtype, seed):
+    N, C, H, W, KH, KW, stride, pad = geometry
+    x, Wt, b, dy = conv_arrays(geometry, dtype, seed, F)
+    y_ref = reference.conv2d_direct(x, Wt, b, stride, pad)
+    y_jit = jit.conv2d_direct(x, Wt, b, stride, pad)
+    # Each output sums C*KH*KW products (and the bias).
+    terms = C * KH * KW * np.abs(x).max() * np.abs(Wt).max() + np.abs(b).max()
+    assert_close(y_jit, y_ref, dtype, scale=terms)
+    dx_ref, dW_ref, db_ref = reference.conv2d_direct_backward(dy, x, Wt, stride, pad)
+    dx_jit, dW_jit, db_jit = jit.conv2d_direct_backward(dy, x, Wt, stride, pad)
+    # dx sums at most F*KH*KW products per pixel; dW and db sum N*OH*OW each.
+    P = dy.shape[0] * dy.shape[2] * dy.shape[3]
+    assert_close(dx_jit, dx_ref, dtype, scale=F * KH * KW * np.abs(dy).max() * np.abs(Wt).max())
+    assert_close(dW_jit, dW_ref, dtype, scale=P * np.abs(dy).max() * np.abs(x).max())
+    assert_close(db_jit, db_ref, dtype, scale=P * np.abs(dy).max())
+
+
+def test_direct_convolution_accepts_non_contiguous_input():
+    rng = np.random.default_rng(2)
+    x = rng.standard_normal((2, 6, 7, 8)).astype(np.float32)[:, ::2, :, 1:]   # strided view
+    Wt = rng.standard_normal((4, 3, 3, 2)).astype(np.float32)
+    b = rng.standard_normal(4).astype(np.float32)
+    y = reference.conv2d_direct(x, Wt, b, 2, 1)
+    assert_close(jit.conv2d_direct(x, Wt, b, 2, 1), y, np.float32,
+                 scale=3 * 3 * 2 * np.abs(x).max() * np.abs(Wt).max() + np.abs(b).max())
+    dy = rng.standard_normal(y.shape).astype(np.float32)[..., ::-1]          # reversed view
+    P = dy.shape[0] * dy.shape[2] * dy.shape[3]
+    scales = (4 * 3 * 2 * np.abs(dy).max() * np.abs(Wt).max(),        # dx
+              P * np.abs(dy).max() * np.abs(x).max(),                  # dW
+              P * np.abs(dy).max())                                    # db
+    for got, want, scale in zip(jit.conv2d_direct_backward(dy, x, Wt, 2, 1),
+                                reference.conv2d_direct_backward(dy, x, Wt, 2, 1), scales):
+        assert_close(got, want, np.float32, scale=scale)
 
 
 # ---------------------------------------------------------------------------

@@ -2,6 +2,12 @@
 
 Gradients are checked in test_gradients.py; here: what each layer computes,
 its training/evaluation modes, chunking, and its input validation.
+
+The convolution is checked along a ladder: the direct loops of its definition
+(:func:`numcnn.kernels.reference.conv2d_direct`, itself checked against scipy)
+give what the Conv2D layer computes with im2col and one matrix multiply, on
+both backends, forward and backward (test_kernels.py checks the numba twins of
+the direct loops).
 """
 import re
 
@@ -9,8 +15,9 @@ import numpy as np
 import pytest
 from scipy import signal
 
-import numcnn.layers.conv as conv_module
-from numcnn.layers import (BatchNorm1D, BatchNorm2D, Conv2D, Dense, Dropout, Flatten,
+import numcnn.layers.columns as columns_module
+from numcnn.kernels import reference
+from numcnn.layers import (BatchNorm, BatchNorm1D, BatchNorm2D, Conv2D, Dense, Dropout, Flatten,
                            MaxPool2D, ReLU, Softmax)
 
 
@@ -58,6 +65,47 @@ def test_conv2d_forward_matches_scipy(backend, rng, C, F, kernel, stride, paddin
     np.testing.assert_allclose(y32, expected, rtol=1e-4, atol=1e-5 * np.abs(expected).max())
 
 
+@pytest.mark.parametrize("C, F, kernel, stride, padding, H, W", CONV_CASES)
+def test_direct_loops_match_scipy(rng, C, F, kernel, stride, padding, H, W):
+    """The bottom of the ladder: the definition, with loops, against scipy's correlate."""
+    kh, kw = (kernel, kernel) if np.isscalar(kernel) else kernel
+    x = rng.standard_normal((3, C, H, W))
+    Wt = rng.standard_normal((F, C, kh, kw))
+    b = rng.standard_normal(F)
+    expected = conv2d_scipy(x, Wt, b, stride, padding)
+    y = reference.conv2d_direct(x, Wt, b, stride, padding)
+    assert y.shape == expected.shape and y.dtype == np.float64
+    np.testing.assert_allclose(y, expected, rtol=1e-12, atol=1e-12)
+
+
+@pytest.mark.parametrize("C, F, kernel, stride, padding, H, W", CONV_CASES)
+def test_conv2d_layer_matches_the_direct_loops(backend, rng, C, F, kernel, stride, padding, H, W):
+    """im2col + one matrix multiply (the layer) equals the definition (direct loops)."""
+    layer = Conv2D(C, F, kernel, stride=stride, padding=padding, rng=0)
+    layer.params["b"] = rng.standard_normal(F).astype(np.float32)
+    x = rng.standard_normal((3, C, H, W))
+    W64, b64 = (layer.params[k].astype(np.float64) for k in ("W", "b"))
+    y = layer.forward(x, training=True)
+    expected = reference.conv2d_direct(x, W64, b64, stride, padding)
+    assert y.shape == expected.shape
+    np.testing.assert_allclose(y, expected, rtol=1e-12, atol=1e-12)
+    dy = rng.standard_normal(y.shape)
+    dx = layer.backward(dy)
+    dx_direct, dW_direct, db_direct = reference.conv2d_direct_backward(dy, x, W64, stride, padding)
+    assert dx.shape == x.shape and dW_direct.shape == layer.params["W"].shape
+    np.testing.assert_allclose(dx, dx_direct, rtol=1e-12, atol=1e-12)
+    np.testing.assert_allclose(layer.grads["W"], dW_direct, rtol=1e-12, atol=1e-12)
+    np.testing.assert_allclose(layer.grads["b"], db_direct, rtol=1e-12, atol=1e-12)
+    # In float32, as the layer trains: agreement to float32 round-off.
+    x32 = x.astype(np.float32)
+    y32 = layer.forward(x32, training=True)
+    assert y32.dtype == np.float32
+    scale = np.abs(expected).max()
+    np.testing.assert_allclose(y32, reference.conv2d_direct(x32, layer.params["W"],
+                                                            layer.params["b"], stride, padding),
+                               rtol=1e-4, atol=1e-5 * scale)
+
+
 def test_conv2d_output_shape_formula():
     layer = Conv2D(3, 5, (3, 5), stride=2, padding=1)
     H, W = 11, 14
@@ -80,9 +128,13 @@ def test_conv2d_chunked_equals_unchunked(backend, rng, monkeypatch, stride, padd
     chunked.params = {k: v.copy() for k, v in whole.params.items()}
     OH, OW = y_whole.shape[2:]
     per_image = C * K * K * OH * OW * x.dtype.itemsize
-    monkeypatch.setattr(conv_module, "COLS_BUDGET_BYTES", 2 * per_image + 1)
-    assert chunked._chunk_size(N, C * K * K, OH * OW, x.dtype.itemsize) == 2  # 3 chunks: 2, 2, 1
+    monkeypatch.setattr(columns_module, "COLS_BUDGET_BYTES", 2 * per_image + 1)
+    assert chunked.columns.chunk_size(x) == 2                                # 3 chunks: 2, 2, 1
+    assert [(images.start, images.stop) for images, _ in chunked.columns.chunks(x)] == \
+        [(0, 2), (2, 4), (4, 5)]
     y_chunked = chunked.forward(x, training=True)
+    assert chunked.cols_nbytes == 2 * per_image           # memory bounded by the chunk
+    assert whole.cols_nbytes == N * per_image
     dx_chunked = chunked.backward(dy)
 
     np.testing.assert_allclose(y_chunked, y_whole, rtol=1e-12, atol=1e-12)
@@ -190,6 +242,26 @@ def test_batchnorm1d_training_eval_and_running_statistics(backend, rng):
     expected = (x - rm) / np.sqrt(rv + layer.eps)
     np.testing.assert_allclose(y_eval, expected, rtol=1e-5, atol=1e-5)
     assert np.abs(y_eval - y).max() > 0.1
+
+
+def test_batchnorm1d_and_batchnorm2d_share_one_base_and_pytorchs_argument_order():
+    for cls in (BatchNorm1D, BatchNorm2D):
+        assert issubclass(cls, BatchNorm)
+        layer = cls(4, 1e-3, 0.25)                        # (num_features, eps, momentum)
+        assert (layer.num_features, layer.eps, layer.momentum) == (4, 1e-3, 0.25)
+        assert layer.config() == dict(num_features=4, eps=1e-3, momentum=0.25)
+        assert cls(**layer.config()).config() == layer.config()
+        default = cls(4)
+        assert (default.eps, default.momentum) == (1e-5, 0.1)   # PyTorch's defaults
+    assert not issubclass(BatchNorm1D, BatchNorm2D) and not issubclass(BatchNorm2D, BatchNorm1D)
+    # BatchNorm1D is BatchNorm2D's maths with H = W = 1.
+    rng = np.random.default_rng(3)
+    x = rng.standard_normal((6, 4)).astype(np.float32)
+    one, two = BatchNorm1D(4, 1e-3, 0.25), BatchNorm2D(4, 1e-3, 0.25)
+    np.testing.assert_array_equal(one.forward(x, training=True),
+                                  two.forward(x[:, :, None, None], training=True)[:, :, 0, 0])
+    for name in ("running_mean", "running_var"):
+        np.testing.assert_array_equal(one.buffers[name], two.buffers[name])
 
 
 def test_batchnorm_training_needs_more_than_one_value(backend):
@@ -345,6 +417,45 @@ def test_softmax_is_stable_for_huge_scores():
     y = Softmax().forward(x)
     assert np.isfinite(y).all()
     np.testing.assert_allclose(y, [[1, 0, 0], [1 / 3, 1 / 3, 1 / 3]], rtol=1e-6, atol=1e-30)
+
+
+# ---------------------------------------------------------------------------
+# layer(x): forward in evaluation mode
+# ---------------------------------------------------------------------------
+@pytest.mark.parametrize("make, shape", [
+    (lambda: Conv2D(3, 4, 3, padding=1, rng=0), (2, 3, 6, 6)),
+    (lambda: BatchNorm2D(3), (4, 3, 5, 5)),
+    (lambda: BatchNorm1D(3), (4, 3)),
+    (lambda: MaxPool2D(2), (2, 3, 6, 6)),
+    (lambda: Dense(5, 2, rng=0), (3, 5)),
+    (lambda: ReLU(), (2, 3, 4)),
+    (lambda: Softmax(), (3, 4)),
+    (lambda: Dropout(0.5, rng=0), (4, 8)),
+    (lambda: Flatten(), (2, 3, 2, 2)),
+], ids=lambda v: None)
+def test_calling_a_layer_is_its_forward_in_evaluation_mode(rng, make, shape):
+    layer = make()
+    if isinstance(layer, (BatchNorm1D, BatchNorm2D)):     # non-trivial running statistics
+        layer.buffers["running_mean"] = rng.standard_normal(3).astype(np.float32)
+        layer.buffers["running_var"] = rng.uniform(0.5, 2.0, 3).astype(np.float32)
+    x = rng.standard_normal(shape).astype(np.float32)
+    y = layer(x)
+    np.testing.assert_array_equal(y, layer.forward(x))
+    np.testing.assert_array_equal(y, layer.forward(x, training=False))
+    np.testing.assert_array_equal(y, layer.forward(x, False, checked=True))
+    if isinstance(layer, (Dropout, BatchNorm1D, BatchNorm2D)):   # training mode differs
+        assert np.abs(layer(x, training=True) - y).max() > 1e-3
+    with pytest.raises(TypeError):                        # layer(x) checks its input
+        layer(x.astype(np.int64))
+
+
+def test_checked_forward_skips_the_input_checks():
+    x = np.ones((2, 3, 2), np.float32)
+    x[0, 0, 1] = np.nan
+    with pytest.raises(ValueError, match="Flatten.*NaN or infinite"):
+        Flatten().forward(x)
+    y = Flatten().forward(x, checked=True)                # the caller vouched for x
+    assert y.shape == (2, 6) and np.isnan(y[0, 1])
 
 
 # ---------------------------------------------------------------------------

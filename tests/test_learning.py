@@ -1,9 +1,10 @@
 """Learning works on real data: a small CNN memorises a small subset of the blood-cell images.
 
-The images are loaded here directly with scikit-image (not through numcnn.data),
-so this test checks the layers, the loss and the optimizer on real pictures and
-nothing else: decode -> block-mean downscale to 60x80 -> [0, 1] -> NCHW float32
--> subtract the mean image.
+The images are decoded here directly with scikit-image (not through numcnn.data or
+numcnn.datasets' loader, which only finds the TRAIN folder), so this test checks
+the layers, the loss and the optimizer on real pictures and nothing else:
+decode -> block-mean downscale to 60x80 -> [0, 1] -> NCHW float32 -> subtract
+the mean image.
 """
 import math
 
@@ -11,6 +12,7 @@ import numpy as np
 import pytest
 
 import numcnn
+from numcnn.datasets import bloodcells
 from numcnn.layers import BatchNorm2D, Conv2D, Dense, Flatten, MaxPool2D, ReLU
 from numcnn.losses import SoftmaxCrossEntropy
 from numcnn.optim import Adam
@@ -24,7 +26,7 @@ def load_subset(root, per_class=PER_CLASS):
     io = pytest.importorskip("skimage.io")
     images, labels = [], []
     for label, name in enumerate(CLASSES):
-        files = sorted((root / "dataset2-master" / "images" / "TRAIN" / name).glob("*.jpeg"))
+        files = sorted((bloodcells.split_dir("TRAIN", root) / name).glob("*.jpeg"))
         assert len(files) >= per_class, f"only {len(files)} images in {name}"
         for path in files[:per_class]:
             rgb = io.imread(path)                                  # (240, 320, 3) uint8, HWC
@@ -49,7 +51,7 @@ def test_small_cnn_memorises_real_blood_cells(bloodcells_dir):
         Conv2D(16, 16, 3, padding=1), BatchNorm2D(16), ReLU(), MaxPool2D(2),  # 16 x 7 x 10
         Flatten(), Dense(16 * 7 * 10, 4),
     ], seed=0)
-    model.compile(SoftmaxCrossEntropy(), Adam(3e-3))
+    model.compile(Adam(3e-3), SoftmaxCrossEntropy())
     history = model.fit(x, y, epochs=10, batch_size=32, verbose=0)
 
     losses = history.history["loss"]

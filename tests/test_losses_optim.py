@@ -7,7 +7,7 @@ from scipy.special import logsumexp
 from scipy.special import softmax as scipy_softmax
 
 from numcnn.losses import SoftmaxCrossEntropy
-from numcnn.optim import SGD, Adam
+from numcnn.optim import SGD, Adam, AdamW, Optimizer
 
 
 # ---------------------------------------------------------------------------
@@ -187,7 +187,9 @@ def hand_sgd(lr, momentum, nesterov, weight_decay, steps):
     return params
 
 
-def hand_adam(lr, b1, b2, eps, weight_decay, steps):
+def hand_adam(lr, b1, b2, eps, weight_decay, steps, decoupled):
+    """Adam's update; the decay is an L2 penalty in the gradient (Adam) or a shrinking
+    of the weights before the step (``decoupled``: AdamW)."""
     params = initial_params()
     m = {key: np.zeros_like(p) for key, p in params.items()}
     v = {key: np.zeros_like(p) for key, p in params.items()}
@@ -195,11 +197,14 @@ def hand_adam(lr, b1, b2, eps, weight_decay, steps):
         grads = gradients(params, t - 1)
         for key, p in params.items():
             g = grads[key]
+            if decoupled:
+                p = p * (1 - lr * weight_decay)             # decoupled decay (AdamW)
+            else:
+                g = g + weight_decay * p                    # coupled decay: L2 penalty (Adam)
             m[key] = b1 * m[key] + (1 - b1) * g
             v[key] = b2 * v[key] + (1 - b2) * g * g
             m_hat = m[key] / (1 - b1 ** t)
             v_hat = v[key] / (1 - b2 ** t)
-            p = p * (1 - lr * weight_decay)                 # decoupled decay (AdamW)
             params[key] = p - lr * m_hat / (np.sqrt(v_hat) + eps)
     return params
 
@@ -222,15 +227,36 @@ def test_sgd_variants_really_differ():
         assert np.abs(run(other, 4)["0.W"] - plain["0.W"]).max() > 1e-3
 
 
-@pytest.mark.parametrize("lr, betas, eps, weight_decay", [
-    (1e-3, (0.9, 0.999), 1e-8, 0.0), (1e-2, (0.8, 0.99), 1e-6, 0.0),
-    (1e-2, (0.9, 0.999), 1e-8, 0.1), (5e-3, (0.5, 0.9), 1e-7, 0.01)])
+ADAM_CASES = [(1e-3, (0.9, 0.999), 1e-8, 0.0), (1e-2, (0.8, 0.99), 1e-6, 0.0),
+              (1e-2, (0.9, 0.999), 1e-8, 0.1), (5e-3, (0.5, 0.9), 1e-7, 0.01)]
+
+
+@pytest.mark.parametrize("lr, betas, eps, weight_decay", ADAM_CASES)
 def test_adam_matches_hand_written_update(lr, betas, eps, weight_decay):
     steps = 7
     got = run(Adam(lr, betas=betas, eps=eps, weight_decay=weight_decay), steps)
-    expected = hand_adam(lr, betas[0], betas[1], eps, weight_decay, steps)
+    expected = hand_adam(lr, betas[0], betas[1], eps, weight_decay, steps, decoupled=False)
     for key in expected:
         np.testing.assert_allclose(got[key], expected[key], rtol=1e-12, atol=1e-12)
+
+
+@pytest.mark.parametrize("lr, betas, eps, weight_decay", ADAM_CASES)
+def test_adamw_matches_hand_written_update(lr, betas, eps, weight_decay):
+    steps = 7
+    got = run(AdamW(lr, betas=betas, eps=eps, weight_decay=weight_decay), steps)
+    expected = hand_adam(lr, betas[0], betas[1], eps, weight_decay, steps, decoupled=True)
+    for key in expected:
+        np.testing.assert_allclose(got[key], expected[key], rtol=1e-12, atol=1e-12)
+
+
+def test_adam_and_adamw_differ_only_by_where_the_decay_goes():
+    same = run(Adam(1e-2), 5), run(AdamW(1e-2, weight_decay=0.0), 5)
+    for key in same[0]:
+        np.testing.assert_array_equal(same[0][key], same[1][key])
+    coupled, decoupled = run(Adam(1e-2, weight_decay=0.1), 5), run(AdamW(1e-2, weight_decay=0.1), 5)
+    assert np.abs(coupled["0.W"] - decoupled["0.W"]).max() > 1e-4
+    assert AdamW().weight_decay == 0.01 and Adam().weight_decay == 0.0   # PyTorch's defaults
+    assert issubclass(AdamW, Adam)
 
 
 def test_adam_first_step_moves_each_weight_by_about_lr():
@@ -254,7 +280,8 @@ def test_optimizer_keeps_parameter_dtype_and_updates_in_place():
 @pytest.mark.parametrize("make", [
     lambda: SGD(0.05, momentum=0.9, nesterov=True, weight_decay=0.01),
     lambda: Adam(0.01, weight_decay=0.05),
-], ids=["sgd", "adam"])
+    lambda: AdamW(0.01, weight_decay=0.05),
+], ids=["sgd", "adam", "adamw"])
 def test_optimizer_state_round_trip(make):
     original = make()
     params = run(original, 3)
@@ -282,11 +309,34 @@ def test_optimizer_state_round_trip(make):
 
 
 def test_optimizer_errors():
-    with pytest.raises(ValueError, match="SGD: lr must be positive"):
+    with pytest.raises(ValueError, match="SGD: lr must be a finite number > 0; got 0.0"):
         SGD(0.0)
+    for bad in (float("nan"), float("inf"), -0.1):
+        with pytest.raises(ValueError, match="AdamW: lr must be a finite number > 0"):
+            AdamW(bad)
     with pytest.raises(ValueError, match="nesterov=True needs a momentum"):
         SGD(0.1, nesterov=True)
-    with pytest.raises(ValueError, match="Adam: betas"):
+    with pytest.raises(ValueError, match=r"Adam: betas\[0\] must be a number in \[0, 1\)"):
         Adam(betas=(1.0, 0.999))
+    with pytest.raises(TypeError, match=r"AdamW: betas must be a pair"):
+        AdamW(betas=0.9)
+    with pytest.raises(ValueError, match="Adam: weight_decay must be a finite number >= 0"):
+        Adam(weight_decay=-0.1)
     with pytest.raises(ValueError, match=r"gradient of 0.W has shape \(2,\), parameter has \(3,\)"):
         SGD(0.1).step([("0.W", np.zeros(3), np.zeros(2))])
+
+
+@pytest.mark.parametrize("make", [lambda: SGD(0.1), lambda: Adam(1e-3), lambda: AdamW(1e-3)],
+                         ids=["sgd", "adam", "adamw"])
+def test_learning_rate_assignment_is_checked(make):
+    optimizer = make()
+    name = type(optimizer).__name__
+    for bad in (float("nan"), float("inf"), -float("inf"), -1e-4, "0.1", None, True):
+        with pytest.raises(ValueError, match=rf"{name}: lr must be a finite number >= 0"):
+            optimizer.lr = bad
+    assert optimizer.lr == optimizer.config()["lr"] > 0      # unchanged by the refusals
+    optimizer.lr = 0                                          # a schedule may reach 0
+    assert optimizer.lr == 0.0 and isinstance(optimizer.lr, float)
+    optimizer.lr = np.float32(0.5)
+    assert optimizer.lr == 0.5 and type(optimizer.lr) is float
+    assert isinstance(optimizer, Optimizer)

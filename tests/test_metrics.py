@@ -1,8 +1,9 @@
-"""numcnn.metrics: the accuracy interval over groups of correlated samples."""
+"""numcnn.metrics: the accuracy interval over groups of correlated samples, and over
+independent samples."""
 import numpy as np
 import pytest
 
-from numcnn.metrics import accuracy_interval_over_groups
+from numcnn.metrics import accuracy_interval, accuracy_interval_over_groups
 
 
 def test_whole_groups_right_or_wrong_give_the_interval_of_the_groups(rng):
@@ -87,3 +88,15 @@ def test_interval_agrees_with_a_plain_loop_for_several_seeds_and_unequal_groups(
     assert result["accuracy"] == pytest.approx(correct.mean())
     assert result["low"] == pytest.approx(low, abs=0.015)
     assert result["high"] == pytest.approx(high, abs=0.015)
+
+
+def test_accuracy_interval_is_the_grouped_one_with_one_sample_per_group(rng):
+    right = rng.random(300) < 0.8
+    strata = rng.integers(0, 4, 300)
+    for kwargs in ({}, {"strata": strata}, {"confidence": 0.9, "n_resamples": 500, "seed": 4}):
+        assert accuracy_interval(right, **kwargs) == \
+            accuracy_interval_over_groups(right, np.arange(300), **kwargs)
+    several = rng.random((2, 300)) < 0.7                    # two models on the same samples
+    assert accuracy_interval(several) == accuracy_interval_over_groups(several, np.arange(300))
+    result = accuracy_interval(right)
+    assert result["groups"] == 300 and result["accuracy"] == pytest.approx(right.mean())

@@ -15,7 +15,7 @@ import numcnn
 from numcnn.layers import (BatchNorm1D, BatchNorm2D, Conv2D, Dense, Flatten, MaxPool2D, ReLU,
                            Softmax)
 from numcnn.losses import SoftmaxCrossEntropy
-from numcnn.optim import SGD, Adam
+from numcnn.optim import SGD, Adam, AdamW
 
 pytestmark = pytest.mark.torch
 
@@ -247,12 +247,28 @@ def test_sgd_matches_torch(torch, momentum, nesterov, weight_decay):
                                         weight_decay=weight_decay))
 
 
-@pytest.mark.parametrize("lr, betas, eps, weight_decay", [
-    (1e-3, (0.9, 0.999), 1e-8, 0.01), (1e-2, (0.8, 0.99), 1e-6, 0.1), (5e-3, (0.9, 0.999), 1e-8, 0.5)])
-def test_adam_with_weight_decay_matches_torch_adamw(torch, lr, betas, eps, weight_decay):
+DECAY_CASES = [(1e-3, (0.9, 0.999), 1e-8, 0.01), (1e-2, (0.8, 0.99), 1e-6, 0.1),
+               (5e-3, (0.9, 0.999), 1e-8, 0.5)]
+
+
+@pytest.mark.parametrize("lr, betas, eps, weight_decay", DECAY_CASES)
+def test_adam_with_weight_decay_matches_torch_adam(torch, lr, betas, eps, weight_decay):
+    """Adam's decay is coupled (an L2 penalty in the gradient), as torch.optim.Adam's."""
     run_both(torch, Adam(lr, betas=betas, eps=eps, weight_decay=weight_decay),
+             lambda ps: torch.optim.Adam(ps, lr=lr, betas=betas, eps=eps,
+                                         weight_decay=weight_decay))
+
+
+@pytest.mark.parametrize("lr, betas, eps, weight_decay", DECAY_CASES)
+def test_adamw_matches_torch_adamw(torch, lr, betas, eps, weight_decay):
+    """AdamW's decay is decoupled (the weights shrink directly), as torch.optim.AdamW's."""
+    run_both(torch, AdamW(lr, betas=betas, eps=eps, weight_decay=weight_decay),
              lambda ps: torch.optim.AdamW(ps, lr=lr, betas=betas, eps=eps,
                                           weight_decay=weight_decay))
+
+
+def test_adamw_defaults_match_torch_adamw(torch):
+    run_both(torch, AdamW(), lambda ps: torch.optim.AdamW(ps))
 
 
 def test_adam_without_weight_decay_matches_torch_adam(torch):
@@ -265,7 +281,7 @@ def test_adam_without_weight_decay_matches_torch_adam(torch):
 def test_small_model_training_step_matches_torch(torch, backend, rng):
     layers = [Conv2D(3, 4, 3, padding=1), BatchNorm2D(4), ReLU(), MaxPool2D(2),
               Conv2D(4, 6, 3, stride=2, padding=1), ReLU(), Flatten(), Dense(6 * 2 * 2, 5)]
-    model = numcnn.Sequential(layers, seed=0).compile(SoftmaxCrossEntropy(), Adam(1e-2))
+    model = numcnn.Sequential(layers, seed=0).compile(Adam(1e-2), SoftmaxCrossEntropy())
     for layer in model.layers:
         if "b" in layer.params:
             layer.params["b"] = (0.1 * rng.standard_normal(layer.params["b"].shape)).astype(np.float32)

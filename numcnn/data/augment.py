@@ -1,5 +1,10 @@
-"""Data augmentation for NCHW batches: random flips and quarter turns, colour
-jitter, and the eight symmetries of a square for test-time averaging.
+"""Data augmentation for NCHW batches: random crops, flips and quarter turns,
+colour jitter, and the eight symmetries of a square for test-time averaging.
+
+>>> rng = np.random.default_rng(0)
+>>> x = np.zeros((8, 3, 72, 72), dtype=np.float32)
+>>> random_crop(x, 64, rng).shape, centre_crop(x, 64).shape
+((8, 3, 64, 64), (8, 3, 64, 64))
 
 All randomness comes from the ``numpy.random.Generator`` the caller passes in,
 so one seed makes a whole run reproducible; nothing here touches the global
@@ -8,11 +13,15 @@ so one seed makes a whole run reproducible; nothing here touches the global
 
 from __future__ import annotations
 
+from typing import Callable, Optional
+
 import numpy as np
 
-__all__ = ["random_flips", "colour_jitter", "symmetries", "SYMMETRY_COUNT"]
+__all__ = ["random_flips", "colour_jitter", "symmetries", "SYMMETRY_COUNT", "random_crop",
+           "centre_crop", "crop_and_flip", "predict_symmetric"]
 
 SYMMETRY_COUNT = 8          # symmetries of a square: 4 quarter turns, each with or without a mirror
+"""The symmetries of a square: 4 quarter turns, each with or without a mirror."""
 
 
 def random_flips(x: np.ndarray, rng: np.random.Generator, horizontal: bool = True,
@@ -22,8 +31,8 @@ def random_flips(x: np.ndarray, rng: np.random.Generator, horizontal: bool = Tru
     Each image independently is mirrored left-right with probability 1/2,
     upside-down with probability 1/2 and, with ``rotate90``, turned by 0, 90,
     180 or 270 degrees with probability 1/4 each. Flips plus quarter turns
-    give all 8 symmetries of a square; a blood smear has no "up", so every one
-    of them is a valid training image.
+    give all 8 symmetries of a square; for images with no "up" (a microscope
+    slide, a satellite picture) every one of them is a valid training image.
 
     Parameters
     ----------
@@ -84,14 +93,14 @@ def colour_jitter(x: np.ndarray, rng: np.random.Generator, strength: float) -> n
         out[n, c] = gain[n, c] * x[n, c] + shift[n, c],
         gain ~ Uniform(1 - s, 1 + s),   shift ~ Uniform(-s / 2, s / 2)
 
-    Smears differ in stain and illumination from slide to slide; this is a
+    Stained slides differ in stain and illumination from one to the next; this is a
     cheap model of that, so that the network does not learn one slide's exact
     shade. Colour augmentation of this kind is what helped most when
     pathology networks met images from other labs (Tellez et al., "Quantifying
     the effects of data augmentation and stain color normalization in
     convolutional neural networks for computational pathology", Medical Image
-    Analysis 58, 2019). Keep ``s`` small: the colour of the granules is what
-    tells an eosinophil from a neutrophil.
+    Analysis 58, 2019). Keep ``s`` small where colour itself tells the
+    classes apart.
 
     Works on any scaling of the images: applied to mean-subtracted images, the
     gain scales each channel's contrast around the average image.
@@ -152,3 +161,128 @@ def symmetries(x: np.ndarray):
         turned = np.rot90(x, k=turns, axes=(2, 3))
         yield np.ascontiguousarray(turned)
         yield np.ascontiguousarray(turned[:, :, :, ::-1])       # mirrored left-right
+
+
+def _check_crop(x: np.ndarray, size: int, where: str) -> None:
+    """Raise ValueError unless ``x`` is an NCHW batch at least ``size`` x ``size``."""
+    if x.ndim != 4:
+        raise ValueError(f"{where} expects an (N, C, H, W) batch, got shape {x.shape}")
+    if int(size) != size or size < 1:
+        raise ValueError(f"{where}: size must be a positive integer, got {size!r}")
+    if size > x.shape[2] or size > x.shape[3]:
+        raise ValueError(f"{where}: cannot cut {size}x{size} out of images of "
+                         f"{x.shape[2]}x{x.shape[3]} (batch shape {x.shape})")
+
+
+def random_crop(x: np.ndarray, size: int, rng: np.random.Generator) -> np.ndarray:
+    """Cut a ``size`` x ``size`` window at a random place out of each image.
+
+    Every image gets its own offset, drawn uniformly from all the positions
+    where the window fits: from a 72x72 image, a 64x64 window has 9 x 9 = 81.
+    The cell moves by up to 8 pixels, which teaches the network that where
+    the cell sits in the window does not matter.
+
+    Parameters
+    ----------
+    x : ndarray, shape (N, C, H, W)
+    size : int
+        Side of the window, at most min(H, W).
+    rng : numpy.random.Generator
+        Source of the offsets (draws ``2 * N`` integers).
+
+    Returns
+    -------
+    ndarray, shape (N, C, size, size)
+        A new, contiguous array of the same dtype.
+    """
+    _check_crop(x, size, "random_crop")
+    n, _, height, width = x.shape
+    tops = rng.integers(0, height - size + 1, size=n)
+    lefts = rng.integers(0, width - size + 1, size=n)
+    out = np.empty(x.shape[:2] + (size, size), dtype=x.dtype)
+    for i in range(n):                      # 64 small copies per batch: cheap and clear
+        out[i] = x[i, :, tops[i]:tops[i] + size, lefts[i]:lefts[i] + size]
+    return out
+
+
+def centre_crop(x: np.ndarray, size: int) -> np.ndarray:
+    """Cut the central ``size`` x ``size`` window out of each image.
+
+    The evaluation twin of :func:`random_crop`: when the window does not sit
+    exactly in the middle (an odd margin), it starts at ``(H - size) // 2``.
+
+    Parameters
+    ----------
+    x : ndarray, shape (N, C, H, W)
+    size : int
+        Side of the window, at most min(H, W).
+
+    Returns
+    -------
+    ndarray, shape (N, C, size, size)
+        A new, contiguous array of the same dtype.
+    """
+    _check_crop(x, size, "centre_crop")
+    top = (x.shape[2] - size) // 2
+    left = (x.shape[3] - size) // 2
+    return np.ascontiguousarray(x[:, :, top:top + size, left:left + size])
+
+
+def crop_and_flip(size: Optional[int], rotate90: bool = True, colour: float = 0.0
+                  ) -> Callable[[np.ndarray, np.random.Generator], np.ndarray]:
+    """The training augmentation as one function for ``Sequential.fit(augment=...)``.
+
+    Parameters
+    ----------
+    size : int or None
+        Side of the random crop; None keeps the whole image (flips only).
+    rotate90 : bool
+        Also turn by a random multiple of 90 degrees (square images only).
+    colour : float
+        Strength of :func:`numcnn.data.augment.colour_jitter` (0: none).
+
+    Returns
+    -------
+    callable
+        ``augment(xb, rng) -> xb``: :func:`random_crop` (if ``size``), then
+        :func:`random_flips` left-right, up-down and,
+        with ``rotate90``, quarter turns, then the colour jitter (if
+        ``colour``). All randomness comes from ``rng`` (the model passes its
+        own Generator), in that order.
+    """
+    def augment(xb: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+        if size is not None:
+            xb = random_crop(xb, size, rng)
+        xb = random_flips(xb, rng, horizontal=True, vertical=True, rotate90=rotate90)
+        if colour:
+            xb = colour_jitter(xb, rng, colour)
+        return xb
+    return augment
+
+
+def predict_symmetric(model, x: np.ndarray, batch_size: int = 256) -> np.ndarray:
+    """Class probabilities averaged over the 8 symmetries of each square image.
+
+    ``mean over g of model.predict(g(x))`` for the four quarter turns ``g``,
+    each with and without a left-right mirror
+    (:func:`symmetries`). A network trained on randomly
+    flipped and turned images answers each view a little differently; the
+    average is steadier than any single view (test-time augmentation). It
+    costs 8 forward passes per image.
+
+    Parameters
+    ----------
+    model : numcnn.Sequential
+        Anything with ``predict(x, batch_size) -> (N, K)`` probabilities.
+    x : ndarray, shape (N, C, S, S)
+        What the network sees (already cropped and mean-subtracted).
+    batch_size : int
+        Images per forward pass.
+
+    Returns
+    -------
+    ndarray, shape (N, K), float32
+        Rows sum to 1 (up to rounding).
+    """
+    views = [model.predict(view, batch_size=batch_size) for view in symmetries(x)]
+    return np.mean(views, axis=0, dtype=np.float32)

@@ -4,14 +4,16 @@ Layouts
 -------
 * :func:`read_rgb_image` returns one image as the file stores it: HWC,
   ``(H, W, 3)`` uint8.
-* :func:`decode_images` turns each image into CHW and sums factor x factor
-  blocks, giving an NCHW integer array; :func:`load_image_folder` divides
-  that once into NCHW float32 in [0, 1], the layout the layers expect.
+* :func:`numcnn.data.decode.decode_images` turns each image into CHW and sums
+  factor x factor blocks, giving an NCHW integer array; :func:`load_image_folder`
+  divides that once into NCHW float32 in [0, 1], the layout the layers expect.
 
 Files that cannot be used (corrupt, grayscale, RGBA, wrong size) are skipped
 and counted, never fatal: a long run should not die on image 9,000. Each
 loader returns the list of ``(path, reason)`` it skipped and emits one
-:class:`SkippedImagesWarning` that summarises them.
+:class:`SkippedImagesWarning` that summarises them. A folder tree that cannot
+be used as it is (a missing, empty or unexpected class folder) raises a
+:class:`numcnn.errors.DataError` naming the folder.
 """
 
 from __future__ import annotations
@@ -23,9 +25,8 @@ from typing import Callable, List, Optional, Sequence, Tuple
 
 import numpy as np
 from skimage import io
-from tqdm import tqdm
 
-from .preprocess import block_sums, to_unit_range
+from ..errors import DataError, DataNotFoundError
 
 __all__ = [
     "IMAGE_EXTENSIONS",
@@ -35,13 +36,13 @@ __all__ = [
     "read_rgb_image",
     "find_class_folders",
     "list_image_files",
+    "image_files_in",
     "subsample_per_class",
-    "decode_images",
-    "warn_skipped",
     "load_image_folder",
 ]
 
 IMAGE_EXTENSIONS = (".jpeg", ".jpg", ".png", ".bmp")
+"""File name endings read as images (in any case)."""
 
 
 class ImageError(ValueError):
@@ -163,36 +164,37 @@ def find_class_folders(root, classes: Optional[Sequence[str]] = None,
 
     Raises
     ------
-    FileNotFoundError
+    DataNotFoundError (a FileNotFoundError)
         ``root`` does not exist, or a class folder is missing.
-    ValueError
+    DataError (a ValueError)
         An unexpected sub-folder and ``allow_extra`` is False.
     """
     root = Path(root)
     if not root.is_dir():
-        raise FileNotFoundError(f"image folder {root} does not exist")
+        raise DataNotFoundError(f"image folder {root} does not exist")
     present = sorted(path.name for path in root.iterdir() if _is_visible_folder(path))
     if classes is None:
         if not present:
-            raise FileNotFoundError(f"{root} holds no class folders: expected {root}/CLASS/*.jpeg")
+            raise DataNotFoundError(f"{root} holds no class folders: expected {root}/CLASS/*.jpeg")
         return present
     classes = list(classes)
     missing = [name for name in classes if name not in present]
     if missing:
-        raise FileNotFoundError(
+        raise DataNotFoundError(
             f"class folder{'s' if len(missing) > 1 else ''} {', '.join(missing)} missing from {root} "
             f"(expected {classes}, found {present})"
         )
     extra = [name for name in present if name not in classes]
     if extra and not allow_extra:
-        raise ValueError(
+        raise DataError(
             f"unexpected folder{'s' if len(extra) > 1 else ''} {', '.join(extra)} in {root}: "
-            f"expected only the classes {classes}. Remove it, or pass allow_extra=True to ignore it."
+            f"expected only the classes {classes}. Remove it (or, calling the loader from Python, "
+            f"pass allow_extra=True to ignore it)."
         )
     return classes
 
 
-def _image_files_in(folder: Path) -> List[Path]:
+def image_files_in(folder: Path) -> List[Path]:
     """Image files directly inside ``folder``, sorted by name (hidden files ignored)."""
     return sorted(
         path for path in folder.iterdir()
@@ -223,9 +225,9 @@ def list_image_files(root, classes: Optional[Sequence[str]] = None,
 
     Raises
     ------
-    FileNotFoundError
+    DataNotFoundError (a FileNotFoundError)
         A class folder is missing, or holds no image file.
-    ValueError
+    DataError (a ValueError)
         An unexpected sub-folder (see ``allow_extra``).
     """
     root = Path(root)
@@ -233,9 +235,9 @@ def list_image_files(root, classes: Optional[Sequence[str]] = None,
     paths: List[Path] = []
     labels: List[int] = []
     for label, name in enumerate(classes):
-        files = _image_files_in(root / name)
+        files = image_files_in(root / name)
         if not files:
-            raise FileNotFoundError(
+            raise DataNotFoundError(
                 f"class folder {root / name} holds no image files ({', '.join(IMAGE_EXTENSIONS)})"
             )
         paths.extend(files)
@@ -273,112 +275,12 @@ def subsample_per_class(labels: np.ndarray, max_per_class: int, seed: int = 0) -
     return np.concatenate(kept).astype(np.int64)
 
 
-# ----------------------------------------------------------------------------
-# Decoding many images
-# ----------------------------------------------------------------------------
-
-def decode_images(paths: Sequence, expected_shape: Optional[Tuple[int, int, int]] = None,
-                  transform: Optional[Callable[[np.ndarray], np.ndarray]] = None,
-                  factor: int = 1, progress: bool = False,
-                  description: str = "decoding") -> Tuple[np.ndarray, List[int], List[Tuple[Path, str]]]:
-    """Decode image files into one NCHW array of exact integer block sums.
-
-    For each file: decode (HWC uint8), apply ``transform`` (e.g. a crop, still
-    HWC), change the layout to CHW, and sum each factor x factor block
-    (:func:`~numcnn.data.preprocess.block_sums`). Unusable files are skipped.
-
-    Parameters
-    ----------
-    paths : sequence of str or Path
-        Image files.
-    expected_shape : (H, W, 3) tuple, optional
-        Shape every decoded image must have; others are skipped. If None, the
-        first usable image sets the shape for the rest.
-    transform : callable, optional
-        ``transform(image) -> image``, both HWC uint8.
-    factor : int
-        Downscale factor; must divide the (transformed) height and width.
-    progress : bool
-        Show a tqdm progress bar.
-    description : str
-        Label of the progress bar.
-
-    Returns
-    -------
-    sums : ndarray, shape (M, 3, H', W'), unsigned int
-        Block sums of the M usable images (uint8 for factor 1, uint16 for
-        2..16). Divide by ``255 * factor**2`` for values in [0, 1].
-    kept : list of int
-        Index into ``paths`` of each row of ``sums``.
-    skipped : list of (Path, str)
-        Files left out, with the reason.
-
-    Raises
-    ------
-    ValueError
-        If no file at all could be used.
-    """
-    sums = None
-    kept: List[int] = []
-    skipped: List[Tuple[Path, str]] = []
-    for index, path in enumerate(tqdm(paths, desc=description, unit="img", disable=not progress)):
-        try:
-            image = read_rgb_image(path, expected_shape)
-        except ImageError as error:
-            skipped.append((Path(path), str(error)))
-            continue
-        if transform is not None:
-            image = transform(image)
-        chw = np.ascontiguousarray(image.transpose(2, 0, 1))   # HWC -> CHW: the one layout change
-        image_sums = block_sums(chw, factor)
-        if sums is None:                                  # first usable image: allocate once
-            sums = np.empty((len(paths),) + image_sums.shape, dtype=image_sums.dtype)
-        elif image_sums.shape != sums.shape[1:]:
-            skipped.append((Path(path), f"image of shape {image.shape} differs from the first "
-                                        f"usable image, expected {tuple(sums.shape[1:])} after processing"))
-            continue
-        sums[len(kept)] = image_sums
-        kept.append(index)
-    if sums is None:
-        reasons = "; ".join(f"{path}: {reason}" for path, reason in skipped[:3])
-        raise ValueError(f"none of the {len(paths)} image files could be used ({reasons})")
-    return sums[:len(kept)], kept, skipped
-
-
-def warn_skipped(skipped: Sequence[Tuple[Path, str]], total: int, where, shown: int = 5,
-                 stacklevel: int = 2) -> None:
-    """Emit one :class:`SkippedImagesWarning` summarising the skipped files (if any).
-
-    Parameters
-    ----------
-    skipped : sequence of (Path, str)
-        Files left out, with the reason.
-    total : int
-        Number of files that were tried.
-    where : str or Path
-        The folder (or set) they came from, for the message.
-    shown : int
-        How many files to name in the message.
-    stacklevel : int
-        As in ``warnings.warn``, counted from the function that calls this one:
-        2 points the warning at that function's caller.
-    """
-    if not skipped:
-        return
-    lines = [f"  {path}: {reason}" for path, reason in skipped[:shown]]
-    if len(skipped) > shown:
-        lines.append(f"  ... and {len(skipped) - shown} more (see ImageSet.skipped)")
-    warnings.warn(
-        f"skipped {len(skipped)} of {total} image files in {where}:\n" + "\n".join(lines),
-        SkippedImagesWarning, stacklevel=stacklevel + 1,
-    )
-
-
 def load_image_folder(root, classes: Optional[Sequence[str]] = None,
                       expected_shape: Optional[Tuple[int, int, int]] = None,
                       transform: Optional[Callable[[np.ndarray], np.ndarray]] = None,
                       factor: int = 1, max_per_class: Optional[int] = None, seed: int = 0,
-                      allow_extra: bool = False, progress: bool = False) -> ImageSet:
+                      allow_extra: bool = False, progress: bool = False,
+                      cache: bool = False, cache_dir=None) -> ImageSet:
     """Load an ImageFolder-style tree ``root/CLASS/*.jpeg`` into NCHW float32.
 
     Parameters
@@ -391,7 +293,7 @@ def load_image_folder(root, classes: Optional[Sequence[str]] = None,
         Decoded shape every image must have; others are skipped.
     transform : callable, optional
         ``transform(image) -> image`` applied to each HWC uint8 image, e.g.
-        ``functools.partial(crop_to_stain, size=128)``.
+        :class:`numcnn.data.transforms.CentreCrop` ``(128)``.
     factor : int
         Integer downscale factor (block mean).
     max_per_class : int, optional
@@ -402,6 +304,11 @@ def load_image_folder(root, classes: Optional[Sequence[str]] = None,
         Ignore sub-folders that are not in ``classes`` instead of failing.
     progress : bool
         Show a tqdm progress bar while decoding.
+    cache : bool
+        Keep the decoded images in the cache of :mod:`numcnn.data.cache`
+        (keyed on the files' bytes and the settings).
+    cache_dir : str or Path, optional
+        Where; default ``$NUMCNN_CACHE`` or ``~/.cache/numcnn``.
 
     Returns
     -------
@@ -409,18 +316,20 @@ def load_image_folder(root, classes: Optional[Sequence[str]] = None,
         ``x`` of shape (N, 3, H', W') float32 in [0, 1], ``y`` (N,) int64,
         ``classes``, ``paths`` and ``skipped``. A warning summarises skipped files.
     """
+    from .cache import load_or_decode
+    from .decode import warn_skipped
+    from .transforms import to_unit_range
+
+    root = Path(root)
     classes, paths, labels = list_image_files(root, classes, allow_extra)
     if max_per_class is not None:
         chosen = subsample_per_class(labels, max_per_class, seed)
         paths = [paths[i] for i in chosen]
         labels = labels[chosen]
-    sums, kept, skipped = decode_images(paths, expected_shape, transform, factor, progress,
-                                        description=f"decoding {Path(root).name}")
+    sums, kept_labels, kept, skipped = load_or_decode(
+        root, paths, labels, f"folder-{root.name}", transform, factor, expected_shape,
+        settings={"classes": list(classes)}, cache_dir=cache_dir, cache=cache,
+        progress=progress, description=f"decoding {root.name}")
     warn_skipped(skipped, len(paths), root)
-    return ImageSet(
-        x=to_unit_range(sums, 255 * factor * factor),
-        y=labels[kept],
-        classes=list(classes),
-        paths=[paths[i] for i in kept],
-        skipped=skipped,
-    )
+    return ImageSet(x=to_unit_range(sums, 255 * factor * factor), y=kept_labels,
+                    classes=list(classes), paths=kept, skipped=skipped)

@@ -9,8 +9,8 @@ Parallelism: ``prange`` runs over images (or channels), and no two iterations
 ever write the same element, so col2im and the pooling backward are race-free.
 numba uses the ``workqueue`` threading layer unless the user chose another
 (``NUMBA_THREADING_LAYER``): the OpenMP layer's workers spin after each
-parallel loop and steal the core from the BLAS call that follows
-(GUIDE section 5). Compiled code is cached on disk (``cache=True``).
+parallel loop and steal the core from the BLAS call that follows (see
+docs/performance.md, "Threads"). Compiled code is cached on disk (``cache=True``).
 """
 import os
 
@@ -28,6 +28,99 @@ _pjit = dict(cache=True, nogil=True, parallel=True)
 # Reductions may be reassociated (fastmath "reassoc") so that LLVM vectorises
 # the float64 sums; NaN and infinity semantics are kept.
 _reduce_jit = dict(_pjit, fastmath={"reassoc", "contract"})
+
+
+# ---------------------------------------------------------------------------
+# Convolution by its definition: direct loops
+# ---------------------------------------------------------------------------
+@njit(**_pjit)
+def _conv2d_direct(x, W, b, stride, pad, y):
+    N, C, H, Wd = x.shape
+    F, _, KH, KW = W.shape
+    OH, OW = y.shape[2:]
+    for nf in prange(N * F):
+        n = nf // F
+        f = nf % F
+        for oh in range(OH):
+            for ow in range(OW):
+                total = b[f]
+                for c in range(C):
+                    for i in range(KH):
+                        ih = oh * stride + i - pad
+                        if ih < 0 or ih >= H:
+                            continue
+                        for j in range(KW):
+                            iw = ow * stride + j - pad
+                            if 0 <= iw < Wd:
+                                total += W[f, c, i, j] * x[n, c, ih, iw]
+                y[n, f, oh, ow] = total
+
+
+def conv2d_direct(x, W, b, stride, pad):
+    """Convolution by its definition; see :func:`numcnn.kernels.reference.conv2d_direct`."""
+    N, C, H, Wd = x.shape
+    F, _, KH, KW = W.shape
+    y = np.empty((N, F, conv_output_size(H, KH, stride, pad),
+                  conv_output_size(Wd, KW, stride, pad)), dtype=x.dtype)
+    _conv2d_direct(np.ascontiguousarray(x), np.ascontiguousarray(W, dtype=x.dtype),
+                   np.ascontiguousarray(b, dtype=x.dtype), stride, pad, y)
+    return y
+
+
+@njit(**_pjit)
+def _conv2d_direct_dx(dy, W, stride, pad, dx):
+    N, C, H, Wd = dx.shape
+    F, _, KH, KW = W.shape
+    OH, OW = dy.shape[2:]
+    for n in prange(N):  # each image owns dx[n]
+        dx[n] = 0
+        for f in range(F):
+            for oh in range(OH):
+                for ow in range(OW):
+                    g = dy[n, f, oh, ow]
+                    for c in range(C):
+                        for i in range(KH):
+                            ih = oh * stride + i - pad
+                            if ih < 0 or ih >= H:
+                                continue
+                            for j in range(KW):
+                                iw = ow * stride + j - pad
+                                if 0 <= iw < Wd:
+                                    dx[n, c, ih, iw] += g * W[f, c, i, j]
+
+
+@njit(**_pjit)
+def _conv2d_direct_dw(dy, x, stride, pad, dW):
+    N, C, H, Wd = x.shape
+    F, _, KH, KW = dW.shape
+    OH, OW = dy.shape[2:]
+    for f in prange(F):  # each filter owns dW[f]
+        dW[f] = 0
+        for n in range(N):
+            for oh in range(OH):
+                for ow in range(OW):
+                    g = dy[n, f, oh, ow]
+                    for c in range(C):
+                        for i in range(KH):
+                            ih = oh * stride + i - pad
+                            if ih < 0 or ih >= H:
+                                continue
+                            for j in range(KW):
+                                iw = ow * stride + j - pad
+                                if 0 <= iw < Wd:
+                                    dW[f, c, i, j] += g * x[n, c, ih, iw]
+
+
+def conv2d_direct_backward(dy, x, W, stride, pad):
+    """Gradients of :func:`conv2d_direct`; see the reference twin."""
+    dy = np.ascontiguousarray(dy)
+    x = np.ascontiguousarray(x)
+    W = np.ascontiguousarray(W, dtype=x.dtype)
+    dx = np.empty_like(x)
+    dW = np.empty_like(W)
+    _conv2d_direct_dx(dy, W, stride, pad, dx)
+    _conv2d_direct_dw(dy, x, stride, pad, dW)
+    return dx, dW, dy.sum(axis=(0, 2, 3))
 
 
 # ---------------------------------------------------------------------------

@@ -27,6 +27,79 @@ def conv_output_size(size, kernel, stride, pad):
 
 
 # ---------------------------------------------------------------------------
+# Convolution by its definition: direct loops
+# ---------------------------------------------------------------------------
+def conv2d_direct(x, W, b, stride, pad):
+    """A convolution computed straight from its definition, one output position at a time.
+
+    ``y[n, f, oh, ow] = b[f] + sum over c, i, j of W[f, c, i, j] * xp[n, c, s*oh + i, s*ow + j]``
+    where ``xp`` is ``x`` with ``pad`` zeros on every side. This is the
+    definition the faster paths are checked against: im2col + one matrix
+    multiply (the Conv2D layer) gives the same numbers.
+
+    Parameters
+    ----------
+    x : ndarray, shape (N, C, H, W)
+    W : ndarray, shape (F, C, KH, KW)
+    b : ndarray, shape (F,)
+    stride, pad : int
+
+    Returns
+    -------
+    y : ndarray, shape (N, F, OH, OW)
+    """
+    N, C, H, Wd = x.shape
+    F, _, KH, KW = W.shape
+    OH = conv_output_size(H, KH, stride, pad)
+    OW = conv_output_size(Wd, KW, stride, pad)
+    xp = np.pad(x, ((0, 0), (0, 0), (pad, pad), (pad, pad)))
+    y = np.empty((N, F, OH, OW), dtype=x.dtype)
+    for oh in range(OH):
+        for ow in range(OW):
+            patch = xp[:, :, oh * stride:oh * stride + KH, ow * stride:ow * stride + KW]  # (N, C, KH, KW)
+            y[:, :, oh, ow] = np.tensordot(patch, W, axes=([1, 2, 3], [1, 2, 3])) + b     # (N, F)
+    return y
+
+
+def conv2d_direct_backward(dy, x, W, stride, pad):
+    """Gradients of :func:`conv2d_direct`, from the same loop over output positions.
+
+    Each output ``y[n, f, oh, ow]`` depends on one patch of ``xp`` through
+    ``W[f]``, so its gradient ``g = dy[n, f, oh, ow]`` adds ``g * patch`` to
+    ``dW[f]`` and ``g * W[f]`` to that patch of ``dxp``; ``db[f]`` is the sum
+    of ``dy[:, f]``.
+
+    Parameters
+    ----------
+    dy : ndarray, shape (N, F, OH, OW)
+    x : ndarray, shape (N, C, H, W)
+    W : ndarray, shape (F, C, KH, KW)
+    stride, pad : int
+
+    Returns
+    -------
+    dx : ndarray, shape (N, C, H, W)
+    dW : ndarray, shape (F, C, KH, KW)
+    db : ndarray, shape (F,)
+    """
+    N, C, H, Wd = x.shape
+    F, _, KH, KW = W.shape
+    OH, OW = dy.shape[2:]
+    xp = np.pad(x, ((0, 0), (0, 0), (pad, pad), (pad, pad)))
+    dxp = np.zeros_like(xp)
+    dW = np.zeros_like(W)
+    for oh in range(OH):
+        for ow in range(OW):
+            rows = slice(oh * stride, oh * stride + KH)
+            cols = slice(ow * stride, ow * stride + KW)
+            g = dy[:, :, oh, ow]                                            # (N, F)
+            dW += np.tensordot(g, xp[:, :, rows, cols], axes=([0], [0]))    # (F, C, KH, KW)
+            dxp[:, :, rows, cols] += np.tensordot(g, W, axes=([1], [0]))    # (N, C, KH, KW)
+    db = dy.sum(axis=(0, 2, 3))
+    return dxp[:, :, pad:pad + H, pad:pad + Wd], dW, db
+
+
+# ---------------------------------------------------------------------------
 # im2col / col2im
 # ---------------------------------------------------------------------------
 def im2col(x, KH, KW, stride, pad, out=None):

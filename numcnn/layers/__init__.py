@@ -7,9 +7,9 @@ from .base import Layer
 from .conv import Conv2D
 from .dense import Dense
 from .dropout import Dropout
-from .norm import BatchNorm1D, BatchNorm2D
+from .norm import BatchNorm, BatchNorm1D, BatchNorm2D
 from .pool import MaxPool2D
 from .reshape import Flatten
 
-__all__ = ["Layer", "Conv2D", "BatchNorm2D", "BatchNorm1D", "MaxPool2D", "Dropout",
+__all__ = ["Layer", "Conv2D", "BatchNorm", "BatchNorm2D", "BatchNorm1D", "MaxPool2D", "Dropout",
            "Dense", "ReLU", "Softmax", "Flatten"]

@@ -38,9 +38,10 @@ class Softmax(Layer):
     Backward (the Jacobian ``dy_k/dx_j = y_k (delta_kj - y_j)`` applied to
     ``dy``): ``dx = y * (dy - sum_k dy_k y_k)``.
 
-    To train, end the model with logits and use the fused
-    :class:`numcnn.losses.SoftmaxCrossEntropy`; a trailing Softmax is then
-    skipped during training and applied by ``predict``.
+    A numcnn model ends in logits (``Sequential`` refuses a final Softmax):
+    the fused :class:`numcnn.losses.SoftmaxCrossEntropy` takes the logits, and
+    ``Sequential.predict`` returns the probabilities. Use this layer on its
+    own, e.g. to turn saved logits into probabilities.
     """
 
     sample_ndim = 1

@@ -3,7 +3,7 @@
 A layer is a pair of functions and two dicts:
 
 - ``forward(x, training=False) -> y`` computes the output and keeps what the
-  backward pass will need;
+  backward pass will need (``layer(x)`` is the same call, in evaluation mode);
 - ``backward(dy) -> dx`` takes the gradient of the loss with respect to the
   output and returns the gradient with respect to the input, storing the
   gradients of the parameters in ``grads``;
@@ -22,8 +22,8 @@ FLOAT_DTYPES = (np.float32, np.float64)
 class Layer:
     """Base class: input checks, bookkeeping, and the public forward/backward.
 
-    Subclasses implement ``_forward(x, training)`` and ``_backward(dy)`` with the
-    maths only, ``output_shape(input_shape)`` and ``config()``.
+    Subclasses implement ``_forward(x, training)`` and ``_backward(dy, input_grad)``
+    with the maths only, ``output_shape(input_shape)`` and ``config()``.
     """
 
     #: Number of dimensions of one input *sample* (without the batch axis),
@@ -40,13 +40,32 @@ class Layer:
         self._out_shape = None
 
     # -- public interface -------------------------------------------------
-    def forward(self, x, training=False):
-        """Check ``x`` (type, dtype, shape, finite values), then compute the output."""
-        self.check_input(x)
-        if not np.isfinite(x).all():
-            raise ValueError(f"{self.describe()} received NaN or infinite values "
-                             f"in its input of shape {x.shape}")
-        return self.run_forward(x, training)
+    def forward(self, x, training=False, *, checked=False):
+        """The layer's output for the batch ``x``.
+
+        Parameters
+        ----------
+        x : ndarray
+            A batch in the layout of :attr:`layout`, float32 (float64 in
+            gradient checks).
+        training : bool
+            Training mode (batch statistics, dropout) or evaluation mode.
+        checked : bool
+            The caller has already checked ``x`` (a model checks its input once,
+            up front): skip the checks of type, shape and finite values.
+        """
+        if not checked:
+            self.check_input(x)
+            if not np.isfinite(x).all():
+                raise ValueError(f"{self.describe()} received NaN or infinite values "
+                                 f"in its input of shape {x.shape}")
+        y = self._forward(x, training)
+        self._out_shape = y.shape
+        return y
+
+    def __call__(self, x, training=False):
+        """``layer(x)``: :meth:`forward` in evaluation mode unless ``training=True``."""
+        return self.forward(x, training)
 
     def backward(self, dy, input_grad=True):
         """Gradient of the loss w.r.t. the input; fills ``self.grads``.
@@ -62,12 +81,6 @@ class Layer:
                              f"{self._out_shape} (the shape of its output); got {got}")
         return self._backward(dy, input_grad)
 
-    def run_forward(self, x, training=False):
-        """Forward without the input checks (the model checks once, up front)."""
-        y = self._forward(x, training)
-        self._out_shape = y.shape
-        return y
-
     def build(self, rng):
         """(Re-)initialise parameters and random state from a Generator."""
 
@@ -81,9 +94,11 @@ class Layer:
         return {}
 
     def num_params(self):
+        """Number of trainable values (the sizes of ``params``)."""
         return int(sum(p.size for p in self.params.values()))
 
     def describe(self):
+        """``"<Class> layer '<name>'"``, as error messages name the layer."""
         return f"{type(self).__name__} layer '{self.name}'"
 
     # -- input checks -----------------------------------------------------
@@ -98,9 +113,10 @@ class Layer:
         if x.ndim < 1:
             raise ValueError(f"{self.describe()} expects input of shape {self.layout}; "
                              f"got a scalar")
-        self.check_sample_shape(x.shape[1:])
+        self.output_shape(x.shape[1:])
 
     def check_sample_shape(self, sample_shape):
+        """Raise ValueError unless one sample has the rank this layer takes."""
         if self.sample_ndim is not None and len(sample_shape) != self.sample_ndim:
             raise ValueError(
                 f"{self.describe()} expects input of shape {self.layout} "
@@ -108,6 +124,7 @@ class Layer:
                 f"shape {tuple(sample_shape)} ({len(sample_shape) + 1}-D with the batch axis)")
 
     def check_channels(self, sample_shape, expected, what="channels"):
+        """Raise ValueError unless the first axis of one sample has ``expected`` entries."""
         if sample_shape[0] != expected:
             raise ValueError(f"{self.describe()} expects {expected} input {what}, shape "
                              f"{self.layout}; got {sample_shape[0]} (sample shape "

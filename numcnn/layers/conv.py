@@ -5,10 +5,7 @@ from .. import init
 from ..backend import kernels
 from ..kernels.reference import conv_output_size
 from .base import Layer, as_generator
-
-#: Largest column matrix (bytes) one Conv2D builds at once. Bigger batches are
-#: processed in chunks of images, so memory stays bounded whatever the batch.
-COLS_BUDGET_BYTES = 128 * 2**20
+from .columns import ColumnWorkspace
 
 
 class Conv2D(Layer):
@@ -38,17 +35,18 @@ class Conv2D(Layer):
 
     .. math:: y_{nf,oh,ow} = b_f + \\sum_{c,i,j} W_{fcij}\\, x_{n,c,\\,s\\,oh+i-p,\\,s\\,ow+j-p}
 
-    With ``cols = im2col(x)`` of shape ``(C*KH*KW, N*OH*OW)`` and
-    ``Wm = W.reshape(F, C*KH*KW)`` this is one matrix multiply ``Wm @ cols``.
+    (:func:`numcnn.kernels.reference.conv2d_direct` computes exactly this, with
+    loops.) With ``cols = im2col(x)`` of shape ``(C*KH*KW, N*OH*OW)`` and
+    ``Wm = W.reshape(F, C*KH*KW)`` it is one matrix multiply ``Wm @ cols``.
     Backward, with ``dY`` the upstream gradient laid out as ``(F, N*OH*OW)``:
 
     - ``db = dY.sum(columns)``
     - ``dW = dY @ cols.T``
     - ``dx = col2im(Wm.T @ dY)`` (col2im sums the patches that overlap).
 
-    Kernels: :func:`numcnn.kernels.reference.im2col` and ``col2im``. Batches
-    whose column matrix would exceed ``COLS_BUDGET_BYTES`` run in chunks of
-    images, re-using one buffer per layer.
+    Kernels: :func:`numcnn.kernels.reference.im2col` and ``col2im``. Large
+    batches run in chunks of images that share one column buffer
+    (:class:`numcnn.layers.columns.ColumnWorkspace`).
     """
 
     sample_ndim = 3
@@ -71,9 +69,7 @@ class Conv2D(Layer):
         self.stride, self.padding = int(stride), int(padding)
         self.init = init
         self.layout = f"(N, {self.in_channels}, H, W)"
-        self._cols_buffer = np.empty(0, dtype=np.float32)
-        self._rows_buffer = np.empty(0, dtype=np.float32)
-        self.cols_nbytes = 0  # size of the column matrix of the last forward (largest chunk)
+        self.columns = ColumnWorkspace(self.KH, self.KW, self.stride, self.padding)
         self.build(as_generator(rng))
 
     def build(self, rng):
@@ -102,75 +98,40 @@ class Conv2D(Layer):
                              f"{self.KH}x{self.KW} kernel (padding {self.padding})")
         return (self.out_channels, OH, OW)
 
-    def check_input(self, x):
-        super().check_input(x)
-        self.output_shape(x.shape[1:])
-
-    # -- buffers and chunks -------------------------------------------------
-    def _chunk_size(self, N, K, P, itemsize):
-        per_image = K * P * itemsize
-        return max(1, min(N, COLS_BUDGET_BYTES // per_image))
-
-    def _buffer(self, attr, rows, columns, dtype):
-        """A (rows, columns) view into a flat buffer that only ever grows."""
-        buf = getattr(self, attr)
-        if buf.dtype != dtype or buf.size < rows * columns:
-            buf = np.empty(rows * columns, dtype=dtype)
-            setattr(self, attr, buf)
-        return buf[:rows * columns].reshape(rows, columns)
-
-    def _im2col(self, x_chunk):
-        N, C, H, W = x_chunk.shape
-        OH, OW = self.output_shape(x_chunk.shape[1:])[1:]
-        cols = self._buffer("_cols_buffer", C * self.KH * self.KW, N * OH * OW, x_chunk.dtype)
-        return kernels().im2col(x_chunk, self.KH, self.KW, self.stride, self.padding, out=cols)
+    @property
+    def cols_nbytes(self):
+        """Bytes of the column matrix of the last forward pass (its largest chunk)."""
+        return self.columns.cols_nbytes
 
     # -- maths ------------------------------------------------------------
     def _forward(self, x, training):
-        N = x.shape[0]
+        N = len(x)
         F, OH, OW = self.output_shape(x.shape[1:])
-        K, P = self.in_channels * self.KH * self.KW, OH * OW
-        W = self.params["W"].astype(x.dtype, copy=False).reshape(F, K)
-        chunk = self._chunk_size(N, K, P, x.dtype.itemsize)
-        y = np.empty((N, F, P), dtype=x.dtype)
-        for n0 in range(0, N, chunk):
-            x_chunk = x[n0:n0 + chunk]
-            n = x_chunk.shape[0]
-            cols = self._im2col(x_chunk)                                   # (K, n*P)
-            self.cols_nbytes = max(self.cols_nbytes, cols.nbytes) if n0 else cols.nbytes
-            rows = self._buffer("_rows_buffer", F, n * P, x.dtype)
-            np.matmul(W, cols, out=rows)                                   # (F, n*P)
-            kernels().nchw_from_rows(rows, n, out=y[n0:n0 + n])            # (n, F, P)
-        kernels().add_channel_bias(y, self.params["b"].astype(x.dtype, copy=False))
+        Wm = self.params["W"].astype(x.dtype, copy=False).reshape(F, -1)     # (F, C*KH*KW)
+        y = np.empty((N, F, OH * OW), dtype=x.dtype)
+        for images, cols in self.columns.chunks(x, forward=True):          # cols = im2col(x)
+            rows = self.columns.rows(F, cols.shape[1], x.dtype)
+            np.matmul(Wm, cols, out=rows)                                  # Wm @ cols: (F, n*P)
+            kernels().nchw_from_rows(rows, len(y[images]), out=y[images])   # as (n, F, P)
+        kernels().add_channel_bias(y, self.params["b"].astype(x.dtype, copy=False))  # + b
         self._x = x
-        self._cols_hold_x = chunk >= N   # one chunk: the buffer still holds im2col(x)
         return y.reshape(N, F, OH, OW)
 
     def _backward(self, dy, input_grad=True):
         x = self._x
-        N = x.shape[0]
-        F, OH, OW = dy.shape[1:]
-        K, P = self.in_channels * self.KH * self.KW, OH * OW
-        W = self.params["W"].astype(x.dtype, copy=False).reshape(F, K)
-        dy = np.ascontiguousarray(dy).reshape(N, F, P)
-        chunk = self._chunk_size(N, K, P, x.dtype.itemsize)
-        dW = np.zeros((F, K), dtype=x.dtype)
+        N, F = dy.shape[:2]
+        Wm = self.params["W"].astype(x.dtype, copy=False).reshape(F, -1)     # (F, C*KH*KW)
+        dy = np.ascontiguousarray(dy).reshape(N, F, -1)                     # (N, F, P)
+        dW = np.zeros(Wm.shape, dtype=x.dtype)
         dx = np.empty(x.shape, dtype=x.dtype) if input_grad else None
-        for n0 in range(0, N, chunk):
-            x_chunk = x[n0:n0 + chunk]
-            n = x_chunk.shape[0]
-            rows = self._buffer("_rows_buffer", F, n * P, x.dtype)
-            kernels().rows_from_nchw(dy[n0:n0 + n], out=rows)              # (F, n*P)
-            if self._cols_hold_x:
-                cols = self._buffer("_cols_buffer", K, n * P, x.dtype)
-            else:
-                cols = self._im2col(x_chunk)                               # (K, n*P)
-            dW += rows @ cols.T                                            # (F, K)
+        for images, cols in self.columns.chunks(x):                        # cols = im2col(x)
+            dY = self.columns.rows(F, cols.shape[1], x.dtype)
+            kernels().rows_from_nchw(dy[images], out=dY)                   # dY: (F, n*P)
+            dW += dY @ cols.T                                              # dW = dY @ cols.T
             if input_grad:
-                dcols = np.matmul(W.T, rows, out=cols)                     # (K, n*P), reuses the buffer
-                kernels().col2im(dcols, x_chunk.shape, self.KH, self.KW,
-                                 self.stride, self.padding, out=dx[n0:n0 + n])
-        self._cols_hold_x = False  # the buffer now holds dcols
+                dcols = np.matmul(Wm.T, dY, out=cols)                      # Wm.T @ dY, in cols' buffer
+                kernels().col2im(dcols, x[images].shape, self.KH, self.KW,
+                                 self.stride, self.padding, out=dx[images])  # dx = col2im(...)
         self.grads["W"] = dW.reshape(self.params["W"].shape)
-        self.grads["b"] = kernels().channel_sums(dy).astype(x.dtype)                # (F,)
+        self.grads["b"] = kernels().channel_sums(dy).astype(x.dtype)       # db = dY.sum(columns)
         return dx

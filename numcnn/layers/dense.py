@@ -54,10 +54,6 @@ class Dense(Layer):
         self.check_channels(input_shape, self.in_features, what="features")
         return (self.out_features,)
 
-    def check_input(self, x):
-        super().check_input(x)
-        self.output_shape(x.shape[1:])
-
     def _forward(self, x, training):
         self._x = x
         W = self.params["W"].astype(x.dtype, copy=False)

@@ -5,23 +5,23 @@ from ..backend import kernels
 from .base import Layer
 
 
-class BatchNorm2D(Layer):
-    """Batch normalisation over (N, H, W) for each channel (Ioffe and Szegedy, 2015).
+class BatchNorm(Layer):
+    """The shared base of :class:`BatchNorm2D` and :class:`BatchNorm1D` (Ioffe and Szegedy, 2015).
+
+    Both normalise each feature (channel) over the batch, and over the positions
+    of a feature map; the 1-D layer is the 2-D one with ``H = W = 1``. Use one
+    of the two subclasses.
 
     Parameters
     ----------
     num_features : int
-        ``C``, the number of channels.
-    momentum : float
-        Weight of the new batch in the running statistics:
-        ``running = (1 - momentum) * running + momentum * batch``.
+        ``C``, the number of channels (or features).
     eps : float
         Added to the variance before the square root.
-
-    Shapes
-    ------
-    x : (N, C, H, W) -> y : (N, C, H, W); ``gamma``, ``beta`` : (C,).
-    Buffers ``running_mean``, ``running_var`` : (C,).
+    momentum : float
+        Weight of the new batch in the running statistics:
+        ``running = (1 - momentum) * running + momentum * batch`` (PyTorch's
+        convention and defaults).
 
     Notes
     -----
@@ -41,42 +41,33 @@ class BatchNorm2D(Layer):
     ``batchnorm_inference`` and ``batchnorm_backward``.
     """
 
-    sample_ndim = 3
-
-    def __init__(self, num_features, momentum=0.1, eps=1e-5):
+    def __init__(self, num_features, eps=1e-5, momentum=0.1):
         super().__init__()
+        where = type(self).__name__
         if int(num_features) != num_features or num_features < 1:
-            raise ValueError(f"{type(self).__name__}: num_features must be a positive "
-                             f"integer; got {num_features!r}")
+            raise ValueError(f"{where}: num_features must be a positive integer; "
+                             f"got {num_features!r}")
+        if not eps > 0 or not np.isfinite(eps):
+            raise ValueError(f"{where}: eps must be a finite number > 0; got {eps!r}")
         if not 0.0 <= momentum <= 1.0:
-            raise ValueError(f"{type(self).__name__}: momentum must be in [0, 1]; got {momentum!r}")
-        if not eps > 0:
-            raise ValueError(f"{type(self).__name__}: eps must be positive; got {eps!r}")
-        self.num_features, self.momentum, self.eps = int(num_features), float(momentum), float(eps)
-        self.layout = self._layout()
+            raise ValueError(f"{where}: momentum must be in [0, 1]; got {momentum!r}")
+        self.num_features, self.eps, self.momentum = int(num_features), float(eps), float(momentum)
         C = self.num_features
         self.params = {"gamma": np.ones(C, dtype=np.float32), "beta": np.zeros(C, dtype=np.float32)}
         self.grads = {"gamma": np.zeros(C, dtype=np.float32), "beta": np.zeros(C, dtype=np.float32)}
         self.buffers = {"running_mean": np.zeros(C, dtype=np.float32),
                         "running_var": np.ones(C, dtype=np.float32)}
 
-    def _layout(self):
-        return f"(N, {self.num_features}, H, W)"
-
     def config(self):
-        return dict(num_features=self.num_features, momentum=self.momentum, eps=self.eps)
+        return dict(num_features=self.num_features, eps=self.eps, momentum=self.momentum)
 
     def output_shape(self, input_shape):
         self.check_sample_shape(input_shape)
         self.check_channels(input_shape, self.num_features)
         return tuple(input_shape)
 
-    def check_input(self, x):
-        super().check_input(x)
-        self.output_shape(x.shape[1:])
-
     def _forward(self, x, training):
-        x4 = self._as_4d(x)
+        x4 = x if x.ndim == 4 else x.reshape(x.shape + (1, 1))  # (N, C, H, W); 1-D: H = W = 1
         gamma = self.params["gamma"].astype(x.dtype, copy=False)
         beta = self.params["beta"].astype(x.dtype, copy=False)
         self._x, self._training = x4, training
@@ -86,8 +77,7 @@ class BatchNorm2D(Layer):
                 raise ValueError(f"{self.describe()} needs more than one value per channel "
                                  f"in training mode; got input of shape {x.shape}")
             y, self._mean, self._var = kernels().batchnorm_forward(x4, gamma, beta, self.eps)
-            m = self.momentum
-            running = self.buffers
+            m, running = self.momentum, self.buffers
             running["running_mean"] = ((1 - m) * running["running_mean"]
                                        + m * self._mean).astype(np.float32)
             running["running_var"] = ((1 - m) * running["running_var"]
@@ -114,22 +104,37 @@ class BatchNorm2D(Layer):
         self.grads["gamma"], self.grads["beta"] = dgamma, dbeta
         return dx.reshape(dy.shape)
 
-    def _as_4d(self, x):
-        return x
+
+class BatchNorm2D(BatchNorm):
+    """Batch normalisation of feature maps, statistics over (N, H, W) per channel.
+
+    ``BatchNorm2D(num_features, eps=1e-5, momentum=0.1)``, as PyTorch's
+    ``BatchNorm2d``. The maths is :class:`BatchNorm`'s.
+
+    Shapes
+    ------
+    x : (N, C, H, W) -> y : (N, C, H, W); ``gamma``, ``beta`` : (C,).
+    Buffers ``running_mean``, ``running_var`` : (C,).
+    """
+
+    sample_ndim = 3
+
+    def __init__(self, num_features, eps=1e-5, momentum=0.1):
+        super().__init__(num_features, eps, momentum)
+        self.layout = f"(N, {self.num_features}, H, W)"
 
 
-class BatchNorm1D(BatchNorm2D):
+class BatchNorm1D(BatchNorm):
     """Batch normalisation of feature vectors: (N, F) -> (N, F), statistics over N.
 
-    The same maths as :class:`BatchNorm2D` with ``H = W = 1`` (it runs the same
-    kernels on an ``(N, F, 1, 1)`` view). Put it after a Dense layer to keep its
-    ReLUs alive: on the blood-cell network the first dense layer dies without it.
+    ``BatchNorm1D(num_features, eps=1e-5, momentum=0.1)``, as PyTorch's
+    ``BatchNorm1d``: the maths of :class:`BatchNorm` with ``H = W = 1``. Put it
+    after a Dense layer to keep its ReLUs alive (a dense layer whose every
+    ReLU stays at zero stops learning: it "dies").
     """
 
     sample_ndim = 1
 
-    def _layout(self):
-        return f"(N, {self.num_features})"
-
-    def _as_4d(self, x):
-        return x.reshape(x.shape[0], x.shape[1], 1, 1)
+    def __init__(self, num_features, eps=1e-5, momentum=0.1):
+        super().__init__(num_features, eps, momentum)
+        self.layout = f"(N, {self.num_features})"

@@ -1,26 +1,36 @@
-"""examples/bloodcells.py end to end, on a small subset of the real images.
+"""examples/bloodcells.py end to end, on a small subset of the real images, and its cellstudy parts.
 
 The slow tests run the script's ``main(argv)`` in this process (the numba
 kernels are then compiled once) with ``--max-per-class 40 --epochs 2``; they
 check the outputs, that ``--resume`` gives exactly the weights of an
-uninterrupted run, and ``--predict``. The fast tests need no training.
+uninterrupted run (also from the files numcnn 0.1 wrote), and ``--predict``.
+The fast tests need no training.
 """
 import importlib.util
 import json
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
+from skimage import io, transform
 
 import numcnn
-from numcnn.data import CLASSES, ImageSet, load_bloodcells, read_rgb_image
-from numcnn.data.recipe import centre_crop, crop_and_flip, preprocess_image, random_crop
+from numcnn.data import preprocess_image, read_rgb_image
+from numcnn.datasets import bloodcells
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
+from cellstudy import reports, splits
+from cellstudy.bloodcells_cli import parse_args
+from cellstudy.runs import RunFolder
+from cellstudy.settings import BloodCellSettings, SettingsError
+from cellstudy.stain import StainCrop
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
 SCRIPT = REPO_ROOT / "examples" / "bloodcells.py"
+CLASSES = bloodcells.CLASSES
 
 
 def _load_example():
@@ -33,9 +43,33 @@ def _load_example():
 example = _load_example()
 
 
+def settings_of(argv):
+    """The settings that the command line ``argv`` gives."""
+    return parse_args(argv)[0]
+
+
+def write_recipe(folder, recipe):
+    (folder / "recipe.json").write_text(json.dumps(recipe))
+
+
+def version_1_recipe(recipe):
+    """A recipe.json as numcnn 0.1 wrote it: no settings_version, its own extra keys."""
+    recipe = {key: value for key, value in recipe.items() if key != "settings_version"}
+    recipe.update(explain=False, explain_per_class=4, optimizer="Adam (decoupled weight decay)")
+    return recipe
+
+
 # ----------------------------------------------------------------------------
 # Fast: no data, no training
 # ----------------------------------------------------------------------------
+
+def test_the_example_reads_as_a_short_story():
+    """At most 250 lines; the network and the call to fit come within the first 150."""
+    lines = SCRIPT.read_text().splitlines()
+    assert len(lines) <= 250, len(lines)
+    first = "\n".join(lines[:150])
+    assert "def network(" in first and "model.fit(" in first
+
 
 def test_missing_data_dir_gives_the_help_and_exit_2(tmp_path, capsys):
     status = example.main(["--data", str(tmp_path / "nowhere"), "--out", str(tmp_path / "out")])
@@ -49,7 +83,8 @@ def test_missing_data_dir_gives_the_help_and_exit_2(tmp_path, capsys):
 
 def test_missing_data_dir_from_the_command_line(tmp_path):
     """The real command: a clean message on stderr, no traceback, status 2."""
-    env = dict(os.environ, NUMCNN_BLOODCELLS=str(tmp_path / "not-here"))
+    env = dict(os.environ, NUMCNN_BLOODCELLS=str(tmp_path / "not-here"),
+               NUMCNN_CACHE=str(tmp_path / "cache"))
     done = subprocess.run([sys.executable, str(SCRIPT), "--out", str(tmp_path / "out")],
                           capture_output=True, text=True, env=env, cwd=tmp_path, timeout=120)
     assert done.returncode == 2
@@ -78,19 +113,75 @@ def test_settings_that_cannot_work_name_their_flag(tmp_path, capsys, argv, flag)
 
 
 def test_test_time_views_default_to_the_symmetries_of_square_inputs():
-    assert example.parse_args([]).tta == "symmetries"
-    assert example.parse_args(["--crop", "0", "--factor", "4"]).tta == "none"
-    assert example.parse_args(["--tta", "none"]).tta == "none"
+    assert settings_of([]).tta == "symmetries"
+    assert settings_of(["--crop", "0", "--factor", "4"]).tta == "none"
+    assert settings_of(["--tta", "none"]).tta == "none"
+
+
+def test_settings_are_frozen_and_parse_args_splits_off_the_actions():
+    settings, actions = parse_args(["--predict", "a.jpeg", "--allow-other-size", "--lr", "0.01"])
+    assert isinstance(settings, BloodCellSettings) and settings.lr == 0.01
+    assert actions.predict == ["a.jpeg"] and actions.allow_other_size is True
+    assert not hasattr(settings, "predict")
+    with pytest.raises(AttributeError):
+        settings.lr = 0.1
+    assert settings.replace(lr=0.1).lr == 0.1 and settings.lr == 0.01
+    assert settings_of([]) == BloodCellSettings()               # the defaults are the recipe
+
+
+def test_recipe_is_the_settings_and_what_the_code_fixes():
+    settings = settings_of(["--seed", "3", "--colour-jitter", "0.05"])
+    recipe = example.recipe_of(settings, "abc")
+    assert {key: recipe[key] for key in settings.to_recipe()} == settings.to_recipe()
+    assert recipe["settings_version"] == BloodCellSettings.VERSION == 2
+    assert recipe["classes"] == list(CLASSES) and recipe["validation_split"] == "abc"
+    assert "colour jitter 0.05" in recipe["augmentation"]
+    assert "8 symmetries" in recipe["evaluation_views"]
+    assert "validation_split" not in example.recipe_of(settings)
+    assert BloodCellSettings.from_recipe(json.loads(json.dumps(recipe))) == settings
+
+
+def test_a_recipe_without_settings_version_has_the_old_meanings():
+    """numcnn 0.1's recipe.json: settings added since then take what their absence meant."""
+    old = {"data": "../shared/blood-cells", "out": "runs/bloodcells", "cache_dir": None,
+           "max_per_class": None, "crop": 144, "factor": 2, "input_size": 64,
+           "tta": "symmetries", "epochs": 20, "batch_size": 64, "lr": 0.001,
+           "class_weights": "none", "seeds": 1, "seed": None, "resume": False,
+           "skip_test": False, "backend": "numba", "explain": False, "explain_per_class": 4,
+           "no_plots": False, "quiet": False, "classes": list(CLASSES),
+           "optimizer": "Adam (decoupled weight decay)"}
+    settings = BloodCellSettings.from_recipe(old)
+    assert settings.colour_jitter == 0.0 and settings.validation == "images"
+    assert settings.filters == (32, 64, 128) and settings.first_stride == 1
+    assert settings.crop == 144 and settings.epochs == 20
+    # what a version-1 recipe says is kept, whatever today's defaults are
+    kept = BloodCellSettings.from_recipe(dict(old, validation="cells", filters=[16, 32],
+                                              colour_jitter=0.1, first_stride=2))
+    assert (kept.validation, kept.filters, kept.colour_jitter, kept.first_stride) == \
+        ("cells", (16, 32), 0.1, 2)
+    # a version-2 recipe without a setting takes today's default, not the old meaning
+    current = BloodCellSettings.from_recipe(dict(old, settings_version=2))
+    assert current.validation == "cells"
 
 
 def test_resume_accepts_recipes_written_before_a_setting_existed(tmp_path):
     """A recipe.json without colour_jitter was trained without it: resumable with 0 only."""
-    recipe = example.recipe_of(example.parse_args([]))
+    recipe = version_1_recipe(example.recipe_of(settings_of([])))
     del recipe["colour_jitter"]
-    (tmp_path / "recipe.json").write_text(json.dumps(recipe))
-    example.check_resumable(example.parse_args([]), tmp_path)              # no error
-    with pytest.raises(example.SettingsError, match="colour_jitter: 0.0 -> 0.1"):
-        example.check_resumable(example.parse_args(["--colour-jitter", "0.1"]), tmp_path)
+    write_recipe(tmp_path, recipe)
+    RunFolder.check_resumable(tmp_path, settings_of([]))                   # no error
+    with pytest.raises(SettingsError, match="colour_jitter: 0.0 -> 0.1"):
+        RunFolder.check_resumable(tmp_path, settings_of(["--colour-jitter", "0.1"]))
+
+
+def test_resume_refuses_other_training_settings(tmp_path):
+    write_recipe(tmp_path, example.recipe_of(settings_of([])))
+    RunFolder.check_resumable(tmp_path, settings_of(["--epochs", "30", "--quiet"]))  # not training
+    with pytest.raises(SettingsError, match=r"--resume: .*lr: 0\.001 -> 0\.01"):
+        RunFolder.check_resumable(tmp_path, settings_of(["--lr", "0.01"]))
+    with pytest.raises(SettingsError, match=r"filters: \[32, 64, 128\] -> \[16, 32\]"):
+        RunFolder.check_resumable(tmp_path, settings_of(["--filters", "16,32"]))
+    RunFolder.check_resumable(tmp_path / "elsewhere", settings_of(["--lr", "0.01"]))  # no recipe
 
 
 def test_pooled_test_interval_stacks_the_seeds(tmp_path):
@@ -100,64 +191,69 @@ def test_pooled_test_interval_stacks_the_seeds(tmp_path):
     for seed, classes in predicted.items():
         (tmp_path / f"seed{seed}").mkdir()
         np.save(tmp_path / f"seed{seed}" / "predicted_test.npy", classes.astype(np.int8))
-    data = {"test": ImageSet(x=np.zeros((24, 3, 8, 8), np.float32), y=y, classes=list(CLASSES),
-                             paths=[]), "test_groups": groups}
     results = [{"seed": 0, "test": {}}, {"seed": 1, "test": {}}]
-    pooled = example.pooled_test_interval(tmp_path, results, data)
+    pooled = reports.pooled_interval(tmp_path, results, y, groups)
     expected = numcnn.metrics.accuracy_interval_over_groups(
         np.stack([predicted[0] == y, predicted[1] == y]), groups, strata=y)
     assert pooled == expected and pooled["accuracy"] == 0.75
-    assert example.pooled_test_interval(tmp_path, [{"seed": 0}], data) is None   # no TEST
+    assert reports.pooled_interval(tmp_path, [{"seed": 0}], y, groups) is None   # no TEST
+    assert reports.pooled_interval(tmp_path, results, y, None) is None          # no cells
 
 
 def test_resume_refuses_another_validation_split(tmp_path):
-    recipe = example.recipe_of(example.parse_args([]))
-    (tmp_path / "recipe.json").write_text(json.dumps(recipe))           # split not recorded
-    example.check_resumable(example.parse_args([]), tmp_path, np.arange(5))
-    recipe["validation_split"] = example.validation_digest(np.arange(5))
-    (tmp_path / "recipe.json").write_text(json.dumps(recipe))
-    example.check_resumable(example.parse_args([]), tmp_path, np.arange(5))
-    with pytest.raises(example.SettingsError, match="held out other validation images"):
-        example.check_resumable(example.parse_args([]), tmp_path, np.arange(1, 6))
+    recipe = example.recipe_of(settings_of([]))
+    write_recipe(tmp_path, recipe)                                          # split not recorded
+    RunFolder.check_resumable(tmp_path, settings_of([]), splits.validation_digest(np.arange(5)))
+    write_recipe(tmp_path, example.recipe_of(settings_of([]),
+                                             splits.validation_digest(np.arange(5))))
+    RunFolder.check_resumable(tmp_path, settings_of([]), splits.validation_digest(np.arange(5)))
+    with pytest.raises(SettingsError, match="held out other validation images"):
+        RunFolder.check_resumable(tmp_path, settings_of([]),
+                                  splits.validation_digest(np.arange(1, 6)))
 
 
 def test_resume_reads_a_recipe_without_validation_as_images(tmp_path):
-    recipe = example.recipe_of(example.parse_args([]))
+    recipe = version_1_recipe(example.recipe_of(settings_of([])))
     del recipe["validation"]
-    (tmp_path / "recipe.json").write_text(json.dumps(recipe))
-    example.check_resumable(example.parse_args(["--validation", "images"]), tmp_path)  # no error
-    with pytest.raises(example.SettingsError, match="validation: 'images' -> 'cells'"):
-        example.check_resumable(example.parse_args([]), tmp_path)
+    write_recipe(tmp_path, recipe)
+    RunFolder.check_resumable(tmp_path, settings_of(["--validation", "images"]))  # no error
+    with pytest.raises(SettingsError, match="validation: 'images' -> 'cells'"):
+        RunFolder.check_resumable(tmp_path, settings_of([]))
 
 
 def test_validation_by_cells_holds_out_whole_groups():
     """With groups, about 10% of each class's groups are held out, none split in two."""
     y = np.repeat(np.arange(4), 200)
     groups = np.repeat(np.arange(80), 10)                  # 20 groups of 10 images per class
-    x = np.broadcast_to(groups[:, None, None, None], (800, 3, 4, 4)).astype(np.float32)
-    data = {"train": ImageSet(x=x, y=y, classes=list(CLASSES), paths=[]),
-            "test": ImageSet(x=x[:4], y=y[:4], classes=list(CLASSES), paths=[]),
-            "groups": groups}
-
-    def groups_of(arrays, mean, split):                     # each image holds its group id
-        return np.rint(arrays[split][0] + mean.mean)[:, 0, 0, 0].astype(int)
-
-    arrays, mean, val_index = example.split_and_centre(data, seed=0)
-    held_out, kept = groups_of(arrays, mean, "val"), groups_of(arrays, mean, "train")
-    cells = example.cells_of_splits(data, val_index)
-    np.testing.assert_array_equal(cells["val"], held_out)             # the interval's cells
-    np.testing.assert_array_equal(groups[val_index], held_out)
-    assert cells["test"] is None                                      # no TEST groups in data
+    train_index, val_index = splits.split_whole_groups(y, groups, seed=0)
+    held_out, kept = groups[val_index], groups[train_index]
     # the training part is shuffled: its first images (BatchNorm calibration) hold every class
-    assert set(arrays["train"][1][:40]) == {0, 1, 2, 3}
+    assert set(y[train_index][:40]) == {0, 1, 2, 3}
     assert len(held_out) + len(kept) == 800
+    assert sorted(np.concatenate([train_index, val_index]).tolist()) == list(range(800))
     assert not set(held_out) & set(kept)
-    assert np.bincount(arrays["val"][1], minlength=4).tolist() == [20, 20, 20, 20]  # 2 groups each
+    assert np.bincount(y[val_index], minlength=4).tolist() == [20, 20, 20, 20]  # 2 groups each
     assert sorted(np.bincount(held_out)[np.unique(held_out)]) == [10] * 8      # whole groups
-    again, mean_again, _ = example.split_and_centre(data, seed=0)
-    np.testing.assert_array_equal(groups_of(again, mean_again, "val"), held_out)
-    other, mean_other, _ = example.split_and_centre(data, seed=1)
-    assert set(groups_of(other, mean_other, "val")) != set(held_out)
+    again_train, again_val = splits.split_whole_groups(y, groups, seed=0)
+    np.testing.assert_array_equal(again_val, val_index)
+    np.testing.assert_array_equal(again_train, train_index)
+    _, other = splits.split_whole_groups(y, groups, seed=1)
+    assert set(groups[other]) != set(held_out)
+    assert splits.validation_digest(val_index) != splits.validation_digest(other)
+
+
+def test_validation_by_images_is_stratified_and_seeded():
+    y = np.repeat(np.arange(4), 50)
+    train_index, val_index = splits.split_by_images(y, seed=0)
+    assert np.bincount(y[val_index], minlength=4).tolist() == [5, 5, 5, 5]
+    assert sorted(np.concatenate([train_index, val_index]).tolist()) == list(range(200))
+    np.testing.assert_array_equal(splits.split_by_images(y, seed=0)[1], val_index)
+    assert set(splits.split_by_images(y, seed=1)[1]) != set(val_index)
+
+
+def document_of(results, recipe, skipped):
+    return reports.results_document("a test", CLASSES, recipe, {"skipped_count": skipped},
+                                    results, None)
 
 
 def test_summary_without_test_still_gives_validation_over_seeds():
@@ -165,38 +261,46 @@ def test_summary_without_test_still_gives_validation_over_seeds():
              "f1": {c: 0.9 for c in CLASSES}, "recall": {c: 0.8 for c in CLASSES}}
     results = [{"seed": s, "epochs": 2, "train": split, "val": dict(split, accuracy=a),
                 "seconds_per_epoch": 1.0} for s, a in ((0, 0.90), (1, 0.94))]
-    document = {"recipe": {"epochs": 2, "skip_test": True},
-                "data": {"skipped_count": {"train": 0, "test": 0}},
-                "mean": example.aggregate(results, lambda v: float(np.mean(v))),
-                "std": example.aggregate(results, example.sample_std)}
-    text = example.summary_text(results, document)
+    document = document_of(results, {"epochs": 2, "skip_test": True}, {"train": 0, "test": 0})
+    text = reports.summary_text(results, document)
     assert "TEST not evaluated" in text and "test accuracy" not in text
     assert "validation acc.    0.9200 +- 0.0283" in text
 
 
-def test_build_model_is_the_study_network():
-    model = example.build_model((3, 64, 64), seed=0)
+def test_network_is_the_study_network():
+    model = example.network(BloodCellSettings(), seed=0)
     kinds = [type(layer).__name__ for layer in model.layers]
     assert kinds[:5] == ["Conv2D", "BatchNorm2D", "ReLU", "MaxPool2D", "Dropout"]
-    assert kinds[-7:] == ["Flatten", "Dense", "BatchNorm1D", "ReLU", "Dropout", "Dense", "Softmax"]
+    assert kinds[-6:] == ["Flatten", "Dense", "BatchNorm1D", "ReLU", "Dropout", "Dense"]
+    assert model.layers[-1].params["W"].shape == (128, 4)                 # logits, no Softmax
     assert model.layers[16].params["W"].shape == (128 * 8 * 8, 128)
     assert model.summary(print_fn=None).count("Conv2D") == 3
+    assert model.input_shape == (3, 64, 64)
+    probabilities = model.predict(np.zeros((2, 3, 64, 64), np.float32))
+    np.testing.assert_allclose(probabilities.sum(axis=1), 1.0, rtol=1e-5)
 
 
 def test_filters_give_one_block_each():
-    model = example.build_model((3, 64, 64), seed=0, filters=[32, 64, 128, 128])
+    model = example.network(BloodCellSettings(filters=(32, 64, 128, 128)), seed=0)
     assert model.summary(print_fn=None).count("Conv2D") == 4
     assert model.layers[21].params["W"].shape == (128 * 4 * 4, 128)
     assert model.predict(np.zeros((2, 3, 64, 64), np.float32)).shape == (2, 4)
-    assert example.parse_args(["--filters", "16,32"]).filters == [16, 32]
-    assert example.parse_args([]).filters == [32, 64, 128]
+    assert settings_of(["--filters", "16,32"]).filters == (16, 32)
+    assert settings_of([]).filters == (32, 64, 128)
+
+
+def test_whole_images_give_the_downscaled_frame_as_input():
+    settings = settings_of(["--crop", "0", "--factor", "8"])
+    assert settings.input_shape == (3, 30, 40) and not settings.square
+    model = example.network(settings, seed=0)
+    assert model.predict(np.zeros((1, 3, 30, 40), np.float32)).shape == (1, 4)
 
 
 def test_strided_first_convolution_contains_block_mean_then_3x3():
     """--first-stride 2 at full size can compute what --factor 2 and a 3x3 layer do."""
-    from numcnn.data.preprocess import downscale
-    strided = example.build_model((3, 32, 32), seed=0, first_stride=2)
-    plain = example.build_model((3, 16, 16), seed=1)
+    from numcnn.data import downscale
+    strided = example.network(BloodCellSettings(input_size=32, first_stride=2), seed=0)
+    plain = example.network(BloodCellSettings(input_size=16), seed=1)
     conv_s, conv_p = strided.layers[0], plain.layers[0]
     assert conv_s.params["W"].shape == (32, 3, 6, 6) and conv_p.params["W"].shape == (32, 3, 3, 3)
     # each 3x3 weight spread evenly over a 2x2 block: the block mean folded in
@@ -210,44 +314,22 @@ def test_strided_first_convolution_contains_block_mean_then_3x3():
 
 
 def test_first_stride_is_a_training_setting(tmp_path, capsys):
-    assert example.parse_args([]).first_stride == 1
-    args = example.parse_args(["--factor", "1", "--input-size", "128", "--first-stride", "2"])
-    assert example.recipe_of(args)["first_stride"] == 2 and "first_stride" in example.TRAINING_SETTINGS
+    assert settings_of([]).first_stride == 1
+    settings = settings_of(["--factor", "1", "--input-size", "128", "--first-stride", "2"])
+    assert example.recipe_of(settings)["first_stride"] == 2
+    assert "first_stride" in BloodCellSettings.TRAINING
+    assert settings.training_settings()["first_stride"] == 2
     for stride in ("0", "65"):                                # the input is 64 pixels
         with pytest.raises(SystemExit):
-            example.parse_args(["--first-stride", stride])
+            parse_args(["--first-stride", stride])
         assert "--first-stride must be between 1 and the 64-pixel input" in capsys.readouterr().err
 
 
 @pytest.mark.parametrize("text", ["32,x", "32,0", ""])
 def test_bad_filters_are_rejected(text, tmp_path, capsys):
     with pytest.raises(SystemExit):
-        example.parse_args(["--filters", text])
+        parse_args(["--filters", text])
     assert "--filters" in capsys.readouterr().err
-
-
-def test_crops_and_augmentation_are_seeded(rng):
-    x = rng.random((5, 3, 72, 72), dtype=np.float32)
-    a = random_crop(x, 64, np.random.default_rng(1))
-    b = random_crop(x, 64, np.random.default_rng(1))
-    assert a.shape == (5, 3, 64, 64) and np.array_equal(a, b)
-    assert np.array_equal(centre_crop(x, 64), x[:, :, 4:68, 4:68])
-    augment = crop_and_flip(64)
-    assert np.array_equal(augment(x, np.random.default_rng(2)), augment(x, np.random.default_rng(2)))
-    # with colour jitter: the same crops and flips (drawn first), then a gain and shift
-    jittered = crop_and_flip(64, colour=0.1)(x, np.random.default_rng(2))
-    plain = augment(x, np.random.default_rng(2))
-    assert jittered.shape == plain.shape and not np.array_equal(jittered, plain)
-    step_plain = plain[:, :, 1:] - plain[:, :, :-1]
-    step_jittered = jittered[:, :, 1:] - jittered[:, :, :-1]
-    ratio = step_jittered[np.abs(step_plain) > 0.05] / step_plain[np.abs(step_plain) > 0.05]
-    assert 0.9 - 1e-3 < ratio.min() and ratio.max() < 1.1 + 1e-3     # the gain, per channel
-    # every augmented image is some symmetry of some 64x64 window of its source
-    out = augment(x[:1], np.random.default_rng(3))[0]
-    windows = [x[0, :, i:i + 64, j:j + 64] for i in range(9) for j in range(9)]
-    variants = [np.rot90(w[:, ::a, ::b], k, axes=(1, 2)) for w in windows
-                for a in (1, -1) for b in (1, -1) for k in range(4)]
-    assert any(np.array_equal(out, v) for v in variants)
 
 
 def test_summary_gives_mean_and_spread_over_seeds():
@@ -258,16 +340,27 @@ def test_summary_gives_mean_and_spread_over_seeds():
         return {"seed": seed, "epochs": 20, "train": split, "val": split, "test": split,
                 "seconds_per_epoch": 30.0}
     results = [fake(0, 0.80, 0.5), fake(1, 0.90, 0.7)]
-    document = {"recipe": {"epochs": 20}, "data": {"skipped_count": {"train": 1, "test": 0}},
-                "mean": example.aggregate(results, lambda v: float(np.mean(v))),
-                "std": example.aggregate(results, example.sample_std)}
+    document = document_of(results, {"epochs": 20}, {"train": 1, "test": 0})
     assert document["mean"]["test"]["accuracy"] == pytest.approx(0.85)
     assert document["std"]["test"]["accuracy"] == pytest.approx(np.std([0.8, 0.9], ddof=1))
     assert "confusion" not in document["mean"]["test"]
-    text = example.summary_text(results, document)
+    assert document["mean"] == reports.aggregate(results, lambda v: float(np.mean(v)))
+    assert document["std"] == reports.aggregate(results, reports.sample_std)
+    text = reports.summary_text(results, document)
     assert "0.8500 +- 0.0707" in text and "worst recall" in text and "TRAIN 1" in text
     for name in CLASSES:
         assert name in text
+
+
+def test_class_count_table_matches_a_directory_listing(bloodcells_dir):
+    counts = {split: bloodcells.count_per_class(split, bloodcells_dir) for split in ("TRAIN", "TEST")}
+    folder = bloodcells.split_dir("TEST", bloodcells_dir)
+    expected = sum(len([f for f in os.listdir(folder / name) if f.endswith(".jpeg")])
+                   for name in CLASSES)
+    table = reports.count_table(counts, CLASSES)
+    assert table.splitlines()[0].split() == ["class", "TRAIN", "TEST"]
+    assert table.splitlines()[-1].split()[2] == str(expected)
+    assert [line.split()[0] for line in table.splitlines()[1:5]] == list(CLASSES)
 
 
 # ----------------------------------------------------------------------------
@@ -275,26 +368,20 @@ def test_summary_gives_mean_and_spread_over_seeds():
 # ----------------------------------------------------------------------------
 
 @pytest.fixture(scope="module")
-def data_dir():
-    configured = os.environ.get("NUMCNN_BLOODCELLS")
-    path = Path(configured) if configured else REPO_ROOT.parent / "shared" / "blood-cells"
-    if not (path / "dataset2-master" / "images").is_dir():
-        pytest.skip(f"blood-cell dataset not found at {path}")
-    return path
-
-
-@pytest.fixture(scope="module")
-def study(data_dir, tmp_path_factory):
+def study(bloodcells_dir, tmp_path_factory):
     """Run the study once: seed 0, 2 epochs, 40 images per class of TRAIN and TEST."""
     root = tmp_path_factory.mktemp("study")
-    common = ["--data", str(data_dir), "--max-per-class", "40", "--seeds", "1",
+    common = ["--data", str(bloodcells_dir), "--max-per-class", "40", "--seeds", "1",
               "--cache-dir", str(root / "cache")]
 
     def run(out, *extra):
         return example.main(common + ["--out", str(root / out), *extra])
 
     assert run("full", "--epochs", "2") == 0
-    return {"root": root, "run": run, "out": root / "full", "data_dir": data_dir}
+    # the model of 2 epochs in one go, kept: later tests train this run further
+    shutil.copy(root / "full" / "seed0" / "model.npz", root / "two_epochs.npz")
+    return {"root": root, "run": run, "out": root / "full", "data_dir": bloodcells_dir,
+            "two_epochs": root / "two_epochs.npz"}
 
 
 def _weights(path):
@@ -302,6 +389,29 @@ def _weights(path):
     return model, {f"{i}/{kind}/{name}": value for i, layer in enumerate(model.layers)
                    for kind, store in (("param", layer.params), ("buffer", layer.buffers))
                    for name, value in store.items()}
+
+
+def assert_same_model(path, expected_path):
+    """Bit for bit the weights, random state and history of the model at ``expected_path``."""
+    model, got = _weights(path)
+    straight, expected = _weights(expected_path)
+    assert model.epoch == straight.epoch
+    assert expected.keys() == got.keys()
+    for key in expected:
+        assert np.array_equal(expected[key], got[key]), key
+    assert model.rng.bit_generator.state == straight.rng.bit_generator.state
+    assert model.history.history["loss"] == straight.history.history["loss"]
+    return model
+
+
+def probabilities_printed(out, prefix):
+    """{file: [4 probabilities]} of the lines --predict printed for files under ``prefix``."""
+    found = {}
+    for line in out.splitlines():
+        if line.startswith(str(prefix)):
+            numbers = [float(word) for word in line.replace(")", "").split() if word[:1].isdigit()]
+            found[line.split(":")[0]] = numbers
+    return found
 
 
 @pytest.mark.slow
@@ -348,6 +458,15 @@ def test_study_writes_reports_figures_and_results(study):
         assert "95% interval over" in (seed_dir / f"report_{split}.txt").read_text()
     pooled = results["test_interval_over_seeds"]             # one seed: its own interval
     assert [pooled["low"], pooled["high"]] == seed0["test"]["accuracy_interval"]
+    # recipe.json: the settings (versioned) and the descriptive extras
+    recipe = json.loads((seed_dir / "recipe.json").read_text())
+    assert recipe["settings_version"] == 2 and recipe["validation"] == "cells"
+    assert recipe["validation_split"] and recipe["classes"] == list(CLASSES)
+    settings = BloodCellSettings.from_recipe(recipe)
+    assert settings.max_per_class == 40 and settings.epochs == 2
+    # the model ends in logits and its predictions are probabilities
+    model = numcnn.load(seed_dir / "model.npz")
+    assert type(model.layers[-1]).__name__ == "Dense"
 
 
 @pytest.mark.slow
@@ -356,16 +475,65 @@ def test_resume_equals_an_uninterrupted_run(study):
     run = study["run"]
     assert run("interrupted", "--epochs", "1", "--no-plots", "--quiet") == 0
     assert run("interrupted", "--epochs", "2", "--no-plots", "--quiet", "--resume") == 0
-    straight, expected = _weights(study["out"] / "seed0" / "model.npz")
-    resumed, got = _weights(study["root"] / "interrupted" / "seed0" / "model.npz")
-    assert resumed.epoch == straight.epoch == 2
-    assert expected.keys() == got.keys()
-    for key in expected:
-        assert np.array_equal(expected[key], got[key]), key
-    assert resumed.rng.bit_generator.state == straight.rng.bit_generator.state
-    assert resumed.history.history["loss"] == straight.history.history["loss"]
+    resumed = assert_same_model(study["root"] / "interrupted" / "seed0" / "model.npz",
+                                study["two_epochs"])
+    assert resumed.epoch == 2
     results = json.loads((study["root"] / "interrupted" / "results.json").read_text())
     assert results["seeds"]["0"]["resumed_from_epoch"] == 1
+
+
+def as_numcnn_0_1(path):
+    """Rewrite a model file as numcnn 0.1 wrote it: format version 1, ``Adam`` (whose weight
+    decay was decoupled), a final ``Softmax`` layer, no numcnn_version, no ``diverged``."""
+    with np.load(path, allow_pickle=False) as archive:
+        arrays = {name: archive[name] for name in archive.files}
+    header = json.loads(str(arrays.pop("__numcnn__")))
+    assert header["version"] == 2 and header["optimizer"]["class"] == "AdamW"
+    header["version"] = 1
+    del header["numcnn_version"]
+    header["optimizer"]["class"] = "Adam"
+    header["layers"].append({"class": "Softmax", "config": {}})
+    header["history"].pop("diverged", None)
+    with open(path, "wb") as handle:
+        np.savez(handle, __numcnn__=np.array(json.dumps(header)), **arrays)
+
+
+@pytest.mark.slow
+def test_a_run_folder_of_numcnn_0_1_predicts_and_resumes(study, capsys):
+    """Model files of format 1 and a recipe.json without settings_version: --predict
+    reads them as they were meant, and --resume continues bit for bit."""
+    run, root = study["run"], study["root"]
+    assert run("old", "--epochs", "1", "--no-plots", "--quiet") == 0
+    seed_dir = root / "old" / "seed0"
+    shutil.copytree(seed_dir, root / "as-written" / "seed0")              # the 0.2 files, kept
+    for name in ("model.npz", "checkpoint.npz"):
+        as_numcnn_0_1(seed_dir / name)
+    recipe = json.loads((seed_dir / "recipe.json").read_text())
+    write_recipe(seed_dir, version_1_recipe(recipe))
+    with np.load(seed_dir / "model.npz") as archive:                    # really format 1
+        header = json.loads(str(archive["__numcnn__"]))
+    assert header["version"] == 1 and header["layers"][-1]["class"] == "Softmax"
+    old = numcnn.load(seed_dir / "checkpoint.npz")
+    assert type(old.layers[-1]).__name__ == "Dense" and type(old.optimizer).__name__ == "AdamW"
+
+    test_dir = bloodcells.split_dir("TEST", study["data_dir"])
+    images = [str(sorted((test_dir / name).glob("*.jpeg"))[0]) for name in CLASSES]
+    printed = {}
+    for folder in ("old", "as-written"):
+        capsys.readouterr()
+        model = str(root / folder / "seed0" / "model.npz")
+        assert example.main(["--predict", *images, "--model", model]) == 0
+        out = capsys.readouterr().out
+        assert "mean over the 8 symmetric views" in out and "(1 epochs)" in out
+        printed[folder] = probabilities_printed(out, test_dir)
+    assert len(printed["old"]) == 4 and printed["old"] == printed["as-written"]
+
+    assert run("old", "--epochs", "2", "--no-plots", "--quiet", "--resume") == 0
+    resumed = assert_same_model(seed_dir / "model.npz", study["two_epochs"])
+    assert resumed.epoch == 2
+    results = json.loads((root / "old" / "results.json").read_text())
+    assert results["seeds"]["0"]["resumed_from_epoch"] == 1
+    assert json.loads((seed_dir / "recipe.json").read_text())["settings_version"] == 2
 
 
 @pytest.mark.slow
@@ -418,7 +586,7 @@ def test_validation_by_cells_runs_end_to_end(study):
 
 @pytest.mark.slow
 def test_predict_prints_probabilities_and_names_bad_files(study, capsys):
-    test_dir = study["data_dir"] / "dataset2-master" / "images" / "TEST"
+    test_dir = bloodcells.split_dir("TEST", study["data_dir"])
     images = [sorted((test_dir / name).glob("*.jpeg"))[0] for name in ("EOSINOPHIL", "LYMPHOCYTE")]
     model = str(study["out"] / "seed0" / "model.npz")
     capsys.readouterr()
@@ -449,6 +617,39 @@ def test_predict_prints_probabilities_and_names_bad_files(study, capsys):
 
 
 @pytest.mark.slow
+def test_predict_refuses_another_image_size_unless_allowed(study, tmp_path, capsys):
+    """A 40x30 picture is refused (exit 1, saying why); a portrait 240x320 frame, turned
+    by 90 degrees, is classified with --allow-other-size, with a warning."""
+    test_dir = bloodcells.split_dir("TEST", study["data_dir"])
+    frame = read_rgb_image(sorted((test_dir / "EOSINOPHIL").glob("*.jpeg"))[0])
+    small = tmp_path / "small.png"
+    io.imsave(small, (transform.resize(frame, (30, 40)) * 255).round().astype(np.uint8),
+              check_contrast=False)
+    portrait = tmp_path / "portrait.png"
+    io.imsave(portrait, np.ascontiguousarray(np.rot90(frame)), check_contrast=False)
+    assert read_rgb_image(portrait).shape == (320, 240, 3)
+    model = str(study["out"] / "seed0" / "model.npz")
+
+    capsys.readouterr()
+    assert example.main(["--predict", str(small), "--model", model]) == 1
+    captured = capsys.readouterr()
+    assert f"error: {small}: a 40x30 image; the model was trained on 320x240 frames" in captured.err
+    assert "--allow-other-size" in captured.err and str(small) + ":" not in captured.out
+    assert example.main(["--predict", str(portrait), "--model", model]) == 1
+    captured = capsys.readouterr()
+    assert str(portrait) in captured.err and "portrait" in captured.err
+    assert str(portrait) + ":" not in captured.out
+
+    assert example.main(["--predict", str(portrait), "--model", model,
+                         "--allow-other-size"]) == 0
+    captured = capsys.readouterr()
+    assert f"warning: {portrait}: a 240x320 image" in captured.err
+    assert "portrait" in captured.err and "classified anyway (--allow-other-size)" in captured.err
+    (numbers,) = probabilities_printed(captured.out, tmp_path).values()
+    assert len(numbers) == 4 and sum(numbers) == pytest.approx(1.0, abs=0.01)
+
+
+@pytest.mark.slow
 def test_explain_draws_grad_cam_and_feature_maps(study, capsys):
     pytest.importorskip("matplotlib")
     model = str(study["out"] / "seed0" / "model.npz")
@@ -466,17 +667,17 @@ def test_explain_draws_grad_cam_and_feature_maps(study, capsys):
 @pytest.mark.slow
 def test_predict_preprocessing_equals_the_loader(study):
     """--predict must see an image exactly as training and evaluation saw it."""
-    loaded = load_bloodcells(study["data_dir"], "TEST", crop=144, factor=2, max_per_class=40,
-                             seed=0, cache_dir=study["root"] / "cache", progress=False)
+    loaded = bloodcells.load_data("TEST", study["data_dir"], StainCrop(144), 2, max_per_class=40,
+                                  seed=0, cache_dir=study["root"] / "cache", progress=False)
     for i in (0, 100):
-        again = preprocess_image(read_rgb_image(loaded.paths[i]), crop=144, factor=2)
+        again = preprocess_image(read_rgb_image(loaded.paths[i]), StainCrop(144), 2)
         assert np.array_equal(again, loaded.x[i])
 
 
 def linked_archive(data_dir, root, pattern="*.jpeg", count=12, rename=None):
     """``root/archive``: links to the first ``count`` real images matching ``pattern``
     per class of TRAIN and TEST, named ``rename(number, image)`` (default: as they are)."""
-    source = data_dir / "dataset2-master" / "images"
+    source = bloodcells.images_dir(data_dir)
     for split in ("TRAIN", "TEST"):
         for name in CLASSES:
             folder = root / "archive" / "dataset2-master" / "images" / split / name
@@ -493,9 +694,9 @@ def run_on_archive(archive, root, *extra):
 
 
 @pytest.mark.slow
-def test_corrupt_images_are_skipped_and_counted(data_dir, tmp_path):
+def test_corrupt_images_are_skipped_and_counted(bloodcells_dir, tmp_path):
     """A small archive of links to real images plus one broken JPEG (and no labels.csv)."""
-    archive = linked_archive(data_dir, tmp_path)
+    archive = linked_archive(bloodcells_dir, tmp_path)
     broken = archive / "dataset2-master" / "images" / "TRAIN" / "MONOCYTE" / "broken.jpeg"
     broken.write_bytes(b"\xff\xd8\xff\xe0 not really a JPEG")
     with pytest.warns(UserWarning, match="skipped 1 of 49"):
@@ -508,9 +709,9 @@ def test_corrupt_images_are_skipped_and_counted(data_dir, tmp_path):
 
 
 @pytest.mark.slow
-def test_files_named_otherwise_cannot_be_split_by_cells(data_dir, tmp_path, capsys):
+def test_files_named_otherwise_cannot_be_split_by_cells(bloodcells_dir, tmp_path, capsys):
     """Without the archive's names the cells cannot be counted: exit 2, naming a file and the way out."""
-    archive = linked_archive(data_dir, tmp_path, count=10,
+    archive = linked_archive(bloodcells_dir, tmp_path, count=10,
                              rename=lambda number, image: f"cell{number}.jpeg")
     assert run_on_archive(archive, tmp_path) == 2
     error = capsys.readouterr().err
@@ -518,9 +719,9 @@ def test_files_named_otherwise_cannot_be_split_by_cells(data_dir, tmp_path, caps
 
 
 @pytest.mark.slow
-def test_files_named_otherwise_still_run_with_validation_by_images(data_dir, tmp_path):
+def test_files_named_otherwise_still_run_with_validation_by_images(bloodcells_dir, tmp_path):
     """The way out the error above names works: no cells, so no interval over them."""
-    archive = linked_archive(data_dir, tmp_path, count=10,
+    archive = linked_archive(bloodcells_dir, tmp_path, count=10,
                              rename=lambda number, image: f"cell{number}.jpeg")
     with pytest.warns(UserWarning, match="no interval over TEST's cells"):
         assert run_on_archive(archive, tmp_path, "--epochs", "1", "--validation", "images") == 0
@@ -530,9 +731,9 @@ def test_files_named_otherwise_still_run_with_validation_by_images(data_dir, tmp
 
 
 @pytest.mark.slow
-def test_too_few_cells_to_hold_one_out_is_an_error(data_dir, tmp_path, capsys):
+def test_too_few_cells_to_hold_one_out_is_an_error(bloodcells_dir, tmp_path, capsys):
     """The first files of each folder all sit at batch position 0: one cell by the names."""
-    archive = linked_archive(data_dir, tmp_path, pattern="_0_*.jpeg", count=6)
+    archive = linked_archive(bloodcells_dir, tmp_path, pattern="_0_*.jpeg", count=6)
     assert run_on_archive(archive, tmp_path) == 2
     error = capsys.readouterr().err
     assert "TRAIN/EOSINOPHIL" in error and "fewer than 2 original cells" in error

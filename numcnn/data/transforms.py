@@ -1,4 +1,4 @@
-"""Preprocessing: downscale, scale to [0, 1], mean-image subtraction, stain crop.
+"""Preprocessing: crops of one image, downscale, scale to [0, 1], mean-image subtraction.
 
 Layouts
 -------
@@ -15,17 +15,13 @@ from __future__ import annotations
 from typing import Optional, Tuple
 
 import numpy as np
-from skimage import measure, morphology
-
 __all__ = [
     "downscale",
     "block_sums",
     "to_unit_range",
     "MeanImage",
-    "stain_mask",
-    "find_stain_centre",
     "crop_around",
-    "crop_to_stain",
+    "CentreCrop",
 ]
 
 
@@ -214,94 +210,14 @@ class MeanImage:
 
 
 # ----------------------------------------------------------------------------
-# Stain crop: find the white cell by its purple nucleus
+# Crops of one decoded image (HWC), before the layout change
 # ----------------------------------------------------------------------------
-#
-# The Wright stain colours a white cell's nucleus dark purple/blue, red cells
-# pink and the background pale grey. In RGB (0..255) a nucleus pixel has blue
-# well above red (b - r around 70-90) and green lowest (b - g around 100),
-# while red cells, background and the black corners left by the dataset's
-# rotations have b - r and b - g near or below zero. The thresholds below sit
-# in between. The mask is computed on a 4x smaller copy (block means): that is
-# fast and blurs away specks, and a small closing then joins the lobes of
-# eosinophil and neutrophil nuclei so the centroid lands on the whole cell,
-# not on one lobe.
-
-STAIN_BLUE_OVER_RED = 30      # b - r above this (0..255 scale) ...
-STAIN_BLUE_OVER_GREEN = 50    # ... and b - g above this: purple stain
-STAIN_MASK_SCALE = 4          # the mask is found at 1/4 of the resolution
-STAIN_CLOSING_RADIUS = 2      # in mask pixels (about 8 full-size pixels)
-STAIN_MIN_AREA = 200          # full-size pixels; smaller blobs are not a nucleus
-
-
-
-
-def stain_mask(image: np.ndarray, scale: int = STAIN_MASK_SCALE) -> np.ndarray:
-    """Mark the purple (stained) pixels of a blood smear image, at reduced size.
-
-    Parameters
-    ----------
-    image : ndarray, shape (H, W, 3)
-        RGB, uint8 in 0..255 or float in [0, 1] (HWC layout).
-    scale : int
-        The mask is computed on ``scale`` x ``scale`` block means; rows and
-        columns that do not fill a whole block are dropped.
-
-    Returns
-    -------
-    ndarray of bool, shape (H // scale, W // scale)
-        True where ``blue - red > 30`` and ``blue - green > 50`` (0..255 scale),
-        after a morphological closing that joins nearby lobes.
-    """
-    image = np.asarray(image)
-    if image.ndim != 3 or image.shape[2] != 3:
-        raise ValueError(f"expected an RGB image of shape (H, W, 3), got shape {image.shape}")
-    height = image.shape[0] // scale * scale
-    width = image.shape[1] // scale * scale
-    chw = np.ascontiguousarray(image[:height, :width].transpose(2, 0, 1))   # HWC -> CHW
-    red, green, blue = downscale(chw, scale)
-    if image.dtype.kind == "f":                    # float images are in [0, 1]
-        red, green, blue = red * 255, green * 255, blue * 255
-    mask = (blue - red > STAIN_BLUE_OVER_RED) & (blue - green > STAIN_BLUE_OVER_GREEN)
-    return morphology.closing(mask, morphology.disk(STAIN_CLOSING_RADIUS))
-
-
-def find_stain_centre(image: np.ndarray,
-                      min_area: int = STAIN_MIN_AREA) -> Optional[Tuple[float, float]]:
-    """Centre of the largest purple blob: where the white cell's nucleus is.
-
-    Parameters
-    ----------
-    image : ndarray, shape (H, W, 3)
-        RGB, uint8 or float in [0, 1] (HWC layout).
-    min_area : int
-        Smallest blob, in full-size pixels, accepted as a nucleus.
-
-    Returns
-    -------
-    (row, col) : tuple of float, or None
-        Centroid of the largest connected region of :func:`stain_mask`, in
-        full-size pixel coordinates; None when no blob of ``min_area`` pixels
-        is found.
-    """
-    scale = STAIN_MASK_SCALE
-    regions = measure.regionprops(measure.label(stain_mask(image, scale)))
-    if not regions:
-        return None
-    largest = max(regions, key=lambda region: region.area)
-    if largest.area * scale * scale < min_area:
-        return None
-    row, col = largest.centroid
-    # the centre of mask pixel i covers full-size pixels i*scale .. i*scale + scale - 1
-    return row * scale + (scale - 1) / 2, col * scale + (scale - 1) / 2
-
 
 def crop_around(image: np.ndarray, centre: Tuple[float, float], size: int) -> np.ndarray:
     """Cut a size x size window centred on ``centre``; where it leaves the image, zeros.
 
-    The window stays centred even at the border, so a cell near the edge of a
-    picture still sits in the middle of its crop (the missing part is black, like
-    the corners the dataset's own rotations left).
+    The window stays centred even at the border, so an object near the edge of
+    a picture still sits in the middle of its crop (the missing part is black).
 
     Parameters
     ----------
@@ -327,27 +243,31 @@ def crop_around(image: np.ndarray, centre: Tuple[float, float], size: int) -> np
     return window
 
 
-def crop_to_stain(image: np.ndarray, size: int = 128) -> np.ndarray:
-    """Crop a square window around the stained white cell.
+class CentreCrop:
+    """A per-image transform for the loaders: the central ``size`` x ``size`` window.
 
-    The window is centred on :func:`find_stain_centre` (the largest purple
-    blob), zero-padded where it leaves the image (:func:`crop_around`); when no
-    blob is found it is centred on the image centre.
-
-    Parameters
-    ----------
-    image : ndarray, shape (H, W, 3)
-        RGB, uint8 or float in [0, 1] (HWC layout).
-    size : int
-        Side of the window.
-
-    Returns
-    -------
-    ndarray, shape (size, size, 3)
-        Same dtype as ``image``.
+    ``CentreCrop(size)(image)`` takes an HWC image and returns its central
+    window, HWC, zero-padded where the image is smaller. Like every transform
+    a loader caches, it has a ``cache_key``: a string that changes whenever
+    what it computes changes, so cached arrays are never served for another
+    transform.
     """
-    image = np.asarray(image)
-    centre = find_stain_centre(image)
-    if centre is None:
-        centre = ((image.shape[0] - 1) / 2, (image.shape[1] - 1) / 2)
-    return crop_around(image, centre, size)
+
+    version = 1
+
+    def __init__(self, size: int):
+        if int(size) != size or size < 1:
+            raise ValueError(f"CentreCrop: size must be a positive integer; got {size!r}")
+        self.size = int(size)
+
+    @property
+    def cache_key(self) -> str:
+        """``"centre<size>-v<version>"``."""
+        return f"centre{self.size}-v{self.version}"
+
+    def __call__(self, image: np.ndarray) -> np.ndarray:
+        image = np.asarray(image)
+        return crop_around(image, ((image.shape[0] - 1) / 2, (image.shape[1] - 1) / 2), self.size)
+
+    def __repr__(self):
+        return f"CentreCrop({self.size})"

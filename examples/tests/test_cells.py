@@ -1,10 +1,10 @@
-"""Near-duplicate groups: which images are turned, mirrored or shifted copies of one original.
+"""cellstudy.duplicates and cellstudy.cells: which images are turned, mirrored or
+shifted copies of one original cell.
 
 Synthetic tests check the maths (a turned or mirrored copy has similarity 1, the
 groups of known copies are found exactly); one test on the real TEST images
 checks the groups against TEST_SIMPLE, which holds each TEST cell once.
 """
-import os
 import warnings
 from pathlib import Path
 
@@ -13,12 +13,17 @@ import pytest
 from scipy import ndimage
 from sklearn.metrics import adjusted_rand_score
 
-from numcnn.data import (CLASSES, ImageSet, cell_groups, group_near_duplicates,
-                         group_per_class, load_bloodcells, locate_bloodcells,
-                         original_cell_counts, polar_spectra, rotation_invariant_similarity,
-                         symmetries)
+from numcnn.data import ImageSet, downscale, symmetries
+from numcnn.datasets import bloodcells
+from numcnn.errors import DataError
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
+from cellstudy import cells
+from cellstudy.cells import cell_groups, original_cell_counts
+from cellstudy.duplicates import (group_near_duplicates, group_per_class, polar_spectra,
+                                  rotation_invariant_similarity)
+from cellstudy.stain import StainCrop
+
+CLASSES = bloodcells.CLASSES
 
 
 def smooth_images(rng, n, size=40, channels=3):
@@ -106,7 +111,7 @@ def forbid_computing_groups(monkeypatch):
     """From here on, cell_groups must read its cache: computing groups fails the test."""
     def not_again(*args, **kwargs):
         raise AssertionError("the groups were computed again instead of read from the cache")
-    monkeypatch.setattr("numcnn.data.groups.group_per_class", not_again)
+    monkeypatch.setattr("cellstudy.cells.group_per_class", not_again)
 
 
 def test_cell_groups_are_cached(rng, tmp_path, monkeypatch):
@@ -123,7 +128,6 @@ def test_cell_groups_are_cached(rng, tmp_path, monkeypatch):
 
 def test_a_finer_downscale_of_the_same_crop_shares_the_groups(rng, tmp_path, monkeypatch):
     """Groups are matched at <= 72 pixels: a 144-pixel crop reuses its 72-pixel groups."""
-    from numcnn.data.preprocess import downscale
     x, truth = copies_of(smooth_images(rng, 2, size=72), rng)
     fine = np.repeat(np.repeat(x, 2, axis=2), 2, axis=3)     # 16 images of 144 x 144
     names = [[f"_{g}_{i}.jpeg" for i, g in enumerate(truth)], [], [], []]
@@ -151,16 +155,11 @@ def test_cell_groups_survive_a_damaged_or_unwritable_cache(rng, tmp_path):
 
 
 @pytest.fixture(scope="module")
-def test_images():
-    place = Path(os.environ.get("NUMCNN_BLOODCELLS") or REPO_ROOT.parent / "shared" / "blood-cells")
-    try:
-        root = locate_bloodcells(place)
-    except FileNotFoundError:
-        pytest.skip(f"blood-cell archive not found at {place}")
-    subset = load_bloodcells(root, "TEST", crop=144, factor=2, max_per_class=60, cache=False,
-                             progress=False)
-    simple = load_bloodcells(root, "TEST_SIMPLE", crop=144, factor=2, cache=False,
-                             progress=False)
+def test_images(bloodcells_dir):
+    subset = bloodcells.load_data("TEST", bloodcells_dir, StainCrop(144), 2, max_per_class=60,
+                                  cache=False, progress=False)
+    simple = bloodcells.load_data("TEST_SIMPLE", bloodcells_dir, StainCrop(144), 2, cache=False,
+                                  progress=False)
     return subset, simple
 
 
@@ -195,3 +194,26 @@ def test_as_many_groups_as_images_is_one_group_each_without_warnings(rng):
     with warnings.catch_warnings():
         warnings.simplefilter("error")                          # any warning fails the test
         np.testing.assert_array_equal(group_near_duplicates(x[:5], 5), np.arange(5))
+
+
+def test_training_cells_need_two_cells_per_class_and_the_archive_names(rng, tmp_path):
+    x, truth = copies_of(smooth_images(rng, 8), rng)         # 2 originals per class
+    images = fake_set([[f"_{g % 2}_{i}.jpeg" for i, g in enumerate(truth) if g // 2 == label]
+                       for label in range(4)], x)
+    assert original_cell_counts(images) == [2, 2, 2, 2]
+    groups = cells.training_cells(images, cache_dir=tmp_path, progress=False)
+    for label in range(4):                                  # two cells each, never shared
+        assert set(groups[images.y == label]) == {2 * label, 2 * label + 1}
+    np.testing.assert_array_equal(cells.training_cells(images, cache_dir=tmp_path, progress=False),
+                                  cell_groups(images, cache_dir=tmp_path, progress=False))
+    one_cell = fake_set([[f"_0_{i}.jpeg" for i in range(4)], [], [], []], x)
+    with pytest.raises(DataError, match="TRAIN/EOSINOPHIL.*fewer than 2 original cells"
+                                        "(.|\\n)*--validation images"):
+        cells.training_cells(one_cell, cache_dir=tmp_path, progress=False)
+    renamed = fake_set([[f"cell{i}.jpeg" for i in range(len(truth))], [], [], []], x)
+    with pytest.raises(DataError, match="cell0.jpeg(.|\\n)*--validation images"):
+        cells.training_cells(renamed, cache_dir=tmp_path, progress=False)
+    with pytest.warns(UserWarning, match="no interval over TEST's cells.*cell0.jpeg"):
+        assert cells.test_cells(renamed, cache_dir=tmp_path, progress=False) is None
+    np.testing.assert_array_equal(cells.test_cells(images, cache_dir=tmp_path, progress=False),
+                                  cell_groups(images, cache_dir=tmp_path, progress=False))

@@ -1,0 +1,223 @@
+"""The command line of a study: shared flags, the study's own, checks, exit statuses.
+
+Every problem a flag can have is found here, before any data is read, and
+reported by argparse with status 2 naming the flag.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import sys
+import warnings
+import math
+from pathlib import Path
+from types import SimpleNamespace
+
+__all__ = ["EXIT", "EXIT_TABLE", "build_parser", "parse", "guarded", "positive_int", "number_list",
+           "check_network_size", "MAX_WEIGHTS"]
+
+#: The exit statuses of every study command, and what each means.
+EXIT = SimpleNamespace(DONE=0, PREDICT_UNREADABLE=1, BAD_INPUT=2, DIVERGED=3, FOLDER_IN_USE=4,
+                       CANNOT_WRITE=5, INTERRUPTED=130, TERMINATED=143)
+EXIT_TABLE = """exit status:
+  0    done
+  1    some --predict image could not be read or classified (the others were)
+  2    bad arguments, or data that cannot be used as it is (missing, damaged)
+  3    training diverged (a seed's weights stopped being finite): no result for it
+  4    the output folder is in use by another run
+  5    the output cannot be written (read-only, full disk, not a folder)
+  130  interrupted (Ctrl-C): a checkpoint was written, --resume goes on
+  143  terminated (SIGTERM): a checkpoint was written, --resume goes on"""
+
+
+class HelpFormatter(argparse.RawDescriptionHelpFormatter):
+    """Show '(default: ...)' only where there is a default worth showing."""
+
+    def _get_help_string(self, action):
+        text = action.help
+        if action.default not in (None, False, argparse.SUPPRESS) and "%(default)" not in text:
+            text += " (default: %(default)s)"
+        return text
+
+
+def positive_int(text):
+    """argparse type: an integer >= 1."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
+
+
+def finite_positive(text):
+    """argparse type: a finite number > 0 (a learning rate)."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+    if not math.isfinite(value) or value <= 0:
+        raise argparse.ArgumentTypeError(f"must be a finite number > 0, got {text}")
+    return value
+
+
+def number_list(text):
+    """'32,64,128' -> (32, 64, 128) (argparse type of --filters)."""
+    try:
+        numbers = tuple(int(part) for part in text.split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected numbers separated by commas, got {text!r}")
+    if not numbers or min(numbers) < 1:
+        raise argparse.ArgumentTypeError(f"every block needs at least one filter, got {text!r}")
+    return numbers
+
+
+def build_parser(prog, description, defaults, examples, data_help):
+    """The shared flags; the study adds its own groups to the returned parser."""
+    parser = argparse.ArgumentParser(prog=prog, description=description,
+                                     epilog=f"examples:\n{examples}\n{EXIT_TABLE}",
+                                     formatter_class=HelpFormatter)
+    where = parser.add_argument_group("data and outputs")
+    where.add_argument("--data", metavar="DIR", default=None, help=data_help)
+    where.add_argument("--out", metavar="DIR", default=defaults.out,
+                       help="output folder: seed<S>/ sub-folders, results.json, summary.txt")
+    where.add_argument("--cache-dir", metavar="DIR", default=None,
+                       help="where decoded images are cached; default $NUMCNN_CACHE or "
+                            "~/.cache/numcnn")
+    where.add_argument("--max-per-class", metavar="K", type=positive_int, default=None,
+                       help="use at most K images per class of each split (quick runs, tests)")
+
+    train = parser.add_argument_group("training")
+    train.add_argument("--epochs", metavar="N", type=positive_int, default=defaults.epochs,
+                       help="epochs in all")
+    train.add_argument("--batch-size", metavar="N", type=positive_int, default=defaults.batch_size,
+                       help="training batch size")
+    train.add_argument("--lr", metavar="LR", type=finite_positive, default=defaults.lr,
+                       help="initial learning rate (cosine schedule down to lr/100)")
+    train.add_argument("--class-weights", choices=("none", "balanced"), default="none",
+                       help="'balanced' weighs class k by N / (K * count_k) in the loss")
+    train.add_argument("--colour-jitter", metavar="S", type=float, default=defaults.colour_jitter,
+                       help="training batches: per-channel gain in [1-S, 1+S] and shift in "
+                            "[-S/2, S/2] (0: none)")
+    seeds = train.add_mutually_exclusive_group()
+    seeds.add_argument("--seeds", metavar="N", type=positive_int, default=1,
+                       help="train seeds 0..N-1 and report mean and std over them")
+    seeds.add_argument("--seed", metavar="S", type=int, default=None, help="train only seed S")
+    train.add_argument("--resume", action="store_true",
+                       help="continue each seed from <out>/seed<S>/checkpoint.npz; a seed whose "
+                            "model.npz is complete is only re-evaluated")
+    train.add_argument("--skip-test", action="store_true",
+                       help="do not evaluate TEST (timing runs, recipe work: keeps TEST unseen)")
+    train.add_argument("--backend", choices=("numba", "numpy"), default="numba",
+                       help="kernels: numba (fast) or the readable NumPy reference")
+
+    predict = parser.add_argument_group("prediction (no training)")
+    predict.add_argument("--predict", metavar="IMAGE", nargs="+", default=None,
+                         help="print class probabilities for these images, using --model")
+    predict.add_argument("--model", metavar="PATH", default=None,
+                         help="model for --predict; its folder must hold mean_image.npy and "
+                              "recipe.json (default <out>/seed0/model.npz)")
+    predict.add_argument("--allow-other-size", action="store_true",
+                         help="--predict: warn about, instead of refusing, images whose size "
+                              "differs from the training images")
+
+    show = parser.add_argument_group("display")
+    show.add_argument("--no-plots", action="store_true", help="do not draw PNG figures")
+    show.add_argument("--quiet", action="store_true",
+                      help="no progress bars, no tables: only the results")
+    return parser
+
+
+#: A network this large (weights) is refused before any data is read.
+MAX_WEIGHTS = 100_000_000
+
+
+def check_network_size(parser, weights, flag="--filters"):
+    """``parser.error`` if a network would have more than :data:`MAX_WEIGHTS` weights."""
+    if weights > MAX_WEIGHTS:
+        parser.error(f"{flag}: the network would have {weights:,} weights "
+                     f"({weights * 16 / 2**30:.1f} GiB with AdamW's state), more than "
+                     f"{MAX_WEIGHTS:,}; choose fewer filters")
+
+
+def parse(parser, settings_class, argv, check):
+    """Parse ``argv``; return ``(settings, actions)``. ``check(parser, args)`` may call parser.error.
+
+    ``actions`` holds what is not a setting: ``predict``, ``model``,
+    ``allow_other_size``, ``tta_explicit`` and the study's own actions.
+    """
+    args = parser.parse_args(argv)
+    if args.seed is not None and args.seed < 0:
+        parser.error(f"--seed must be >= 0, got {args.seed}")
+    if not 0 <= args.colour_jitter < 1:
+        parser.error(f"--colour-jitter must be in [0, 1), got {args.colour_jitter}")
+    args.tta_explicit = getattr(args, "tta", None) is not None
+    check(parser, args)
+    names = {f.name for f in dataclasses.fields(settings_class)}
+    settings = settings_class(**{key: value for key, value in vars(args).items() if key in names})
+    actions = SimpleNamespace(**{key: value for key, value in vars(args).items()
+                                 if key not in names})
+    return settings, actions
+
+
+class Terminated(BaseException):
+    """SIGTERM, raised where the program is, as Ctrl-C raises KeyboardInterrupt."""
+
+
+def _terminate(signum, frame):
+    raise Terminated()
+
+
+def guarded(function, settings):
+    """``function(settings)``, with every expected failure turned into a message and a status.
+
+    The statuses are :data:`EXIT_TABLE`'s. Bad data or settings against a run
+    on disk: 2; another run in the folder: 4; an output that cannot be
+    written (read-only, full, not a folder): 5, and the atomic writer has left
+    nothing behind; Ctrl-C and SIGTERM: 130 and 143, with the last complete
+    checkpoint on disk for ``--resume`` (the epoch under way is dropped).
+    Anything else is a bug and keeps its traceback.
+    """
+    import signal
+
+    from numcnn.errors import DataError, DivergenceWarning
+
+    from .runs import FolderInUse
+    from .settings import SettingsError
+    out = Path(settings.out).resolve()
+    previous = signal.signal(signal.SIGTERM, _terminate)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", DivergenceWarning)   # the study says it in its words
+            return function(settings)
+    except (DataError, SettingsError) as error:
+        print(f"error: {error}", file=sys.stderr)
+        return EXIT.BAD_INPUT
+    except FolderInUse as error:
+        print(f"error: {error}", file=sys.stderr)
+        return EXIT.FOLDER_IN_USE
+    except OSError as error:
+        if error.filename is None or not _inside(Path(str(error.filename)), out):
+            print(f"error: {error}", file=sys.stderr)        # e.g. data that cannot be read
+            return EXIT.BAD_INPUT
+        print(f"error: cannot write the output {error.filename}: {error.strerror or error}"
+              f"\n(nothing half-written is left behind; free some space or choose another "
+              f"--out, then --resume)", file=sys.stderr)
+        return EXIT.CANNOT_WRITE
+    except KeyboardInterrupt:
+        print("\ninterrupted: the last complete checkpoint is kept; --resume goes on from there",
+              file=sys.stderr)
+        return EXIT.INTERRUPTED
+    except Terminated:
+        print("terminated: the last complete checkpoint is kept; --resume goes on from there",
+              file=sys.stderr)
+        return EXIT.TERMINATED
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def _inside(path, folder):
+    path = path.resolve()
+    return path == folder or folder in path.parents

@@ -1,0 +1,172 @@
+"""The output folder of a run: one sub-folder per seed, resume, files written atomically.
+
+::
+
+    <out>/results.json, summary.txt         over all seeds
+    <out>/seed<S>/model.npz                 the final model (numcnn.load)
+    <out>/seed<S>/checkpoint.npz            written after every epoch (for --resume)
+    <out>/seed<S>/mean_image.npy            what is subtracted from every image (for --predict)
+    <out>/seed<S>/recipe.json               the settings (for --predict and --resume)
+    <out>/seed<S>/history.json              per-epoch loss, accuracy, val_*, lr, seconds
+    <out>/seed<S>/report_<split>.txt ...    see cellstudy.reports
+
+Every file is written whole or not at all (numcnn's atomic writer). One run
+at a time holds a folder: :meth:`RunFolder.locked` takes an operating-system
+lock on ``<out>/.lock`` (``fcntl.flock``), which dies with its process, so a
+killed run never blocks ``--resume``; the holder's process id is written in it
+for the message a second run gets.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import json
+import os
+import sys
+import warnings
+from pathlib import Path
+
+import numpy as np
+
+import numcnn
+from numcnn.files import write_atomically, write_json_atomically
+
+from numcnn.callbacks import previous_path
+from numcnn.errors import ModelFileError
+
+from .settings import SettingsError
+
+__all__ = ["RunFolder", "FolderInUse"]
+
+
+class FolderInUse(RuntimeError):
+    """Another run holds the output folder."""
+
+
+class RunFolder:
+    """The folder ``out`` of a study run, and the seed folders in it."""
+
+    def __init__(self, out):
+        self.out = Path(out)
+
+    def prepare(self):
+        """Make the folder (and its parents); NotADirectoryError if ``out`` is a file."""
+        if self.out.exists() and not self.out.is_dir():
+            raise NotADirectoryError(errno.ENOTDIR, f"the output folder {self.out} is a file",
+                                     str(self.out))
+        self.out.mkdir(parents=True, exist_ok=True)
+        return self
+
+    @contextlib.contextmanager
+    def locked(self):
+        """Hold ``<out>/.lock`` for the block; :class:`FolderInUse` if another process holds it."""
+        import fcntl
+        self.prepare()
+        lock = self.out / ".lock"
+        handle = open(lock, "a+")
+        try:
+            try:
+                fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                handle.seek(0)
+                holder = handle.read().strip() or "unknown"
+                raise FolderInUse(f"the output folder {self.out} is in use by another run "
+                                  f"(process {holder}); wait for it, or use another --out") from None
+            handle.seek(0)
+            handle.truncate()
+            handle.write(f"{os.getpid()}\n")
+            handle.flush()
+            yield self
+        finally:
+            handle.close()                  # closing releases the lock
+
+    def seed_folder(self, seed):
+        """``<out>/seed<S>``, made if needed."""
+        folder = self.out / f"seed{seed}"
+        folder.mkdir(parents=True, exist_ok=True)
+        return folder
+
+    def write_json(self, path, document):
+        """``document`` as indented JSON at ``path``, atomically."""
+        return write_json_atomically(path, document)
+
+    def write_text(self, path, text):
+        """``text`` at ``path``, atomically."""
+        return write_atomically(path, lambda handle: handle.write(text.encode("utf-8")))
+
+    def save_array(self, path, array):
+        """One ``.npy`` at ``path``, atomically."""
+        return write_atomically(path, lambda handle: np.save(handle, array))
+
+    def save_trained(self, folder, model):
+        """After ``fit``: write history.json, and model.npz unless training diverged.
+
+        Returns None, or for a diverged seed ``{"seed": S, "diverged": reason}``
+        (said on stderr): a seed with no result, which the summary names.
+        """
+        self.write_json(folder / "history.json", model.history.to_dict())
+        if model.history.diverged:
+            print(f"seed {model.seed}: {model.history.stop_reason}", file=sys.stderr)
+            return {"seed": model.seed, "diverged": model.history.stop_reason}
+        model.save(folder / "model.npz")
+        return None
+
+    def resume(self, folder, epochs):
+        """The model to continue with ``--resume``: ``(model, note)``, or ``(None, "new")``.
+
+        A complete ``model.npz`` (``epochs`` trained) is only re-evaluated; else
+        the newest readable checkpoint is continued: ``checkpoint.npz``, or the
+        one before it (``checkpoint.previous.npz``) if the newest is damaged.
+        A damaged file is named in a warning and left in place.
+        """
+        final = folder / "model.npz"
+        model = _load_or_warn(final)
+        if model is not None and model.epoch >= epochs:
+            return model, f"complete ({model.epoch} epochs): not retrained, only evaluated"
+        for checkpoint in (folder / "checkpoint.npz", Path(previous_path(folder / "checkpoint.npz"))):
+            model = _load_or_warn(checkpoint)
+            if model is not None:
+                return model, f"resumed from {checkpoint.name} after epoch {model.epoch}"
+        return None, "new"
+
+    @staticmethod
+    def check_resumable(folder, settings, val_digest=None):
+        """Refuse to resume a seed that was trained with other settings or another split.
+
+        The split is compared when both sides know it (a digest given, and a
+        recipe.json that recorded it): estimated cell groups that changed would
+        otherwise move former validation images into training without a word.
+        """
+        saved = folder / "recipe.json"
+        if not saved.exists():
+            return
+        try:
+            recipe = json.loads(saved.read_text(encoding="utf-8"))
+            before = type(settings).from_recipe(recipe).training_settings()
+        except (ValueError, TypeError, KeyError) as error:
+            warnings.warn(f"--resume: {saved} is damaged ({error}), so this run's settings "
+                          f"cannot be compared with the saved ones; it is rewritten from this "
+                          f"run's settings", stacklevel=2)
+            return
+        if val_digest is not None and recipe.get("validation_split") not in (None, val_digest):
+            raise SettingsError(f"--resume: {folder} held out other validation images than this "
+                                f"run does (were the cell groups recomputed?); training on would "
+                                f"train on former validation images: use another --out")
+        now = settings.training_settings()
+        changed = [f"{key}: {before[key]!r} -> {now[key]!r}" for key in now if before[key] != now[key]]
+        if changed:
+            raise SettingsError(f"--resume: {folder} was trained with other settings "
+                                f"({'; '.join(changed)}); use the same ones or another --out")
+
+
+def _load_or_warn(path):
+    """``numcnn.load(path)``, or None if there is no file or (with a warning) it is damaged."""
+    if not path.exists():
+        return None
+    try:
+        return numcnn.load(path)
+    except (ModelFileError, OSError) as error:
+        warnings.warn(f"--resume: {path} cannot be used ({error}); trying the state before it",
+                      stacklevel=3)
+        return None

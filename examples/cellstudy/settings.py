@@ -1,0 +1,156 @@
+"""A study's settings: one frozen, versioned object, written to each run's recipe.json.
+
+Every number that shapes a run is a field with its default (the recipe fixed
+in advance). ``Settings.to_recipe()`` is what ``recipe.json`` and
+``results.json`` hold; ``Settings.from_recipe()`` reads one back, whichever
+version wrote it: the recipes of older versions are brought up to date by
+:attr:`Settings.MIGRATIONS`, one function per version, instead of guesses
+spread over the code.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from typing import ClassVar, Dict, Optional, Tuple
+
+__all__ = ["Settings", "BloodCellSettings", "PBCSettings", "SettingsError"]
+
+
+class SettingsError(ValueError):
+    """Settings that cannot work, or that differ from a run on disk that is to be resumed."""
+
+
+@dataclass(frozen=True)
+class Settings:
+    """What every study run shares: where, how long, how many seeds."""
+
+    VERSION: ClassVar[int] = 2
+    #: Fields that change what a model learns: a run resumes only with the same ones.
+    TRAINING: ClassVar[Tuple[str, ...]] = ("batch_size", "lr", "class_weights", "max_per_class",
+                                           "colour_jitter")
+    #: version -> function(recipe dict) -> recipe dict of the next version.
+    MIGRATIONS: ClassVar[Dict[int, object]] = {}
+
+    data: Optional[str] = None
+    out: str = "runs/study"
+    cache_dir: Optional[str] = None
+    max_per_class: Optional[int] = None
+    epochs: int = 20
+    batch_size: int = 64
+    lr: float = 1e-3
+    class_weights: str = "none"
+    colour_jitter: float = 0.0
+    tta: str = "symmetries"
+    seeds: int = 1
+    seed: Optional[int] = None
+    resume: bool = False
+    skip_test: bool = False
+    backend: str = "numba"
+    no_plots: bool = False
+    quiet: bool = False
+
+    @property
+    def seed_list(self):
+        """The seeds to train: ``[seed]``, or ``0 .. seeds - 1``."""
+        return [self.seed] if self.seed is not None else list(range(self.seeds))
+
+    def training_settings(self) -> dict:
+        """The :attr:`TRAINING` fields, as a recipe stores them."""
+        recipe = self.to_recipe()
+        return {key: recipe[key] for key in self.TRAINING}
+
+    def to_recipe(self) -> dict:
+        """Every field (tuples as lists) and ``settings_version``: JSON-ready."""
+        recipe = {key: list(value) if isinstance(value, tuple) else value
+                  for key, value in dataclasses.asdict(self).items()}
+        recipe["settings_version"] = self.VERSION
+        return recipe
+
+    @classmethod
+    def from_recipe(cls, recipe: dict) -> "Settings":
+        """The settings a recipe.json (of any version) describes."""
+        recipe = dict(recipe)
+        version = recipe.get("settings_version", 1)
+        while version < cls.VERSION:
+            recipe = cls.MIGRATIONS[version](recipe)
+            version += 1
+        names = {f.name for f in dataclasses.fields(cls)}
+        values = {key: value for key, value in recipe.items() if key in names}
+        for f in dataclasses.fields(cls):
+            if f.name in values and isinstance(f.default, tuple):
+                values[f.name] = tuple(values[f.name])
+        return cls(**values)
+
+    def replace(self, **changes) -> "Settings":
+        """A copy with some fields changed."""
+        return dataclasses.replace(self, **changes)
+
+
+def _blood_cells_from_version_1(recipe: dict) -> dict:
+    """numcnn 0.1's recipe.json: what an absent setting meant before it existed."""
+    before = {"colour_jitter": 0.0, "validation": "images", "filters": [32, 64, 128],
+              "first_stride": 1, "colour_norm": "none"}
+    return {**before, **recipe}
+
+
+@dataclass(frozen=True)
+class BloodCellSettings(Settings):
+    """The blood-cell study: stain crop, downscale, crop size, network width, validation."""
+
+    TRAINING: ClassVar[Tuple[str, ...]] = Settings.TRAINING + (
+        "crop", "factor", "input_size", "validation", "filters", "first_stride", "colour_norm")
+    MIGRATIONS: ClassVar[Dict[int, object]] = {1: _blood_cells_from_version_1}
+
+    out: str = "runs/bloodcells"
+    crop: int = 144
+    factor: int = 2
+    input_size: int = 64
+    filters: Tuple[int, ...] = (32, 64, 128)
+    first_stride: int = 1
+    validation: str = "cells"
+    colour_norm: str = "none"
+
+    @property
+    def square(self) -> bool:
+        """The network sees square crops (quarter turns and 8 views are then possible)."""
+        return self.crop != 0
+
+    @property
+    def input_shape(self):
+        """(C, H, W) of what the network sees."""
+        if self.crop:
+            return (3, self.input_size, self.input_size)
+        return (3, 240 // self.factor, 320 // self.factor)
+
+
+@dataclass(frozen=True)
+class PBCSettings(Settings):
+    """The PBC study: image size, the network, its regularisation, on the fixed split."""
+
+    TRAINING: ClassVar[Tuple[str, ...]] = Settings.TRAINING + (
+        "size", "input_size", "filters", "convs", "dense", "dropout", "weight_decay",
+        "label_smoothing", "classes", "colour_norm")
+
+    out: str = "runs/pbc"
+    size: int = 64
+    input_size: int = 56
+    filters: Tuple[int, ...] = (32, 64, 128, 256)
+    convs: int = 1
+    dense: int = 256
+    dropout: float = 0.25
+    weight_decay: float = 1e-4
+    label_smoothing: float = 0.0
+    classes: Tuple[str, ...] = ()
+    colour_norm: str = "none"
+    epochs: int = 20
+
+    @property
+    def square(self) -> bool:
+        """PBC's images are square: crops, quarter turns and 8 views all apply."""
+        return True
+
+    @property
+    def input_shape(self):
+        """(C, H, W) of what the network sees."""
+        return (3, self.input_size, self.input_size)
