@@ -1,32 +1,57 @@
 """numcnn against PyTorch, and numba against NumPy, on the blood-cell network.
 
-    python benchmarks/compare.py [--quick] [--json PATH] [-k EXPR]
-                                 [--skip-memory] [--skip-compile]
+    python benchmarks/compare.py [--quick] [--json PATH] [-k EXPR] [--keep-freed-memory]
+                                 [--skip-memory] [--skip-compile] [--skip-epoch]
+                                 [--skip-inference] [--skip-peak] [--epoch-images N]
+                                 [--epoch-repeats R] [--predict-repeats R]
+                                 [--first-step-sizes 64x64,60x80] [--keep-blas-env]
 
-Prints a markdown report with four sections:
+Prints a markdown report with these sections (each measured in subprocesses;
+this process imports neither numpy nor numcnn):
 
-1. Machine: CPU, cores, library versions, numba threading layer, BLAS,
-   ``OPENBLAS_CORETYPE``, load average (timings need a quiet machine).
+1. Machine: CPU, cores, library versions, numba threading layer, the BLAS
+   and the kernels it chose (threadpoolctl's ``architecture``), PyTorch's CPU
+   capability, the environment, load average (timings need a quiet machine).
+   ``OPENBLAS_CORETYPE`` and ``OPENBLAS_L2_SIZE``, when set where compare.py
+   starts, are unset for every measuring subprocess (a user's machine has
+   them unset: OpenBLAS then picks its kernels from the CPU), and the report
+   says so; ``--keep-blas-env`` keeps them. (pytest and CI keep the
+   environment as it is: only this command changes it.)
 2. Speed: the pytest-benchmark files of this directory, run in a subprocess
    with benchmarking enabled, summarised as ONE table of medians (ms):
    numcnn on numba, PyTorch, their ratio, numcnn on NumPy and the numba
    speed-up over NumPy.
-3. Peak memory of training steps at 60x80 and 120x160 (batch 64), numcnn
+3. Convolutions: the first convolution forward + backward (weight and bias
+   gradients only, as training runs a first layer) three ways: the direct
+   kernels training runs, the layer's im2col path, PyTorch; then every
+   convolution of the network at 64x64 and 60x80 as achieved GFLOP/s and a
+   share of the machine's FP32 peak, measured by ``sgemm_peak.py`` as the
+   best of a few 2048x2048 SGEMMs on 2 threads.
+4. A training epoch of the default blood-cell recipe and inference
+   throughput (``interleaved.py``): numcnn's ``train_step`` over precomputed
+   augmented batches, PyTorch over the same batches, numcnn's ``fit`` for one
+   epoch, then ``model.predict`` at batch 256 against PyTorch in eval mode;
+   medians of interleaved rounds, each framework in its own worker process.
+5. Peak memory of training steps at 60x80 and 120x160 (batch 64), numcnn
    (numba) and PyTorch, each measured in a fresh process by ``peak_memory.py``.
-4. First-call cost of the numba kernels: ``first_step.py`` in a fresh process
-   with an empty ``NUMBA_CACHE_DIR`` (compilation), then again with the same,
-   now filled, cache directory (loading from the ``cache=True`` cache).
+6. First-call cost of the numba kernels (``first_step.py``) at 64x64 and
+   60x80: a fresh process with an empty ``NUMBA_CACHE_DIR`` (compilation),
+   then again with the same, now filled, cache directory (loading from the
+   ``cache=True`` cache); the target is a first step under 30 s.
 
-``--quick`` runs every benchmark about once and fewer memory steps: a smoke
-test of the whole pipeline, not a measurement. Progress goes to stderr, the
-report to stdout. ``--json PATH`` also writes everything (with the raw
-pytest-benchmark data) to PATH.
+``--keep-freed-memory`` makes every measuring process call
+``numcnn.keep_freed_memory()`` (PyTorch's too); the report checks that each did.
+``--quick`` runs every benchmark about once, a tiny epoch and fewer repeats
+everywhere: a smoke test of the whole pipeline, not a measurement. Progress
+goes to stderr, the report to stdout. ``--json PATH`` also writes everything
+(with the raw pytest-benchmark data) to PATH.
 """
 import argparse
 import json
 import os
 import platform
 import shutil
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -40,11 +65,24 @@ os.environ.setdefault("OPENBLAS_THREAD_TIMEOUT", "4")
 
 HERE = Path(__file__).resolve().parent
 REPO_ROOT = HERE.parent
-STEP_SIZES = ((60, 80), (120, 160))  # as bloodnet.STEP_SIZES (not imported: keep this process light)
+# As bloodnet's constants (not imported: keep this process light; test_bench_recipe.py checks them)
+STEP_SIZES = ((60, 80), (120, 160))            # bloodnet.STEP_SIZES
+CONV_INPUTS = ((64, 64), (60, 80))             # bloodnet.CONV_INPUTS
+RECIPE_TRAIN_IMAGES = 8860                     # bloodnet.RECIPE_TRAIN_IMAGES
+FIRST_STEP_TARGET_S = 30.0                     # the performance target for a cold first step
+#: Set where compare.py starts (e.g. by a sandbox), these force OpenBLAS's kernel
+#: choice; a user's machine has them unset. Unset for the measuring subprocesses.
+BLAS_OVERRIDES = ("OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE")
 
 #: pytest-benchmark settings: (min rounds, max seconds per benchmark, warm-up)
 FULL = dict(min_rounds=5, max_time=1.0, warmup="on")
 QUICK = dict(min_rounds=1, max_time=0.02, warmup="off")
+#: interleaved.py settings (epoch images, epoch rounds, inference images, inference rounds),
+#: SGEMM repeats and first-step sizes.
+FULL_RUN = dict(epoch_images=RECIPE_TRAIN_IMAGES, epoch_repeats=5, predict_images=2048,
+                predict_repeats=11, sgemm_repeats=5, first_step_sizes="64x64,60x80")
+QUICK_RUN = dict(epoch_images=150, epoch_repeats=2, predict_images=512, predict_repeats=2,
+                 sgemm_repeats=2, first_step_sizes="64x64")
 
 PROBE = r"""
 import json, os, platform, sys
@@ -73,6 +111,10 @@ try:
     torch.set_num_threads(2)
     info["torch"] = torch.__version__
     info["torch_threads"] = torch.get_num_threads()
+    try:
+        info["torch_cpu_capability"] = torch.backends.cpu.get_cpu_capability()
+    except Exception:
+        pass
 except ImportError:
     info["torch"] = None
 print(json.dumps(info))
@@ -90,6 +132,19 @@ def run_json(args, env=None, what="subprocess"):
     if done.returncode != 0:
         raise RuntimeError(f"{what} failed (exit {done.returncode}):\n{done.stderr[-3000:]}")
     return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def median(values):
+    return statistics.median(values) if values else None
+
+
+def parse_sizes(text):
+    """``"64x64,60x80"`` -> ``[(64, 64), (60, 80)]``."""
+    sizes = []
+    for part in text.split(","):
+        H, W = (int(v) for v in part.strip().lower().split("x"))
+        sizes.append((H, W))
+    return sizes
 
 
 # ---------------------------------------------------------------------------
@@ -113,7 +168,20 @@ def cpu_model():
     return platform.processor() or platform.machine()
 
 
-def machine_info():
+def prepare_blas_environment(keep):
+    """Unset BLAS_OVERRIDES in this process (so in every subprocess) unless ``keep``.
+
+    Returns ``{"unset": {name: value}, "kept": {name: value}}``.
+    """
+    found = {k: os.environ[k] for k in BLAS_OVERRIDES if k in os.environ}
+    if keep:
+        return {"unset": {}, "kept": found}
+    for name in found:
+        del os.environ[name]
+    return {"unset": found, "kept": {}}
+
+
+def machine_info(blas_env):
     info = run_json(["-c", PROBE, str(REPO_ROOT)], what="version probe")
     info["cpu"] = cpu_model()
     info["processor"] = platform.processor()
@@ -124,10 +192,37 @@ def machine_info():
         info["usable_cpus"] = os.cpu_count()
     info["platform"] = platform.platform()
     info["env"] = {k: os.environ.get(k) for k in (
-        "OPENBLAS_CORETYPE", "OPENBLAS_NUM_THREADS", "OPENBLAS_THREAD_TIMEOUT", "OMP_NUM_THREADS", "OMP_WAIT_POLICY",
-        "NUMBA_NUM_THREADS", "NUMBA_THREADING_LAYER", "NUMCNN_BACKEND", "NUMCNN_KEEP_FREED_MEMORY")}
+        "OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE", "OPENBLAS_NUM_THREADS", "OPENBLAS_THREAD_TIMEOUT",
+        "OMP_NUM_THREADS", "OMP_WAIT_POLICY", "NUMBA_NUM_THREADS", "NUMBA_THREADING_LAYER",
+        "NUMCNN_BACKEND", "NUMCNN_KEEP_FREED_MEMORY")}
+    info["blas_env"] = blas_env
     info["loadavg_start"] = os.getloadavg()
     return info
+
+
+def numpy_blas(info):
+    """numpy's own BLAS entry of the probe (threadpoolctl lists scipy's too)."""
+    blas = info.get("blas", [])
+    own = [b for b in blas if b.get("package") == "numpy.libs"]
+    return (own or blas or [None])[0]
+
+
+def blas_environment_line(info):
+    env = info["blas_env"]
+    ran = numpy_blas(info)
+    kernel = (f"**{ran.get('architecture')}** (numpy's {ran.get('internal_api')} "
+              f"{ran.get('version')}, threadpoolctl's `architecture`)" if ran else "unknown")
+    if env["unset"]:
+        what = ", ".join(f"{k}={v}" for k, v in env["unset"].items())
+        note = (f"{what} set where compare.py started: **unset** for every measuring process, "
+                "as on a user's machine (OpenBLAS picks its kernels from the CPU; "
+                "`--keep-blas-env` keeps them)")
+    elif env["kept"]:
+        what = ", ".join(f"{k}={v}" for k, v in env["kept"].items())
+        note = f"{what} set and **kept** (`--keep-blas-env`): OpenBLAS's kernel choice is forced"
+    else:
+        note = "OPENBLAS_CORETYPE and OPENBLAS_L2_SIZE not set (nothing to unset)"
+    return f"- OpenBLAS kernels that ran in the measuring processes: {kernel}; {note}"
 
 
 def machine_section(info):
@@ -137,6 +232,7 @@ def machine_section(info):
         for b in info.get("blas", [])) or "unknown"
     env = ", ".join(f"{k}={v}" for k, v in info["env"].items() if v is not None) or "none set"
     load = " / ".join(f"{x:.2f}" for x in info["loadavg_start"])
+    torch_cpu = info.get("torch_cpu_capability")
     lines = [
         "## Machine",
         "",
@@ -145,13 +241,31 @@ def machine_section(info):
         f"- {info['platform']}, Python {info['python']}",
         f"- numpy {info['numpy']}, numba {info.get('numba')}, torch {info.get('torch') or 'not installed'}",
         f"- numba threading layer: {info.get('threading_layer', 'n/a')} "
-        f"({info.get('numba_threads', '?')} threads); torch threads: {info.get('torch_threads', 'n/a')}",
+        f"({info.get('numba_threads', '?')} threads); torch threads: {info.get('torch_threads', 'n/a')}"
+        + (f", PyTorch CPU capability: {torch_cpu}" if torch_cpu else ""),
         f"- BLAS libraries loaded with numcnn (threadpoolctl): {blas}",
-        f"- OPENBLAS_CORETYPE: {os.environ.get('OPENBLAS_CORETYPE', 'unset')}; "
-        f"related environment: {env}",
+        blas_environment_line(info),
+        f"- environment of the measuring processes: {env}",
         f"- load average (1/5/15 min) at start: {load}",
     ]
     return "\n".join(lines)
+
+
+def freed_memory_line(requested, seen):
+    """``seen``: {what: [values of FREED_MEMORY_KEPT reported by its processes]}."""
+    if not requested:
+        bad = sorted(what for what, values in seen.items() if any(v is not None for v in values))
+        return ("- Freed memory: glibc's default malloc in every measuring process "
+                "(`--keep-freed-memory` not given)"
+                + (f"; but {', '.join(bad)} kept freed memory" if bad else ""))
+    ok = sorted(what for what, values in seen.items() if values and all(v is True for v in values))
+    bad = sorted(what for what, values in seen.items()
+                 if not values or any(v is not True for v in values))
+    line = ("- Freed memory kept (`--keep-freed-memory`): numcnn.keep_freed_memory() "
+            f"returned True in {', '.join(ok) or 'no process'}")
+    if bad:
+        line += f"; **not applied in {', '.join(bad)}**"
+    return line
 
 
 # ---------------------------------------------------------------------------
@@ -179,21 +293,31 @@ def run_benchmarks(settings, keyword, workdir):
 
 
 def collect(data):
-    """{(op, shape): {"numba"|"numpy"|"torch": median seconds}} in run order."""
-    rows, extra = {}, {}
+    """One row per (op, shape), in run order: ``{"op", "shape", "median_s": {"numba"|"numpy"|
+    "torch": seconds}, "torch_op", "info"}`` (``info``: the extra_info shared by the entries,
+    e.g. a convolution's FLOPs; per column in ``info_by_column``)."""
+    rows = {}
     for bench in data.get("benchmarks", []):
         info = bench.get("extra_info", {})
         if "op" not in info:
             continue
         key = (info["op"], info["shape"])
         column = info["backend"] if info["framework"] == "numcnn" else "torch"
-        rows.setdefault(key, {})[column] = bench["stats"]["median"]
+        row = rows.setdefault(key, {"op": key[0], "shape": key[1], "median_s": {},
+                                    "torch_op": None, "info": {}, "info_by_column": {}})
+        row["median_s"][column] = bench["stats"]["median"]
+        row["info_by_column"][column] = info
         if "op_torch" in info:
-            extra[key] = info["op_torch"]
+            row["torch_op"] = info["op_torch"]
+        for k in ("conv", "network_input", "conv_pass", "flops", "flop_table"):
+            if k in info:
+                row["info"][k] = info[k]
+        if info["framework"] == "numcnn" and "path" in info:
+            row["info"]["path"] = info["path"]
     # keep the order of first appearance of each operation, then of each shape
-    op_order = list(dict.fromkeys(op for op, _ in rows))
-    ordered = sorted(rows, key=lambda k: (op_order.index(k[0]), list(rows).index(k)))
-    return [(key, rows[key], extra.get(key)) for key in ordered]
+    keys = list(rows)
+    op_order = list(dict.fromkeys(op for op, _ in keys))
+    return [rows[k] for k in sorted(keys, key=lambda k: (op_order.index(k[0]), keys.index(k)))]
 
 
 def fmt_ms(seconds):
@@ -201,6 +325,10 @@ def fmt_ms(seconds):
         return "-"
     ms = seconds * 1e3
     return f"{ms:.3f}" if ms < 1 else f"{ms:.2f}" if ms < 100 else f"{ms:.0f}"
+
+
+def fmt_s(seconds):
+    return "-" if seconds is None else f"{seconds:.2f}" if seconds < 100 else f"{seconds:.0f}"
 
 
 def fmt_ratio(a, b):
@@ -215,18 +343,23 @@ def speed_section(rows, settings, quick):
         "| numcnn NumPy (ms) | numba speed-up over NumPy |",
         "|---|---|---:|---:|---:|---:|---:|",
     ]
-    for (op, shape), medians, op_torch in rows:
+    for row in rows:
+        medians = row["median_s"]
         numba_s, numpy_s, torch_s = medians.get("numba"), medians.get("numpy"), medians.get("torch")
-        name = f"{op} (PyTorch: {op_torch})" if op_torch else op
-        lines.append(f"| {name} | {shape} | {fmt_ms(numba_s)} | {fmt_ms(torch_s)} | "
+        name = f"{row['op']} (PyTorch: {row['torch_op']})" if row["torch_op"] else row["op"]
+        lines.append(f"| {name} | {row['shape']} | {fmt_ms(numba_s)} | {fmt_ms(torch_s)} | "
                      f"{fmt_ratio(numba_s, torch_s)} | {fmt_ms(numpy_s)} | "
                      f"{fmt_ratio(numpy_s, numba_s)} |")
     lines += [
         "",
         "numcnn / PyTorch above 1 means numcnn is slower. Shapes are the inputs "
-        "(`->F`: output channels); conv shapes are the three convolutions of the "
-        "network at 60x80. Backward rows time the backward call only (the forward "
-        "pass runs untimed before each round).",
+        "(`->F`: output channels); the layer rows use the network's shapes at 60x80, "
+        "the convolutions also at 64x64 (the recipe's input). Backward rows time the "
+        "backward call only (the forward pass runs untimed before each round). "
+        "Training on numba runs the first convolution with `conv2d_direct` / "
+        "`conv2d_direct_backward (dW, db)` and each BatchNorm + ReLU with the "
+        "`batchnorm_relu_*` kernels (numcnn/plan.py); the `Conv2D`, `BatchNorm2D` and "
+        "`ReLU` rows are the layers one by one (`Sequential.forward`, `model.profile`).",
         f"pytest-benchmark: --benchmark-min-rounds={settings['min_rounds']} "
         f"--benchmark-max-time={settings['max_time']} --benchmark-warmup={settings['warmup']}"
         + (" (--quick: numbers are a smoke test, not a measurement)" if quick else ""),
@@ -235,7 +368,295 @@ def speed_section(rows, settings, quick):
 
 
 # ---------------------------------------------------------------------------
-# 3. Peak memory
+# 3. Convolutions: conv1 three ways, and every convolution against the FP32 peak
+# ---------------------------------------------------------------------------
+def sgemm_peak(repeats):
+    log("compare.py: FP32 peak (best of 2048x2048 SGEMMs, 2 threads) ...")
+    return run_json([str(HERE / "sgemm_peak.py"), "--repeats", str(repeats), "--threads", "2"],
+                    what="sgemm_peak.py")
+
+
+def find(rows, op, shape, column):
+    for row in rows:
+        if row["op"] == op and row["shape"] == shape:
+            return row["median_s"].get(column)
+    return None
+
+
+def conv1_label(H, W):
+    return f"64x3x{H}x{W}->32"
+
+
+def conv1_results(rows):
+    """Forward, backward (dW, db) and their sum, per input size and way."""
+    results = []
+    for H, W in CONV_INPUTS:
+        shape = conv1_label(H, W)
+        ways = {
+            "numcnn direct (training)": (find(rows, "conv2d_direct", shape, "numba"),
+                                         find(rows, "conv2d_direct_backward (dW, db)", shape, "numba")),
+            "numcnn im2col (layer)": (find(rows, "Conv2D forward", shape, "numba"),
+                                      find(rows, "Conv2D backward (dW, db)", shape, "numba")),
+            "PyTorch": (find(rows, "conv2d_direct", shape, "torch")
+                        or find(rows, "Conv2D forward", shape, "torch"),
+                        find(rows, "conv2d_direct_backward (dW, db)", shape, "torch")
+                        or find(rows, "Conv2D backward (dW, db)", shape, "torch")),
+        }
+        for way, (forward, backward) in ways.items():
+            total = None if forward is None or backward is None else forward + backward
+            results.append({"input": f"{H}x{W}", "shape": shape, "way": way, "forward_s": forward,
+                            "backward_s": backward, "total_s": total})
+    return results
+
+
+def conv1_section(results):
+    torch_total = {r["input"]: r["total_s"] for r in results if r["way"] == "PyTorch"}
+    lines = [
+        "## First convolution, forward + backward (64x3xHxW -> 32, 3x3, padding 1; median ms)",
+        "",
+        "| Input | Way | forward (ms) | backward: dW, db (ms) | forward + backward (ms) "
+        "| / PyTorch |",
+        "|---|---|---:|---:|---:|---:|",
+    ]
+    for r in results:
+        lines.append(f"| {r['input']} | {r['way']} | {fmt_ms(r['forward_s'])} | "
+                     f"{fmt_ms(r['backward_s'])} | {fmt_ms(r['total_s'])} | "
+                     f"{fmt_ratio(r['total_s'], torch_total.get(r['input']))} |")
+    lines += [
+        "",
+        "numcnn direct: `numcnn.kernels.jit.conv2d_direct`, then "
+        "`conv2d_direct_backward(..., input_grad=False)` (the direct kernel, measured "
+        "against the im2col path; training runs the im2col path). numcnn im2col: "
+        "`Conv2D.forward` and `Conv2D.backward(dy, input_grad=False)` (what "
+        "`Sequential.forward` / `model.profile` run). PyTorch: `F.conv2d` forward and "
+        "its backward with `x.requires_grad=False` (weight and bias gradients only). "
+        "Backward times exclude the forward pass (run untimed before each round).",
+    ]
+    return "\n".join(lines)
+
+
+def efficiency_results(rows, peak_gflops):
+    """Every convolution's achieved GFLOP/s and share of the peak, numcnn (numba) and PyTorch."""
+    passes = ("forward", "backward (dW, db)", "backward (dx, dW, db)")
+    paths = ("direct", "im2col")
+    inputs = [f"{H}x{W}" for H, W in CONV_INPUTS]
+    chosen = [r for r in rows if r["info"].get("flop_table") and "flops" in r["info"]]
+    chosen.sort(key=lambda r: (inputs.index(r["info"]["network_input"])
+                               if r["info"]["network_input"] in inputs else 99,
+                               r["info"]["conv"], passes.index(r["info"]["conv_pass"]),
+                               paths.index(r["info"].get("path", "im2col"))))
+    results = []
+    for r in chosen:
+        flops = r["info"]["flops"]
+        entry = {"conv": r["info"]["conv"], "input": r["info"]["network_input"],
+                 "shape": r["shape"], "pass": r["info"]["conv_pass"],
+                 "numcnn_path": r["info"].get("path"), "op": r["op"], "gflop": flops / 1e9}
+        for column, name in (("numba", "numcnn"), ("torch", "torch")):
+            seconds = r["median_s"].get(column)
+            gflops = None if seconds is None else flops / seconds / 1e9
+            entry[f"{name}_s"] = seconds
+            entry[f"{name}_gflops"] = gflops
+            entry[f"{name}_peak_share"] = (None if gflops is None or not peak_gflops
+                                           else gflops / peak_gflops)
+        results.append(entry)
+    return results
+
+
+def efficiency_section(results, peak):
+    def pct(share):
+        return "-" if share is None else f"{100 * share:.0f}%"
+
+    def gf(value):
+        return "-" if value is None else f"{value:.1f}"
+
+    best = peak["best_gflops"] if peak else None
+    lines = [
+        "## Convolutions against the FP32 peak (batch 64, 3x3, padding 1)",
+        "",
+        "| Convolution | Input | Shape | Pass | GFLOP | numcnn path | numcnn ms | numcnn GFLOP/s "
+        "| numcnn % of peak | PyTorch ms | PyTorch GFLOP/s | PyTorch % of peak |",
+        "|---|---|---|---|---:|---|---:|---:|---:|---:|---:|---:|",
+    ]
+    for e in results:
+        path = e["numcnn_path"]
+        if e["conv"] == "conv1" and path == "im2col":
+            path = "im2col (layer; training runs direct)"
+        lines.append(
+            f"| {e['conv']} | {e['input']} | {e['shape']} | {e['pass']} | {e['gflop']:.2f} | {path} | "
+            f"{fmt_ms(e['numcnn_s'])} | {gf(e['numcnn_gflops'])} | {pct(e['numcnn_peak_share'])} | "
+            f"{fmt_ms(e['torch_s'])} | {gf(e['torch_gflops'])} | {pct(e['torch_peak_share'])} |")
+    if peak:
+        blas = [b for b in peak["blas"] if b.get("library") == "numpy.libs"] or peak["blas"]
+        kernel = blas[0].get("architecture") if blas else "unknown"
+        peak_text = (f"**Peak = {best:.1f} GFLOP/s: the best of {peak['repeats']} "
+                     f"{peak['size']}x{peak['size']} float32 `np.matmul` products on "
+                     f"{peak['threads']} threads measured on this machine** (median "
+                     f"{peak['median_gflops']:.1f}; numpy's OpenBLAS, {kernel} kernels), not a "
+                     "datasheet figure.")
+    else:
+        peak_text = "Peak not measured (`--skip-peak`): shares left empty."
+    lines += [
+        "",
+        "Achieved GFLOP/s = FLOPs / median time, with FLOPs = 2 * N * F * C * KH * KW * OH * OW "
+        "for the forward pass, 2x that for a backward pass computing the weight gradient only "
+        "(the first convolution, which needs no input gradient), 4x with the input gradient "
+        "(conv2, conv3); bias gradients are not counted. Rows are the passes training runs "
+        "(PyTorch likewise: `x.requires_grad` only where the input gradient is needed), "
+        "plus conv1's im2col layer path for comparison. " + peak_text,
+    ]
+    return "\n".join(lines)
+
+
+# ---------------------------------------------------------------------------
+# 4. Training epoch and inference (interleaved.py)
+# ---------------------------------------------------------------------------
+def interleaved_results(run, epochs, inference, with_torch, skip_fit=False):
+    images = run["epoch_images"] if epochs else 150   # inference only: a token training set
+    cmd = [str(HERE / "interleaved.py"), "--images", str(images),
+           "--repeats", str(run["epoch_repeats"] if epochs else 0),
+           "--predict-images", str(run["predict_images"]),
+           "--predict-repeats", str(run["predict_repeats"] if inference else 0)]
+    if not with_torch:
+        cmd.append("--no-torch")
+    if skip_fit:
+        cmd.append("--skip-fit")
+    log(f"compare.py: training epochs and inference, interleaved ({' '.join(cmd[1:])}); "
+        "progress below ...")
+    done = subprocess.run([sys.executable] + cmd, cwd=REPO_ROOT, stdout=subprocess.PIPE,
+                          stderr=None, text=True)   # progress straight to our stderr
+    if done.returncode != 0:
+        raise RuntimeError(f"interleaved.py failed (exit {done.returncode}); its error is above")
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def epoch_summary(result):
+    scale = RECIPE_TRAIN_IMAGES / result["images"]
+    summary = {"images": result["images"], "scale_to_recipe": scale,
+               "steps_per_epoch": result["steps_per_epoch"], "last_batch": result["last_batch"],
+               "repeats": result["repeats"], "order": result["epoch_order"], "rows": {}}
+    for name, seconds in result["epoch_seconds"].items():
+        m = median(seconds)
+        summary["rows"][name] = {
+            "median_s": m, "min_s": min(seconds), "max_s": max(seconds), "all_s": seconds,
+            "median_s_per_recipe_epoch": m * scale,
+            "median_ms_per_step": 1e3 * m / result["steps_per_epoch"]}
+    rows = summary["rows"]
+    steps, torch_steps, fit = (rows.get("numcnn steps"), rows.get("torch steps"),
+                               rows.get("numcnn fit"))
+    summary["numcnn_over_torch"] = (steps["median_s"] / torch_steps["median_s"]
+                                    if steps and torch_steps else None)
+    summary["fit_over_steps"] = fit["median_s"] / steps["median_s"] if fit and steps else None
+    summary["fit_minus_steps_s_per_recipe_epoch"] = (
+        (fit["median_s"] - steps["median_s"]) * scale if fit and steps else None)
+    return summary
+
+
+def epoch_section(result, summary, quick):
+    full = result["images"] == RECIPE_TRAIN_IMAGES
+    lines = [
+        "## A training epoch of the blood-cell recipe (64x64 crops, batch 64, AdamW)",
+        "",
+        "| What runs | median s / epoch"
+        + ("" if full else f" (scaled to {RECIPE_TRAIN_IMAGES:,} images)")
+        + " | min - max (s, measured) | ms / step | vs PyTorch |",
+        "|---|---:|---:|---:|---:|",
+    ]
+    names = {"numcnn steps": "numcnn: `model.train_step` over the precomputed batches",
+             "torch steps": "PyTorch 2 threads: the same batches, `torch.optim.AdamW`",
+             "numcnn fit": "numcnn: `model.fit`, one epoch (shuffle, augmentation, loop)"}
+    torch_row = summary["rows"].get("torch steps")
+    for name in result["epoch_order"]:
+        row = summary["rows"][name]
+        versus = (fmt_ratio(row["median_s"], torch_row["median_s"]) if torch_row else "-")
+        lines.append(f"| {names.get(name, name)} | {fmt_s(row['median_s_per_recipe_epoch'])} | "
+                     f"{fmt_s(row['min_s'])} - {fmt_s(row['max_s'])} | "
+                     f"{row['median_ms_per_step']:.0f} | {versus} |")
+    lines.append("")
+    if summary["numcnn_over_torch"] is not None:
+        lines.append(f"numcnn / PyTorch per epoch, same batches: "
+                     f"**{summary['numcnn_over_torch']:.2f}x** (above 1: numcnn is slower).")
+    if summary["fit_over_steps"] is not None:
+        lines.append(f"`fit` against `train_step` over precomputed batches: "
+                     f"{summary['fit_over_steps']:.2f}x, "
+                     f"{summary['fit_minus_steps_s_per_recipe_epoch']:+.2f} s per "
+                     f"{RECIPE_TRAIN_IMAGES:,}-image epoch: what fit's loop adds (its shuffling, "
+                     "indexing and augmentation of each batch, the input checks; no validation, "
+                     "no callbacks, verbose=0).")
+    lines.append("")
+    data = (f"{result['images']:,} synthetic images 3x72x72 float32 (uniform pixels, mean image "
+            f"subtracted), labels 0..3: {result['steps_per_epoch']} steps per epoch, the last of "
+            f"{result['last_batch']} images. ")
+    data += ("This is the recipe's training-set size." if full else
+             f"Epoch times are scaled by {RECIPE_TRAIN_IMAGES:,}/{result['images']:,} = "
+             f"{summary['scale_to_recipe']:.2f} to a {RECIPE_TRAIN_IMAGES:,}-image epoch; "
+             "the min - max column is as measured.")
+    checks = result.get("checks") or {}
+    lines += [
+        "Data: " + data + " The batches (a random order; 64x64 random crops, flips and quarter "
+        "turns by `crop_and_flip(64, rotate90=True)`) are computed once from a fixed seed"
+        + (f", identically in both workers (same bytes: hash "
+           f"{result['setup']['numcnn']['batches_digest']} in both)"
+           if checks.get("same_batches") else "")
+        + "; `fit` shuffles and augments by itself from the model's Generator.",
+        f"Method: medians of {result['repeats']} interleaved rounds "
+        f"({', '.join(result['epoch_order'])}, then again), each framework in its own "
+        "long-lived worker process (`interleaved.py`): each runs alone in its process as a "
+        "user's training would (no PyTorch thread pool or allocator in numcnn's process and "
+        "no numba threads in PyTorch's), while the idle worker waits on a pipe; alternating "
+        "round by round makes a drift of the machine's load hit both alike. Both start from "
+        "the same weights; two untimed warm-up steps each; every epoch keeps training."
+        + (f" Peak RSS of the workers: numcnn {result['max_rss_mib']['numcnn']:.0f} MiB"
+           + (f", PyTorch {result['max_rss_mib']['torch']:.0f} MiB"
+              if "torch" in result["max_rss_mib"] else "") + " (data included).")
+        + (" (--quick: a smoke test, not a measurement.)" if quick else ""),
+    ]
+    if result["repeats"] < 5 and not quick:
+        lines.append(f"**Only {result['repeats']} rounds: fewer than the 5 the targets ask for.**")
+    return "\n".join(lines)
+
+
+def inference_summary(result):
+    rows = {}
+    for framework, seconds in result["predict_seconds"].items():
+        m = median(seconds)
+        rows[framework] = {"median_s": m, "all_s": seconds,
+                           "images_per_s": result["predict_images"] / m,
+                           "ms_per_batch": 1e3 * m * result["predict_batch"] / result["predict_images"]}
+    return rows
+
+
+def inference_section(result, rows, quick):
+    names = {"numcnn": "numcnn `model.predict(x, batch_size=256)`",
+             "torch": "PyTorch 2 threads, `eval()`, `torch.no_grad()`, softmax"}
+    torch_row = rows.get("torch")
+    lines = [
+        f"## Inference throughput (64x64, one view, batch {result['predict_batch']})",
+        "",
+        "| What runs | images / s (median) | ms per batch of 256 | numcnn / PyTorch (time) |",
+        "|---|---:|---:|---:|",
+    ]
+    for framework, row in rows.items():
+        lines.append(f"| {names.get(framework, framework)} | {row['images_per_s']:.0f} | "
+                     f"{row['ms_per_batch']:.1f} | "
+                     f"{fmt_ratio(row['median_s'], torch_row['median_s']) if torch_row else '-'} |")
+    check = (result.get("checks") or {}).get("predict_max_abs_difference")
+    lines += [
+        "",
+        f"{result['predict_images']:,} random images 3x64x64 per round, medians of "
+        f"{result['predict_repeats']} interleaved rounds (numcnn, PyTorch, ...) in the same "
+        "worker processes as the epochs, each with a fresh copy of the network (same weights; "
+        "BatchNorm on its running statistics)"
+        + (f"; both give the same probabilities (max difference {check:.1e})"
+           if check is not None else "")
+        + ". numcnn's predict runs the plan's fused inference kernels and returns float32 "
+        "probabilities; PyTorch's time includes its softmax."
+        + (" (--quick: a smoke test, not a measurement.)" if quick else ""),
+    ]
+    return "\n".join(lines)
+
+
+# ---------------------------------------------------------------------------
+# 5. Peak memory
 # ---------------------------------------------------------------------------
 def memory_results(steps, with_torch):
     results = {}
@@ -284,34 +705,51 @@ def memory_section(results, steps):
 
 
 # ---------------------------------------------------------------------------
-# 4. First-call (compile) cost
+# 6. First-call (compile) cost
 # ---------------------------------------------------------------------------
-def compile_results():
-    cache = tempfile.mkdtemp(prefix="numcnn-numba-cache-")
-    env = dict(os.environ, NUMBA_CACHE_DIR=cache)
-    try:
-        log("compare.py: first step with an empty numba cache (compiling) ...")
-        cold = run_json([str(HERE / "first_step.py")], env=env, what="first_step.py (cold)")
-        log("compare.py: first step with the filled cache (loading) ...")
-        warm = run_json([str(HERE / "first_step.py")], env=env, what="first_step.py (warm)")
-    finally:
-        shutil.rmtree(cache, ignore_errors=True)
-    return {"cold": cold, "warm": warm}
+def compile_results(sizes):
+    """For each size: first_step.py with a new, empty NUMBA_CACHE_DIR, then with it filled."""
+    results = {}
+    for H, W in sizes:
+        cache = tempfile.mkdtemp(prefix="numcnn-numba-cache-")
+        env = dict(os.environ, NUMBA_CACHE_DIR=cache)
+        args = [str(HERE / "first_step.py"), "--size", f"{H}x{W}"]
+        try:
+            log(f"compare.py: first step at {H}x{W} with an empty numba cache (compiling) ...")
+            cold = run_json(args, env=env, what=f"first_step.py {H}x{W} (cold)")
+            log(f"compare.py: first step at {H}x{W} with the filled cache (loading) ...")
+            warm = run_json(args, env=env, what=f"first_step.py {H}x{W} (warm)")
+        finally:
+            shutil.rmtree(cache, ignore_errors=True)
+        results[f"{H}x{W}"] = {"cold": cold, "warm": warm}
+    return results
 
 
 def compile_section(results):
     lines = [
-        "## First-call cost of the numba kernels (train step, 60x80, batch 64, fresh process)",
+        "## First-call cost of the numba kernels (train step, batch 64, AdamW, fresh process)",
         "",
-        "| NUMBA_CACHE_DIR | import numcnn (s) | 1st step (s) | 2nd step (s) | 3rd step (s) "
-        "| 1st - 2nd (s) |",
-        "|---|---:|---:|---:|---:|---:|",
+        "| Input | NUMBA_CACHE_DIR | import numcnn (s) | 1st step (s) | 2nd step (s) "
+        "| 3rd step (s) | 1st - 2nd (s) |",
+        "|---|---|---:|---:|---:|---:|---:|",
     ]
-    for name, title in (("cold", "empty (compile)"), ("warm", "filled (cache load)")):
-        r = results[name]
-        lines.append(f"| {title} | {r['import_s']:.2f} | {r['first_step_s']:.2f} | "
-                     f"{r['second_step_s']:.2f} | {r['third_step_s']:.2f} | "
-                     f"{r['first_step_s'] - r['second_step_s']:.2f} |")
+    for size, runs in results.items():
+        for name, title in (("cold", "empty (compile)"), ("warm", "filled (cache load)")):
+            r = runs[name]
+            lines.append(f"| {size} | {title} | {r['import_s']:.2f} | {r['first_step_s']:.2f} | "
+                         f"{r['second_step_s']:.2f} | {r['third_step_s']:.2f} | "
+                         f"{r['first_step_s'] - r['second_step_s']:.2f} |")
+    lines.append("")
+    verdicts = []
+    for size, runs in results.items():
+        cold = runs["cold"]
+        first, total = cold["first_step_s"], cold["import_s"] + cold["first_step_s"]
+        verdicts.append(f"{size}: first step {first:.1f} s, with the import {total:.1f} s "
+                        f"({'met' if total < FIRST_STEP_TARGET_S else 'NOT met'})")
+    lines.append(f"Target: the first training step of a fresh installation (empty cache, "
+                 f"compilation included) under {FIRST_STEP_TARGET_S:.0f} s. "
+                 + "; ".join(verdicts) + ". Each size compiles into its own empty cache "
+                 "directory; the second run loads the kernels that the first compiled.")
     return "\n".join(lines)
 
 
@@ -319,17 +757,39 @@ def compile_section(results):
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true",
-                        help="about one round per benchmark and one measured memory step")
+                        help="about one round per benchmark, a tiny epoch, fewer repeats: "
+                             "a smoke test")
     parser.add_argument("--json", metavar="PATH", help="also write all results to PATH")
     parser.add_argument("-k", dest="keyword", help="pytest -k expression to select benchmarks")
+    parser.add_argument("--skip-benchmarks", action="store_true",
+                        help="no pytest-benchmark run (no speed or convolution sections)")
+    parser.add_argument("--skip-peak", action="store_true", help="no SGEMM peak measurement")
+    parser.add_argument("--skip-epoch", action="store_true", help="no training-epoch section")
+    parser.add_argument("--skip-inference", action="store_true", help="no inference section")
+    parser.add_argument("--skip-fit", action="store_true",
+                        help="epoch section without the model.fit epochs")
     parser.add_argument("--skip-memory", action="store_true")
     parser.add_argument("--skip-compile", action="store_true")
     parser.add_argument("--keep-freed-memory", action="store_true",
                         help="every benchmark process calls numcnn.keep_freed_memory() "
                              "(malloc keeps freed memory; applies to PyTorch too)")
+    parser.add_argument("--keep-blas-env", action="store_true",
+                        help="keep OPENBLAS_CORETYPE / OPENBLAS_L2_SIZE for the measuring "
+                             "processes (by default they are unset)")
     parser.add_argument("--min-rounds", type=int, help="override --benchmark-min-rounds")
     parser.add_argument("--max-time", type=float, help="override --benchmark-max-time (s)")
+    parser.add_argument("--epoch-images", type=int,
+                        help=f"training images per epoch (default {RECIPE_TRAIN_IMAGES}; "
+                             "fewer: times are scaled, and the report says so)")
+    parser.add_argument("--epoch-repeats", type=int, help="interleaved epoch rounds (default 5)")
+    parser.add_argument("--predict-images", type=int, help="images per inference round (2048)")
+    parser.add_argument("--predict-repeats", type=int, help="interleaved inference rounds (11)")
+    parser.add_argument("--sgemm-repeats", type=int, help="timed SGEMMs for the peak (5)")
+    parser.add_argument("--first-step-sizes", metavar="HxW,...",
+                        help="input sizes of the first-call measurement (default 64x64,60x80; "
+                             "--quick: 64x64)")
     args = parser.parse_args(argv)
+    blas_env = prepare_blas_environment(args.keep_blas_env)  # before any subprocess
     if args.keep_freed_memory:
         os.environ["NUMCNN_KEEP_FREED_MEMORY"] = "1"     # inherited by every subprocess
 
@@ -338,35 +798,88 @@ def main(argv=None):
         settings["min_rounds"] = args.min_rounds
     if args.max_time is not None:
         settings["max_time"] = args.max_time
+    run = dict(QUICK_RUN if args.quick else FULL_RUN)
+    for key in run:
+        if getattr(args, key) is not None:
+            run[key] = getattr(args, key)
+    try:
+        first_step_sizes = parse_sizes(run["first_step_sizes"])
+    except ValueError:
+        parser.error(f"--first-step-sizes: expected e.g. 64x64,60x80; got {run['first_step_sizes']!r}")
+    if run["epoch_images"] < 2:
+        parser.error("--epoch-images must be at least 2")
     memory_steps = 1 if args.quick else 3
 
-    report = {"settings": settings, "quick": args.quick}
+    report = {"settings": settings, "run": run, "quick": args.quick,
+              "keep_freed_memory": args.keep_freed_memory}
+    freed = {}          # what: [FREED_MEMORY_KEPT of each of its processes]
     failed = False
-    info = machine_info()
+    info = machine_info(blas_env)
     report["machine"] = info
     print(machine_section(info), end="\n\n", flush=True)
     if info["loadavg_start"][0] > 0.5:
         log(f"compare.py: warning: load average {info['loadavg_start'][0]:.2f}; "
             "timings are only meaningful on a quiet machine")
+    with_torch = bool(info.get("torch"))
 
-    with tempfile.TemporaryDirectory(prefix="numcnn-bench-") as workdir:
-        data, code, pytest_log = run_benchmarks(settings, args.keyword, workdir)
-    if code != 0:
-        failed = True
-        log("compare.py: pytest reported failures; end of its output:\n" + pytest_log[-4000:])
-    if data is None:
-        print("No benchmark results (pytest did not write its JSON file).")
-    else:
-        rows = collect(data)
-        report["benchmarks_raw"] = data
-        report["speed"] = [dict(op=op, shape=shape, median_s=medians, torch_op=op_torch)
-                           for (op, shape), medians, op_torch in rows]
-        print(speed_section(rows, settings, args.quick), end="\n\n", flush=True)
+    peak = None
+    if not args.skip_peak:
+        try:
+            peak = sgemm_peak(run["sgemm_repeats"])
+            report["sgemm_peak"] = peak
+            freed["SGEMM peak"] = [peak["freed_memory_kept"]]
+        except RuntimeError as error:
+            failed = True
+            print(f"SGEMM peak: failed ({error})\n")
+
+    if not args.skip_benchmarks:
+        with tempfile.TemporaryDirectory(prefix="numcnn-bench-") as workdir:
+            data, code, pytest_log = run_benchmarks(settings, args.keyword, workdir)
+        if code != 0:
+            failed = True
+            log("compare.py: pytest reported failures; end of its output:\n" + pytest_log[-4000:])
+        if data is None:
+            print("No benchmark results (pytest did not write its JSON file).\n")
+        else:
+            rows = collect(data)
+            report["benchmarks_raw"] = data
+            report["speed"] = [dict(op=r["op"], shape=r["shape"], median_s=r["median_s"],
+                                    torch_op=r["torch_op"], info=r["info"]) for r in rows]
+            freed["pytest benchmarks"] = [b.get("extra_info", {}).get("freed_memory_kept")
+                                          for b in data.get("benchmarks", [])]
+            print(speed_section(rows, settings, args.quick), end="\n\n", flush=True)
+            conv1 = conv1_results(rows)
+            if any(r["total_s"] is not None for r in conv1):
+                report["conv1"] = conv1
+                print(conv1_section(conv1), end="\n\n", flush=True)
+            efficiency = efficiency_results(rows, peak["best_gflops"] if peak else None)
+            if efficiency:
+                report["conv_efficiency"] = efficiency
+                print(efficiency_section(efficiency, peak), end="\n\n", flush=True)
+
+    epochs, inference = not args.skip_epoch, not args.skip_inference
+    if epochs or inference:
+        try:
+            result = interleaved_results(run, epochs, inference, with_torch, args.skip_fit)
+            report["interleaved_raw"] = result
+            freed["epoch/inference workers"] = list(result["freed_memory_kept"].values())
+            if epochs:
+                summary = epoch_summary(result)
+                report["epoch"] = summary
+                print(epoch_section(result, summary, args.quick), end="\n\n", flush=True)
+            if inference:
+                rows = inference_summary(result)
+                report["inference"] = rows
+                print(inference_section(result, rows, args.quick), end="\n\n", flush=True)
+        except RuntimeError as error:
+            failed = True
+            print(f"Training epoch / inference: failed ({error})\n")
 
     if not args.skip_memory:
         try:
-            memory = memory_results(memory_steps, with_torch=bool(info.get("torch")))
+            memory = memory_results(memory_steps, with_torch=with_torch)
             report["memory"] = [dict(r) for r in memory.values()]
+            freed["peak memory"] = [r.get("freed_memory_kept") for r in memory.values()]
             print(memory_section(memory, memory_steps), end="\n\n", flush=True)
         except RuntimeError as error:
             failed = True
@@ -374,15 +887,22 @@ def main(argv=None):
 
     if not args.skip_compile and "threading_layer" in info:
         try:
-            compiled = compile_results()
+            compiled = compile_results(first_step_sizes)
             report["first_call"] = compiled
+            freed["first step"] = [r.get("freed_memory_kept") for runs in compiled.values()
+                                   for r in runs.values()]
             print(compile_section(compiled), end="\n\n", flush=True)
         except RuntimeError as error:
             failed = True
             print(f"First-call cost: failed ({error})\n")
 
+    report["freed_memory"] = freed
     report["loadavg_end"] = os.getloadavg()
-    print(f"Load average (1/5/15 min) at the end: "
+    print("## Environment of this run, checked\n")
+    print(blas_environment_line(info))
+    print(freed_memory_line(args.keep_freed_memory, freed))
+    print(f"- load average (1/5/15 min) at the start: "
+          f"{' / '.join(f'{x:.2f}' for x in info['loadavg_start'])}; at the end: "
           f"{' / '.join(f'{x:.2f}' for x in report['loadavg_end'])}")
     if args.json:
         Path(args.json).write_text(json.dumps(report, indent=1, default=str))

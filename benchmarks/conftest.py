@@ -9,7 +9,9 @@
   ``--benchmark-min-rounds`` and ``--benchmark-max-time`` like plain
   ``benchmark(...)`` calls do.
 - ``label``: sets ``benchmark.group`` and ``benchmark.extra_info``, which
-  ``compare.py`` reads to build its table.
+  ``compare.py`` reads to build its tables (with ``freed_memory_kept``: what
+  ``numcnn.keep_freed_memory()`` returned in this process, None when
+  ``--keep-freed-memory`` was not asked for).
 
 The network builders live in ``bloodnet.py`` (importable from plain scripts too).
 In the default configuration (``--benchmark-disable`` in setup.cfg) every
@@ -24,7 +26,7 @@ HERE = Path(__file__).resolve().parent
 if str(HERE) not in sys.path:  # `import bloodnet` whatever pytest's import mode
     sys.path.insert(0, str(HERE))
 
-import bloodnet  # noqa: E402,F401  (puts the repository root on sys.path)
+import bloodnet  # noqa: E402  (first: puts the repository root on sys.path)
 import numcnn  # noqa: E402
 
 
@@ -71,7 +73,8 @@ def label(benchmark):
     def apply(op, shape, framework, backend=None, **extra):
         benchmark.group = f"{op} {shape}"
         benchmark.extra_info.update(op=op, shape=shape, framework=framework,
-                                    backend=backend, **extra)
+                                    backend=backend, freed_memory_kept=bloodnet.FREED_MEMORY_KEPT,
+                                    **extra)
 
     return apply
 

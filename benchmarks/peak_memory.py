@@ -125,6 +125,7 @@ def measure(framework, H, W, steps=3, batch=64):
         "growth_mib": (peak_kib - baseline_kib) * mib,
         "after_import_mib": None if after_import_kib is None else after_import_kib * mib,
         "hwm_reset": hwm_reset,
+        "freed_memory_kept": sys.modules["bloodnet"].FREED_MEMORY_KEPT,
         "seconds_per_step": seconds,
         "last_loss": float(losses[-1]),
     }

@@ -1,4 +1,5 @@
-"""Per-layer benchmarks on the shapes of the blood-cell network (input 60x80, batch 64).
+"""Per-layer benchmarks on the shapes of the blood-cell network (input 60x80, batch 64;
+the convolutions also at the recipe's input, 64x64).
 
 Every operation is timed three ways: numcnn on the numba kernels, numcnn on the
 NumPy reference kernels (the ``backend`` fixture) and, when it is installed,
@@ -6,9 +7,13 @@ the same operation in PyTorch (the ``torch`` fixture; skipped otherwise).
 
 What is timed
 -------------
-- forward: ``layer.forward(x, True, checked=True)``, the call ``Sequential``
-  makes while training (without ``checked=True``, ``layer.forward`` adds input
-  checks that the model does once per batch, not per layer). PyTorch:
+- forward: ``layer.forward(x, True, checked=True)``, the call training's plan
+  makes for a layer it does not fuse (``numcnn/plan.py``; without
+  ``checked=True``, ``layer.forward`` adds input checks that the model does once
+  per batch, not per layer). On the numba backend, training runs the first
+  convolution and every BatchNorm + ReLU pair through fused kernels instead:
+  those are timed in ``test_bench_kernels.py``; the layer rows here are what
+  ``Sequential.forward`` and ``model.profile`` run, and the NumPy backend. PyTorch:
   ``module(x)`` in training mode, with the parameters requiring gradients, so
   autograd records its graph as it does while training.
 - backward: only ``layer.backward(dy)``. Each round runs the forward pass first,
@@ -35,8 +40,8 @@ import numpy as np
 import pytest
 
 import numcnn
-from bloodnet import (BATCH, CONV_LAYERS, DROPOUT, FEATURE_MAPS, assert_close32, maybe_torch,
-                      random_array, shape_label, timed_once)
+from bloodnet import (BATCH, CONV_LAYERS, DROPOUT, FEATURE_MAPS, NETWORK_CONVS, assert_close32,
+                      conv_info, maybe_torch, random_array, shape_label, timed_once)
 from numcnn.backend import kernels
 from numcnn.layers import BatchNorm2D, Conv2D, Dropout, MaxPool2D, ReLU
 
@@ -44,6 +49,8 @@ KH = KW = 3
 PAD = 1
 
 CONV_IDS = [f"conv{i + 1}" for i in range(len(CONV_LAYERS))]
+#: Conv2D forward and backward: every convolution at input 64x64 and 60x80.
+NETWORK_CONV_IDS = [f"{name}-{size}" for name, size, *_ in NETWORK_CONVS]
 MAP_IDS = [shape_label((BATCH,) + shape) for shape in FEATURE_MAPS]
 #: Dropout follows MaxPool2D in the network, so it sees the pooled maps.
 POOLED_MAPS = tuple((C, H // 2, W // 2) for (C, H, W) in FEATURE_MAPS)
@@ -116,9 +123,11 @@ def torch_conv(torch, layer):
     return conv
 
 
-@pytest.mark.parametrize("C, F, H, W", CONV_LAYERS, ids=CONV_IDS)
-def test_conv2d_forward(benchmark, label, backend, C, F, H, W):
-    label("Conv2D forward", conv_label(C, F, H, W), "numcnn", backend)
+@pytest.mark.parametrize("name, size, C, F, H, W", NETWORK_CONVS, ids=NETWORK_CONV_IDS)
+def test_conv2d_forward(benchmark, label, backend, name, size, C, F, H, W):
+    # conv1 trains on the direct kernel (test_bench_kernels.py); this is its layer path
+    label("Conv2D forward", conv_label(C, F, H, W), "numcnn", backend,
+          **conv_info(name, size, C, F, H, W, "forward", "im2col"))
     x = data((BATCH, C, H, W), 1)
     layer = numcnn_conv(C, F)
     y, _ = timed_once(layer.forward, x, True, checked=True)
@@ -134,18 +143,22 @@ def test_conv2d_forward(benchmark, label, backend, C, F, H, W):
     assert result.shape == (BATCH, F, H, W)
 
 
-@pytest.mark.parametrize("C, F, H, W", CONV_LAYERS, ids=CONV_IDS)
-def test_conv2d_forward_torch(benchmark, label, torch, C, F, H, W):
-    label("Conv2D forward", conv_label(C, F, H, W), "torch")
+@pytest.mark.parametrize("name, size, C, F, H, W", NETWORK_CONVS, ids=NETWORK_CONV_IDS)
+def test_conv2d_forward_torch(benchmark, label, torch, name, size, C, F, H, W):
+    label("Conv2D forward", conv_label(C, F, H, W), "torch",
+          **conv_info(name, size, C, F, H, W, "forward", "torch"))
     conv = torch_conv(torch, numcnn_conv(C, F)).train()
     x = torch.from_numpy(data((BATCH, C, H, W), 1))
     y = benchmark(conv, x)
     assert tuple(y.shape) == (BATCH, F, H, W) and y.requires_grad
 
 
-@pytest.mark.parametrize("C, F, H, W", CONV_LAYERS, ids=CONV_IDS)
-def test_conv2d_backward(benchmark, label, backend, pedantic_rounds, C, F, H, W):
-    label("Conv2D backward", conv_label(C, F, H, W), "numcnn", backend)
+@pytest.mark.parametrize("name, size, C, F, H, W", NETWORK_CONVS, ids=NETWORK_CONV_IDS)
+def test_conv2d_backward(benchmark, label, backend, pedantic_rounds, name, size, C, F, H, W):
+    # with the input gradient, as conv2 and conv3 train (conv1 needs none: test_bench_kernels.py)
+    label("Conv2D backward", conv_label(C, F, H, W), "numcnn", backend,
+          **conv_info(name, size, C, F, H, W, "backward (dx, dW, db)", "im2col",
+                      in_flop_table=name != "conv1"))
     x = data((BATCH, C, H, W), 1)
     dy = data((BATCH, F, H, W), 3)
     layer = numcnn_conv(C, F)
@@ -175,9 +188,11 @@ def test_conv2d_backward(benchmark, label, backend, pedantic_rounds, C, F, H, W)
     assert result.shape == x.shape and layer.grads["W"].shape == (F, C, KH, KW)
 
 
-@pytest.mark.parametrize("C, F, H, W", CONV_LAYERS, ids=CONV_IDS)
-def test_conv2d_backward_torch(benchmark, label, torch, pedantic_rounds, C, F, H, W):
-    label("Conv2D backward", conv_label(C, F, H, W), "torch")
+@pytest.mark.parametrize("name, size, C, F, H, W", NETWORK_CONVS, ids=NETWORK_CONV_IDS)
+def test_conv2d_backward_torch(benchmark, label, torch, pedantic_rounds, name, size, C, F, H, W):
+    label("Conv2D backward", conv_label(C, F, H, W), "torch",
+          **conv_info(name, size, C, F, H, W, "backward (dx, dW, db)", "torch",
+                      in_flop_table=name != "conv1"))
     conv = torch_conv(torch, numcnn_conv(C, F)).train()
     x = torch.from_numpy(data((BATCH, C, H, W), 1)).requires_grad_(True)
     dy = torch.from_numpy(data((BATCH, F, H, W), 3))

@@ -108,6 +108,8 @@ def train_seed(settings, seed, data, run, say):
         train_index, val_index = splits.split_by_images(y, seed)
     if settings.resume:
         run.check_resumable(folder, settings, splits.validation_digest(val_index))
+    else:                                     # no model of an earlier run may pass for this one's
+        run.start_afresh(folder)
 
     mean = MeanImage().fit(x[train_index])    # the mean training image, subtracted everywhere
     x_train, y_train = mean.transform(x[train_index], copy=False), y[train_index]

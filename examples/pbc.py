@@ -99,6 +99,8 @@ def train_seed(settings, seed, data, run, say):
     classes = data["train"].classes
     if settings.resume:
         run.check_resumable(folder, settings)
+    else:                                     # no model of an earlier run may pass for this one's
+        run.start_afresh(folder)
     mean = MeanImage().fit(data["train"].x)   # the mean training image, subtracted everywhere
     arrays = {split: (mean.transform(data[split].x), data[split].y) for split in pbc.SPLITS}
     (x_train, y_train), (x_val, y_val) = arrays["train"], arrays["val"]

@@ -23,6 +23,7 @@ import numbers
 
 import numpy as np
 
+from . import validation
 from .snapshot import Snapshot
 
 __all__ = ["Callback", "History", "ProgressBar", "ModelCheckpoint", "previous_path", "EarlyStopping",
@@ -147,9 +148,15 @@ class ModelCheckpoint(Callback):
     With ``keep_previous=True`` the checkpoint it replaces is kept, renamed to
     :func:`previous_path` (``checkpoint.npz`` -> ``checkpoint.previous.npz``),
     so that if the newest file is ever damaged, the one before it is still there.
+    A file at ``path`` that is itself damaged (a run resumed from the previous
+    one because of it) is not kept: it is overwritten, and the previous one stays.
     """
 
     def __init__(self, path, keep_previous=False):
+        import os
+        if not isinstance(path, (str, os.PathLike)):
+            raise TypeError(f"ModelCheckpoint: path must be a file name (str or Path); "
+                            f"got {path!r}")
         self.path = str(path)
         self.keep_previous = bool(keep_previous)
 
@@ -159,9 +166,19 @@ class ModelCheckpoint(Callback):
         directory = os.path.dirname(path)
         if directory:
             os.makedirs(directory, exist_ok=True)
-        if self.keep_previous and os.path.exists(path):
+        if self.keep_previous and os.path.exists(path) and _is_whole_archive(path):
             os.replace(path, previous_path(path))
         self.model.save(path)
+
+
+def _is_whole_archive(path):
+    """True when ``path`` is a zip archive (a .npz) whose every member passes its CRC check."""
+    import zipfile
+    try:
+        with zipfile.ZipFile(path) as archive:
+            return archive.testzip() is None
+    except (OSError, EOFError, ValueError, zipfile.BadZipFile):
+        return False
 
 
 def previous_path(path):
@@ -193,6 +210,7 @@ def recalibrate_batchnorm(model, x, batch_size=256):
     """
     from .layers import BatchNorm, Dropout
 
+    batch_size = validation.positive_int(batch_size, "batch_size", "recalibrate_batchnorm")
     x = model.check_input(x, "recalibrate_batchnorm")
     norms = [layer for layer in model.layers if isinstance(layer, BatchNorm)]
     momenta = [layer.momentum for layer in norms]
@@ -220,7 +238,8 @@ class BatchNormCalibration(Callback):
     """
 
     def __init__(self, x, batch_size=256):
-        self.x, self.batch_size = x, batch_size
+        self.x = x
+        self.batch_size = validation.positive_int(batch_size, "batch_size", "BatchNormCalibration")
 
     def on_epoch_train_end(self, epoch, logs=None):
         recalibrate_batchnorm(self.model, self.x, batch_size=self.batch_size)
@@ -247,6 +266,9 @@ class EarlyStopping(Callback):
 
     def __init__(self, monitor="val_loss", min_delta=0.0, patience=3, mode="auto",
                  restore_best_weights=False):
+        if not isinstance(monitor, str):
+            raise TypeError(f"EarlyStopping: monitor must be the name of a metric such as "
+                            f"'val_loss'; got {monitor!r}")
         if mode == "auto":
             mode = "max" if "acc" in monitor else "min"
         if mode not in ("min", "max"):

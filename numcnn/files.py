@@ -7,7 +7,8 @@ over the target in one step (``os.replace``). A crash, a kill or a full disk
 at any moment leaves either the old file or the new one, never a mix; on any
 error the temporary file is removed and the error propagates. Two processes
 writing the same target at once each use their own temporary file, and the
-last rename wins.
+last rename wins. The file gets the permissions a plain ``open(path, "wb")``
+would give it (0o666 less the umask), not the temporary file's 0o600.
 """
 import json
 import os
@@ -47,6 +48,8 @@ def write_atomically(path, write):
         raise _naming(error, path) from None
     try:
         with os.fdopen(descriptor, "wb") as handle:
+            if hasattr(os, "fchmod"):
+                os.fchmod(handle.fileno(), _new_file_mode())
             write(handle)
             handle.flush()
             os.fsync(handle.fileno())
@@ -60,6 +63,13 @@ def write_atomically(path, write):
             raise _naming(error, path) from None
         raise
     return path
+
+
+def _new_file_mode():
+    """The mode ``open()`` gives a new file: 0o666 less the process's umask."""
+    mask = os.umask(0o022)          # the umask can only be read by setting it
+    os.umask(mask)
+    return 0o666 & ~mask
 
 
 def _naming(error, path):

@@ -6,13 +6,18 @@ model's public stack interface: ``forward``, ``backward``, ``param_slots``,
 ``check_input``, ``layers`` and ``rng``.
 
 One training step (:meth:`Trainer.train_step`): forward in training mode, the
-loss on the logits, backward, then the optimizer's update. The step is
+loss on the logits, backward, then the optimizer's update. Training,
+``evaluate`` and ``predict`` run the layers through the backend's plan
+(:mod:`numcnn.plan`: fused steps where the numba backend has a faster
+kernel); ``Sequential.forward`` runs them one by one. The step is
 guarded: a loss or gradient that is not finite skips the update, and an update
-that leaves a weight (or the optimizer's state) not finite is undone from a
-:class:`numcnn.snapshot.Snapshot` taken just before it. Either way ``fit``
+that leaves a weight, a buffer (BatchNorm's running statistics) or the
+optimizer's state not finite is undone from a :class:`numcnn.snapshot.Snapshot`
+taken just before it. The same check follows the end-of-epoch callbacks
+(``on_epoch_train_end``, e.g. BatchNorm re-calibration). Either way ``fit``
 stops, says why (``history.stop_reason``, a :class:`numcnn.errors.DivergenceWarning`)
 and sets ``history.diverged``: training never returns a model with
-non-finite weights.
+non-finite weights or statistics.
 """
 import math
 import time
@@ -71,6 +76,7 @@ class Trainer:
         self.epoch = 0
         self.stop_training = False
         self._before_step = None        # Snapshot of the state before an update
+        self._plan = None               # (backend, layer ids, Plan) of the last pass
 
     def compile(self, optimizer, loss):
         """Attach the optimizer (e.g. ``AdamW()``) and the loss (e.g. ``SoftmaxCrossEntropy()``).
@@ -91,6 +97,16 @@ class Trainer:
         self._before_step = None
         return self
 
+    def plan(self):
+        """The :class:`numcnn.plan.Plan` that training and prediction run (rebuilt when the
+        backend or the layers change)."""
+        from .backend import get_backend
+        from .plan import build_plan
+        key = (get_backend(), tuple(id(layer) for layer in self.layers))
+        if self._plan is None or self._plan[0] != key:
+            self._plan = (key, build_plan(self.layers))
+        return self._plan[1]
+
     def _require_compiled(self, where):
         if self.loss is None:
             raise RuntimeError(f"{where}: call compile(optimizer, loss) first")
@@ -100,7 +116,8 @@ class Trainer:
         """One step of gradient descent on a batch; returns ``(loss, correct count)``.
 
         If the loss or a gradient is not finite, nothing is updated; if the
-        update leaves a weight or the optimizer's state not finite, it is undone.
+        update leaves a weight, a buffer or the optimizer's state not finite,
+        it is undone.
         In both cases the model is as before the step (BatchNorm running
         statistics included) and ``(nan, 0)`` is returned.
         """
@@ -111,10 +128,11 @@ class Trainer:
         try:
             # Non-finite values are looked for explicitly below: no NumPy warnings about them.
             with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
-                logits = self.forward(xb, training=True, checked=True)
+                plan = self.plan()
+                logits = plan.forward(xb, training=True)
                 loss = self.loss.forward(logits, yb)
                 if math.isfinite(loss):
-                    self.backward(self.loss.backward())
+                    plan.backward(self.loss.backward())
                     slots = self.param_slots()
                     if all(np.isfinite(grad).all() for _, _, grad in slots):
                         self.optimizer.step(slots)
@@ -127,8 +145,11 @@ class Trainer:
                 self._before_step.restore()
 
     def _state_is_finite(self):
-        """True when every parameter and every optimizer state array is finite."""
+        """True when every parameter, buffer (BatchNorm's running statistics) and
+        optimizer state array is finite."""
         return (all(np.isfinite(param).all() for _, param, _ in self.param_slots())
+                and all(np.isfinite(value).all() for layer in self.layers
+                        for value in layer.buffers.values())
                 and all(np.isfinite(value).all() for slot in self.optimizer.state.values()
                         for value in slot.values()))
 
@@ -190,6 +211,9 @@ class Trainer:
             x_val, y_val = validation.pair_of_arrays(validation_data, "validation_data", where)
             x_val = self.check_input(x_val, "fit: validation x")
             validation.class_labels(y_val, len(x_val), self.num_classes, "fit: validation y")
+        if isinstance(callbacks, Callback) or not isinstance(callbacks, (list, tuple, type(None))):
+            raise TypeError(f"{where}: callbacks must be a list of numcnn Callbacks; got "
+                            f"{callbacks!r}")
         callbacks = list(callbacks or [])
         for callback in callbacks:
             if not isinstance(callback, Callback):
@@ -216,6 +240,10 @@ class Trainer:
                 break
             for callback in callbacks:
                 callback.on_epoch_train_end(epoch, logs)
+            if not self._state_is_finite():  # e.g. BatchNorm statistics re-measured by a callback
+                self._before_step.restore()
+                self._stop_diverged(epoch, None)
+                break
             if validation_data is not None:
                 scores = self.evaluate(x_val, y_val, batch_size=batch_size)
                 logs["val_loss"], logs["val_accuracy"] = scores["loss"], scores["accuracy"]
@@ -255,13 +283,19 @@ class Trainer:
         return {"loss": loss_sum / seen, "accuracy": correct / seen, "lr": self.optimizer.lr}
 
     def _stop_diverged(self, epoch, step):
+        """Stop at ``step`` of ``epoch`` (None: in the callbacks after its last batch)."""
         self.stop_training = True
         self.history.diverged = True
+        where, what, before = (
+            (f"epoch {epoch + 1}, batch {step + 1}", "the loss, a gradient, ", "that step")
+            if step is not None else
+            (f"the end of epoch {epoch + 1} (in a callback after its last batch, such as "
+             f"BatchNorm re-calibration)", "", "the epoch's last step"))
         self.history.stop_reason = (
-            f"training diverged at epoch {epoch + 1}, batch {step + 1}: the loss, a gradient, "
-            f"a weight or the optimizer's state was not finite (learning rate "
-            f"{self.optimizer.lr:g}); the model holds the weights from before that step, all "
-            f"finite, and epoch {epoch + 1} is not counted")
+            f"training diverged at {where}: {what}a weight, a BatchNorm statistic or the "
+            f"optimizer's state was not finite (learning rate {self.optimizer.lr:g}); the "
+            f"model holds the weights from before {before}, all finite, and epoch "
+            f"{epoch + 1} is not counted")
         warnings.warn(f"fit stopped: {self.history.stop_reason}", DivergenceWarning,
                       stacklevel=3)
 
@@ -290,9 +324,10 @@ class Trainer:
         x = self.check_input(x, where)
         validation.class_labels(y, len(x), self.num_classes, f"{where}: y")
         loss_sum, correct = 0.0, 0
+        plan = self.plan()
         for start, xb in self._batches(x, batch_size):
             yb = y[start:start + len(xb)]
-            logits = self.forward(xb, training=False, checked=True)
+            logits = plan.forward(xb, training=False)
             loss_sum += self.loss.forward(logits, yb) * len(xb)
             correct += int((logits.argmax(axis=1) == yb).sum())
         return {"loss": loss_sum / len(x), "accuracy": correct / len(x)}
@@ -307,8 +342,9 @@ class Trainer:
         batch_size = validation.positive_int(batch_size, "batch_size", where)
         x = self.check_input(x, where)
         outputs = []
+        plan = self.plan()
         for _, xb in self._batches(x, batch_size):
-            logits = self.forward(xb, training=False, checked=True)
+            logits = plan.forward(xb, training=False)
             outputs.append(softmax(logits.astype(np.float64), axis=1).astype(np.float32))
         probabilities = np.concatenate(outputs)
         bad = ~np.isfinite(probabilities).all(axis=1)

@@ -14,7 +14,11 @@ Every file is written whole or not at all (numcnn's atomic writer). One run
 at a time holds a folder: :meth:`RunFolder.locked` takes an operating-system
 lock on ``<out>/.lock`` (``fcntl.flock``), which dies with its process, so a
 killed run never blocks ``--resume``; the holder's process id is written in it
-for the message a second run gets.
+for the message a second run gets. The run that takes the lock removes the
+temporary files a killed run left (``.<name>.<random>.tmp``: no other run can
+be writing them). A seed trained anew (no ``--resume``) first removes the
+model, checkpoints and reports an earlier run left in its folder
+(:meth:`RunFolder.start_afresh`), so that none of them passes for this run's.
 """
 
 from __future__ import annotations
@@ -23,6 +27,7 @@ import contextlib
 import errno
 import json
 import os
+import re
 import sys
 import warnings
 from pathlib import Path
@@ -35,6 +40,7 @@ from numcnn.files import write_atomically, write_json_atomically
 from numcnn.callbacks import previous_path
 from numcnn.errors import ModelFileError
 
+from .reports import SPLIT_FILES, split_file
 from .settings import SettingsError
 
 __all__ = ["RunFolder", "FolderInUse"]
@@ -42,6 +48,12 @@ __all__ = ["RunFolder", "FolderInUse"]
 
 class FolderInUse(RuntimeError):
     """Another run holds the output folder."""
+
+
+#: The names numcnn's atomic writer gives its temporary files (tempfile.mkstemp's 8 characters).
+_TEMPORARY = re.compile(r"^\..+\.[A-Za-z0-9_]{8}\.tmp$")
+#: What a seed folder holds of one run, besides recipe.json, mean_image.npy and history.json.
+_SPLITS = ("train", "val", "test")
 
 
 class RunFolder:
@@ -77,9 +89,41 @@ class RunFolder:
             handle.truncate()
             handle.write(f"{os.getpid()}\n")
             handle.flush()
+            self._remove_temporaries()
             yield self
         finally:
             handle.close()                  # closing releases the lock
+
+    def _remove_temporaries(self):
+        """Remove what a killed run's atomic writes left: only the lock holder writes here."""
+        for folder in [self.out, *sorted(self.out.glob("seed*"))]:
+            if folder.is_dir():
+                for path in folder.iterdir():
+                    if _TEMPORARY.match(path.name) and path.is_file():
+                        path.unlink(missing_ok=True)
+
+    def start_afresh(self, folder):
+        """Before a seed is trained anew (no ``--resume``): remove its earlier run's results.
+
+        An earlier run's model.npz, checkpoints and reports would otherwise sit
+        beside this run's recipe.json and mean_image.npy: ``--predict`` would
+        use that model, and a later ``--resume`` would continue (or only
+        re-evaluate) it as if this run had made it, even if it diverged.
+        """
+        for name in ("checkpoint.npz", previous_path("checkpoint.npz")):
+            (folder / name).unlink(missing_ok=True)
+        _remove_results(folder)
+
+    def discard_seed(self, seed, reason):
+        """A seed with no result after all (its model's outputs are not finite).
+
+        Its model.npz and reports are removed (the checkpoints stay), ``reason``
+        is said on stderr, and ``{"seed": S, "diverged": reason}`` returned, as
+        for a seed whose training diverged.
+        """
+        _remove_results(self.out / f"seed{seed}")
+        print(f"seed {seed}: {reason}", file=sys.stderr)
+        return {"seed": seed, "diverged": reason}
 
     def seed_folder(self, seed):
         """``<out>/seed<S>``, made if needed."""
@@ -158,6 +202,15 @@ class RunFolder:
         if changed:
             raise SettingsError(f"--resume: {folder} was trained with other settings "
                                 f"({'; '.join(changed)}); use the same ones or another --out")
+
+
+def _remove_results(folder):
+    """Remove a seed folder's model.npz and reports (report, confusion, predicted, curves)."""
+    (folder / "model.npz").unlink(missing_ok=True)
+    (folder / "learning_curves.png").unlink(missing_ok=True)
+    for kind in SPLIT_FILES:
+        for split in _SPLITS:
+            split_file(folder, kind, split).unlink(missing_ok=True)
 
 
 def _load_or_warn(path):

@@ -9,6 +9,7 @@ run keeps what it finished, and turns the outcome into the exit status.
 from __future__ import annotations
 
 import numcnn
+from numcnn.errors import NonFiniteOutputError
 
 from .cli import EXIT
 
@@ -38,12 +39,16 @@ def announce(run, data_dir, say, note=""):
 def run_seeds(settings, run, train_seed, write_results):
     """Train ``train_seed(seed)`` for every seed, ``write_results(results)`` after each.
 
-    Returns the exit status: 3 when some seed's training diverged (the
-    others still ran), else 0.
+    Returns the exit status: 3 when some seed's training diverged, or its
+    trained model's outputs are not finite (the others still ran), else 0.
     """
     results = []
     for seed in settings.seed_list:
-        results.append(train_seed(seed))
+        try:
+            results.append(train_seed(seed))
+        except NonFiniteOutputError as error:      # finite weights, but outputs that are not
+            results.append(run.discard_seed(seed, f"the trained model cannot be evaluated: "
+                                                  f"{error}"))
         summary = write_results(results)
     print("\n" + summary)
     print(f"\nresults: {run.out / 'results.json'}, {run.out / 'summary.txt'}")

@@ -33,31 +33,69 @@ _reduce_jit = dict(_pjit, fastmath={"reassoc", "contract"})
 # ---------------------------------------------------------------------------
 # Convolution by its definition: direct loops
 # ---------------------------------------------------------------------------
+@njit(inline="always")
+def _valid_range(offset, stride, pad, size, out_size):
+    """The outputs ``o`` whose input ``o * stride + offset - pad`` lies in [0, size)."""
+    lo = max(0, (pad - offset + stride - 1) // stride)
+    hi = min(out_size, (size - 1 - offset + pad) // stride + 1)
+    return lo, hi
+
+
+@njit(inline="always")
+def _axpy(target, w, source):
+    """``target += w * source`` for two 2-D views of one shape (rows, then columns)."""
+    for r in range(target.shape[0]):
+        for k in range(target.shape[1]):  # indices from 0 on a row: vectorised
+            target[r, k] += w * source[r, k]
+
+
+@njit(inline="always")
+def _dot(a, b, start):
+    """``start + sum(a * b)`` for two 2-D views of one shape."""
+    total = start
+    for r in range(a.shape[0]):
+        for k in range(a.shape[1]):
+            total += a[r, k] * b[r, k]
+    return total
+
+
 @njit(**_pjit)
 def _conv2d_direct(x, W, b, stride, pad, y):
     N, C, H, Wd = x.shape
     F, _, KH, KW = W.shape
     OH, OW = y.shape[2:]
-    for nf in prange(N * F):
+    for nf in prange(N * F):  # each (image, filter) plane is written by one iteration
         n = nf // F
         f = nf % F
-        for oh in range(OH):
-            for ow in range(OW):
-                total = b[f]
-                for c in range(C):
-                    for i in range(KH):
-                        ih = oh * stride + i - pad
-                        if ih < 0 or ih >= H:
-                            continue
-                        for j in range(KW):
-                            iw = ow * stride + j - pad
-                            if 0 <= iw < Wd:
-                                total += W[f, c, i, j] * x[n, c, ih, iw]
-                y[n, f, oh, ow] = total
+        out = y[n, f]
+        out[:, :] = b[f]
+        for c in range(C):
+            for i in range(KH):
+                top, bottom = _valid_range(i, stride, pad, H, OH)
+                if bottom <= top:
+                    continue
+                rows = slice(top * stride + i - pad, (bottom - 1) * stride + i - pad + 1, stride)
+                for j in range(KW):
+                    left, right = _valid_range(j, stride, pad, Wd, OW)
+                    if right <= left:
+                        continue
+                    start, stop = left * stride + j - pad, (right - 1) * stride + j - pad + 1
+                    # out[oh, ow] += W[f, c, i, j] * x[n, c, oh*s + i - p, ow*s + j - p]
+                    if stride == 1:  # contiguous rows: a vectorised multiply-add
+                        _axpy(out[top:bottom, left:right], W[f, c, i, j],
+                              x[n, c, rows.start:rows.stop, start:stop])
+                    else:
+                        _axpy(out[top:bottom, left:right], W[f, c, i, j],
+                              x[n, c, rows, start:stop:stride])
 
 
 def conv2d_direct(x, W, b, stride, pad):
-    """Convolution by its definition; see :func:`numcnn.kernels.reference.conv2d_direct`."""
+    """Convolution by its definition; see :func:`numcnn.kernels.reference.conv2d_direct`.
+
+    The loops run over output rows, the innermost over an output row's columns,
+    so that each weight multiplies a contiguous run of pixels (vectorised);
+    each output element still sums its products in the order (c, i, j).
+    """
     N, C, H, Wd = x.shape
     F, _, KH, KW = W.shape
     y = np.empty((N, F, conv_output_size(H, KH, stride, pad),
@@ -75,52 +113,76 @@ def _conv2d_direct_dx(dy, W, stride, pad, dx):
     for n in prange(N):  # each image owns dx[n]
         dx[n] = 0
         for f in range(F):
-            for oh in range(OH):
-                for ow in range(OW):
-                    g = dy[n, f, oh, ow]
-                    for c in range(C):
-                        for i in range(KH):
-                            ih = oh * stride + i - pad
-                            if ih < 0 or ih >= H:
-                                continue
-                            for j in range(KW):
-                                iw = ow * stride + j - pad
-                                if 0 <= iw < Wd:
-                                    dx[n, c, ih, iw] += g * W[f, c, i, j]
+            for c in range(C):
+                for i in range(KH):
+                    top, bottom = _valid_range(i, stride, pad, H, OH)
+                    if bottom <= top:
+                        continue
+                    rows = slice(top * stride + i - pad, (bottom - 1) * stride + i - pad + 1,
+                                 stride)
+                    for j in range(KW):
+                        left, right = _valid_range(j, stride, pad, Wd, OW)
+                        if right <= left:
+                            continue
+                        start, stop = left * stride + j - pad, (right - 1) * stride + j - pad + 1
+                        if stride == 1:
+                            _axpy(dx[n, c, rows.start:rows.stop, start:stop], W[f, c, i, j],
+                                  dy[n, f, top:bottom, left:right])
+                        else:
+                            _axpy(dx[n, c, rows, start:stop:stride], W[f, c, i, j],
+                                  dy[n, f, top:bottom, left:right])
 
 
-@njit(**_pjit)
+@njit(**_reduce_jit)
 def _conv2d_direct_dw(dy, x, stride, pad, dW):
     N, C, H, Wd = x.shape
     F, _, KH, KW = dW.shape
     OH, OW = dy.shape[2:]
     for f in prange(F):  # each filter owns dW[f]
-        dW[f] = 0
+        total = np.zeros((C, KH, KW), dtype=np.float64)
         for n in range(N):
-            for oh in range(OH):
-                for ow in range(OW):
-                    g = dy[n, f, oh, ow]
-                    for c in range(C):
-                        for i in range(KH):
-                            ih = oh * stride + i - pad
-                            if ih < 0 or ih >= H:
-                                continue
-                            for j in range(KW):
-                                iw = ow * stride + j - pad
-                                if 0 <= iw < Wd:
-                                    dW[f, c, i, j] += g * x[n, c, ih, iw]
+            g = dy[n, f]
+            zero = g[0, 0] * 0  # one image's products summed in x's dtype (vectorised),
+            for c in range(C):  # the images added up in float64
+                for i in range(KH):
+                    top, bottom = _valid_range(i, stride, pad, H, OH)
+                    if bottom <= top:
+                        continue
+                    rows = slice(top * stride + i - pad, (bottom - 1) * stride + i - pad + 1,
+                                 stride)
+                    for j in range(KW):
+                        left, right = _valid_range(j, stride, pad, Wd, OW)
+                        if right <= left:
+                            continue
+                        start, stop = left * stride + j - pad, (right - 1) * stride + j - pad + 1
+                        if stride == 1:
+                            total[c, i, j] += _dot(g[top:bottom, left:right],
+                                                   x[n, c, rows.start:rows.stop, start:stop], zero)
+                        else:
+                            total[c, i, j] += _dot(g[top:bottom, left:right],
+                                                   x[n, c, rows, start:stop:stride], zero)
+        for c in range(C):
+            for i in range(KH):
+                for j in range(KW):
+                    dW[f, c, i, j] = total[c, i, j]
 
 
-def conv2d_direct_backward(dy, x, W, stride, pad):
-    """Gradients of :func:`conv2d_direct`; see the reference twin."""
+def conv2d_direct_backward(dy, x, W, stride, pad, input_grad=True):
+    """Gradients of :func:`conv2d_direct`; see the reference twin.
+
+    ``dW`` sums each image's products (vectorised) and adds the images in
+    float64, so that it stays accurate over hundreds of thousands of terms.
+    """
     dy = np.ascontiguousarray(dy)
     x = np.ascontiguousarray(x)
     W = np.ascontiguousarray(W, dtype=x.dtype)
-    dx = np.empty_like(x)
     dW = np.empty_like(W)
-    _conv2d_direct_dx(dy, W, stride, pad, dx)
     _conv2d_direct_dw(dy, x, stride, pad, dW)
-    return dx, dW, dy.sum(axis=(0, 2, 3))
+    dx = None
+    if input_grad:
+        dx = np.empty_like(x)
+        _conv2d_direct_dx(dy, W, stride, pad, dx)
+    return dx, dW, channel_sums(dy.reshape(dy.shape[0], dy.shape[1], -1)).astype(x.dtype)
 
 
 # ---------------------------------------------------------------------------
@@ -429,6 +491,86 @@ def batchnorm_backward(dy, x, gamma, mean, var, eps):
     _batchnorm_backward(np.ascontiguousarray(dy).reshape(N, C, -1), x.reshape(N, C, -1),
                         gamma.astype(np.float64), mean.astype(np.float64), inv_std,
                         dx.reshape(N, C, -1), dgamma, dbeta)
+    return dx, dgamma.astype(x.dtype), dbeta.astype(x.dtype)
+
+
+# ---------------------------------------------------------------------------
+# BatchNorm followed by ReLU, fused: one pass fewer each way
+# ---------------------------------------------------------------------------
+@njit(**_pjit)
+def _channel_affine_relu(x, scale, shift, y):
+    N, C, L = x.shape
+    for nc in prange(N * C):
+        n = nc // C
+        c = nc % C
+        s = scale[c]
+        t = shift[c]
+        for i in range(L):
+            v = x[n, c, i] * s + t
+            y[n, c, i] = v if v > 0 else 0
+
+
+def batchnorm_relu_forward(x, gamma, beta, eps):
+    """``max(0, BN(x))`` with batch statistics; see the reference twin."""
+    x = np.ascontiguousarray(x)
+    N, C = x.shape[:2]
+    x3 = x.reshape(N, C, -1)
+    mean = np.empty(C, dtype=np.float64)
+    var = np.empty(C, dtype=np.float64)
+    _channel_mean_var(x3, mean, var)
+    scale, shift = _affine_from_stats(gamma, beta, mean, var, eps, x.dtype)
+    y = np.empty_like(x)
+    _channel_affine_relu(x3, scale, shift, y.reshape(N, C, -1))
+    return y, mean.astype(x.dtype), var.astype(x.dtype)
+
+
+def batchnorm_relu_inference(x, gamma, beta, mean, var, eps):
+    """``max(0, BN(x))`` with fixed statistics; see the reference twin."""
+    x = np.ascontiguousarray(x)
+    N, C = x.shape[:2]
+    scale, shift = _affine_from_stats(gamma, beta, mean, var, eps, x.dtype)
+    y = np.empty_like(x)
+    _channel_affine_relu(x.reshape(N, C, -1), scale, shift, y.reshape(N, C, -1))
+    return y
+
+
+@njit(**_reduce_jit)
+def _batchnorm_relu_backward(dy, y, x, gamma, mean, inv_std, dx, dgamma, dbeta):
+    N, C, L = x.shape  # L = H * W
+    M = N * L
+    for c in prange(C):
+        mu = mean[c]
+        s = inv_std[c]
+        sum_dz = 0.0
+        sum_dz_xc = 0.0
+        for n in range(N):
+            for i in range(L):
+                g = dy[n, c, i] if y[n, c, i] > 0 else 0  # through the ReLU
+                sum_dz += g
+                sum_dz_xc += g * (x[n, c, i] - mu)
+        sum_dz_xhat = sum_dz_xc * s
+        dbeta[c] = sum_dz
+        dgamma[c] = sum_dz_xhat
+        k = gamma[c] * s / M
+        for n in range(N):
+            for i in range(L):
+                g = dy[n, c, i] if y[n, c, i] > 0 else 0
+                xhat = (x[n, c, i] - mu) * s
+                dx[n, c, i] = k * (M * g - sum_dz - xhat * sum_dz_xhat)
+
+
+def batchnorm_relu_backward(dy, y, x, gamma, mean, var, eps):
+    """Gradients of ``max(0, BN(x))`` in training mode; see the reference twin."""
+    x = np.ascontiguousarray(x)
+    N, C = x.shape[:2]
+    inv_std = 1.0 / np.sqrt(var.astype(np.float64) + eps)
+    dx = np.empty_like(x)
+    dgamma = np.empty(C, dtype=np.float64)
+    dbeta = np.empty(C, dtype=np.float64)
+    _batchnorm_relu_backward(np.ascontiguousarray(dy).reshape(N, C, -1),
+                             np.ascontiguousarray(y).reshape(N, C, -1), x.reshape(N, C, -1),
+                             gamma.astype(np.float64), mean.astype(np.float64), inv_std,
+                             dx.reshape(N, C, -1), dgamma, dbeta)
     return dx, dgamma.astype(x.dtype), dbeta.astype(x.dtype)
 
 

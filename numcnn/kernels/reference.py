@@ -61,7 +61,7 @@ def conv2d_direct(x, W, b, stride, pad):
     return y
 
 
-def conv2d_direct_backward(dy, x, W, stride, pad):
+def conv2d_direct_backward(dy, x, W, stride, pad, input_grad=True):
     """Gradients of :func:`conv2d_direct`, from the same loop over output positions.
 
     Each output ``y[n, f, oh, ow]`` depends on one patch of ``xp`` through
@@ -75,10 +75,12 @@ def conv2d_direct_backward(dy, x, W, stride, pad):
     x : ndarray, shape (N, C, H, W)
     W : ndarray, shape (F, C, KH, KW)
     stride, pad : int
+    input_grad : bool
+        False skips ``dx`` (a first layer needs none) and returns None for it.
 
     Returns
     -------
-    dx : ndarray, shape (N, C, H, W)
+    dx : ndarray, shape (N, C, H, W), or None
     dW : ndarray, shape (F, C, KH, KW)
     db : ndarray, shape (F,)
     """
@@ -96,7 +98,7 @@ def conv2d_direct_backward(dy, x, W, stride, pad):
             dW += np.tensordot(g, xp[:, :, rows, cols], axes=([0], [0]))    # (F, C, KH, KW)
             dxp[:, :, rows, cols] += np.tensordot(g, W, axes=([1], [0]))    # (N, C, KH, KW)
     db = dy.sum(axis=(0, 2, 3))
-    return dxp[:, :, pad:pad + H, pad:pad + Wd], dW, db
+    return (dxp[:, :, pad:pad + H, pad:pad + Wd] if input_grad else None), dW, db
 
 
 # ---------------------------------------------------------------------------
@@ -340,6 +342,32 @@ def batchnorm_backward(dy, x, gamma, mean, var, eps):
     dx = g * inv_std / M * (M * dy - dbeta[None, :, None, None]
                             - xhat * dgamma[None, :, None, None])
     return dx, dgamma, dbeta
+
+
+# ---------------------------------------------------------------------------
+# BatchNorm followed by ReLU: one call (the numba twins fuse the passes)
+# ---------------------------------------------------------------------------
+def batchnorm_relu_forward(x, gamma, beta, eps):
+    """:func:`batchnorm_forward`, then :func:`relu_forward`: ``max(0, BN(x))``.
+
+    Returns ``(y, mean, var)`` as :func:`batchnorm_forward` does, ``y`` after the ReLU.
+    """
+    y, mean, var = batchnorm_forward(x, gamma, beta, eps)
+    return relu_forward(y), mean, var
+
+
+def batchnorm_relu_inference(x, gamma, beta, mean, var, eps):
+    """:func:`batchnorm_inference`, then :func:`relu_forward`."""
+    return relu_forward(batchnorm_inference(x, gamma, beta, mean, var, eps))
+
+
+def batchnorm_relu_backward(dy, y, x, gamma, mean, var, eps):
+    """Gradients of :func:`batchnorm_relu_forward`: the ReLU's, then the BatchNorm's.
+
+    ``dz = relu_backward(dy, y)`` is the gradient w.r.t. BatchNorm's output;
+    then :func:`batchnorm_backward` of ``dz``. Returns ``(dx, dgamma, dbeta)``.
+    """
+    return batchnorm_backward(relu_backward(dy, y), x, gamma, mean, var, eps)
 
 
 # ---------------------------------------------------------------------------

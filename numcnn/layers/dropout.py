@@ -1,4 +1,6 @@
 """Inverted dropout."""
+import numbers
+
 import numpy as np
 
 from ..backend import kernels
@@ -30,6 +32,8 @@ class Dropout(Layer):
 
     def __init__(self, p, rng=None):
         super().__init__()
+        if isinstance(p, bool) or not isinstance(p, numbers.Real):
+            raise TypeError(f"Dropout: p must be a number in [0, 1); got {p!r}")
         if not 0.0 <= p < 1.0:
             raise ValueError(f"Dropout: p must be in [0, 1); got {p!r}")
         self.p = float(p)

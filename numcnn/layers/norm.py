@@ -77,16 +77,23 @@ class BatchNorm(Layer):
                 raise ValueError(f"{self.describe()} needs more than one value per channel "
                                  f"in training mode; got input of shape {x.shape}")
             y, self._mean, self._var = kernels().batchnorm_forward(x4, gamma, beta, self.eps)
-            m, running = self.momentum, self.buffers
-            running["running_mean"] = ((1 - m) * running["running_mean"]
-                                       + m * self._mean).astype(np.float32)
-            running["running_var"] = ((1 - m) * running["running_var"]
-                                      + m * self._var * (M / (M - 1))).astype(np.float32)
+            self.update_running_statistics(self._mean, self._var, M)
         else:
             self._mean = self.buffers["running_mean"].astype(x.dtype)
             self._var = self.buffers["running_var"].astype(x.dtype)
             y = kernels().batchnorm_inference(x4, gamma, beta, self._mean, self._var, self.eps)
         return y.reshape(x.shape)
+
+    def update_running_statistics(self, mean, var, M):
+        """Fold a training batch's ``mean`` and biased ``var`` (over ``M`` values) into the buffers.
+
+        ``running = (1 - momentum) * running + momentum * batch``, the variance
+        made unbiased (``var * M / (M - 1)``) first, as PyTorch does.
+        """
+        m, running = self.momentum, self.buffers
+        running["running_mean"] = ((1 - m) * running["running_mean"] + m * mean).astype(np.float32)
+        running["running_var"] = ((1 - m) * running["running_var"]
+                                  + m * var * (M / (M - 1))).astype(np.float32)
 
     def _backward(self, dy, input_grad=True):
         x = self._x

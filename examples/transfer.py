@@ -1,0 +1,183 @@
+"""Does a model trained on one laboratory's slides classify another laboratory's cells?
+
+The blood-cell archive (Kaggle, from BCCD) and PBC (Acevedo et al. 2020, CC BY
+4.0; a hospital laboratory in Barcelona, another stain and scanner) share four
+classes: eosinophils, lymphocytes, monocytes and neutrophils. This script
+takes models trained on one and tests them on every image of the other:
+
+1. the blood-cell study's models (``examples/bloodcells.py``) on all 9,080
+   PBC images of the four classes, none of which they ever saw;
+2. PBC models trained on those four classes (``examples/pbc.py --classes
+   eosinophil,lymphocyte,monocyte,neutrophil``) on all the blood-cell
+   archive's images, TRAIN and TEST (about 350 original cells).
+
+The cells are brought to the scale each model was trained at from a fact
+measured on training images only: the typical diameter of a lymphocyte in
+each dataset (``cellstudy.scale``), never by trying scales on the images
+tested. Accuracies come with 95% intervals: over images for PBC (one image
+per cell), over the estimated original cells for the blood-cell archive.
+
+    python examples/transfer.py --bloodcells runs/bloodcells --pbc runs/pbc4 --out runs/transfer
+
+Several run folders may follow each flag (e.g. the remedies of docs/pbc.md);
+results.json and summary.txt say what each gave.
+"""
+import argparse
+import os
+import sys
+from pathlib import Path
+
+os.environ.setdefault("OPENBLAS_THREAD_TIMEOUT", "4")   # before numpy: see docs/performance.md
+ROOT = Path(__file__).resolve().parent
+sys.path[:0] = [str(ROOT), str(ROOT.parent)]       # cellstudy, and numcnn from a checkout
+
+import numpy as np  # noqa: E402
+
+import numcnn  # noqa: E402
+from numcnn.data import load_image_folder  # noqa: E402
+from numcnn.datasets import bloodcells, pbc  # noqa: E402
+
+from cellstudy import cells, reports, scale  # noqa: E402
+from cellstudy.cli import guarded  # noqa: E402
+from cellstudy.colour import normalise_colour  # noqa: E402
+from cellstudy.predict import load_saved_model  # noqa: E402
+from cellstudy.runs import RunFolder  # noqa: E402
+from cellstudy.settings import BloodCellSettings, PBCSettings  # noqa: E402
+from cellstudy.stain import StainCrop  # noqa: E402
+from cellstudy.study import plots_wanted, speaker  # noqa: E402
+from cellstudy.transfer import ScaledStainCrop, ScaledToWindow  # noqa: E402
+from cellstudy.views import predict_probabilities  # noqa: E402
+
+SHARED = ("eosinophil", "lymphocyte", "monocyte", "neutrophil")   # PBC's names, label order
+BLOODCELL_NAMES = bloodcells.CLASSES                              # the same four, same order
+
+
+def measure_scale(settings, say):
+    """PBC pixels per blood-cell pixel: the ratio of the two datasets' lymphocyte diameters."""
+    bc_lymphocytes = sorted((bloodcells.split_dir("TRAIN", settings.bloodcells_data)
+                             / "LYMPHOCYTE").glob("*.jpeg"))
+    pbc_train = pbc.load_data("train", settings.pbc_data, classes=["lymphocyte"],
+                              cache_dir=settings.cache_dir, progress=False)
+    bc = scale.typical_diameter(bc_lymphocytes[::settings.every])
+    pb = scale.typical_diameter(pbc_train.paths[::settings.every])
+    ratio = pb[0] / bc[0]
+    say(f"typical lymphocyte diameter (training images): blood-cell archive {bc[0]:.1f} px "
+        f"(quartiles {bc[1][0]:.1f}-{bc[1][1]:.1f}, {bc[2]} cells), PBC {pb[0]:.1f} px "
+        f"({pb[1][0]:.1f}-{pb[1][1]:.1f}, {pb[2]} cells): a PBC pixel is {1 / ratio:.3f} "
+        f"blood-cell pixels")
+    return ratio, {"bloodcells_px": bc, "pbc_px": pb, "pbc_px_per_bloodcell_px": ratio}
+
+
+def pbc_as_bloodcells(recipe, ratio, settings):
+    """All PBC images of the four classes, made as a blood-cell model's training images were."""
+    window = ScaledToWindow(1 / ratio, recipe.crop)          # PBC pixels -> blood-cell pixels
+    images = load_image_folder(pbc.locate(settings.pbc_data) / "images", SHARED,
+                               transform=window, factor=recipe.factor, allow_extra=True,
+                               max_per_class=settings.max_per_class, cache=True,
+                               cache_dir=settings.cache_dir, progress=not settings.quiet)
+    return images, np.arange(len(images))                    # one image per cell
+
+
+def bloodcells_as_pbc(recipe, ratio, settings):
+    """All the blood-cell archive's images, TRAIN and TEST, made as a PBC model's were."""
+    window = ScaledStainCrop(round(pbc.IMAGE_SIZE / ratio), pbc.IMAGE_SIZE)
+    parts, groups, offset = [], [], 0
+    for split in ("TRAIN", "TEST"):
+        images = bloodcells.load_data(split, settings.bloodcells_data, window,
+                                      pbc.IMAGE_SIZE // recipe.size, settings.max_per_class,
+                                      cache_dir=settings.cache_dir, progress=not settings.quiet)
+        study = bloodcells.load_data(split, settings.bloodcells_data, StainCrop(144), 2,
+                                     settings.max_per_class, cache_dir=settings.cache_dir,
+                                     progress=False)            # the study's crops: its cells
+        assert study.paths == images.paths
+        found = cells.cell_groups(study, settings.cache_dir, progress=not settings.quiet)
+        parts.append(images)
+        groups.append(found + offset)
+        offset = groups[-1].max() + 1
+    images = parts[0]
+    images.x = np.concatenate([part.x for part in parts])
+    images.y = np.concatenate([part.y for part in parts])
+    images.paths = parts[0].paths + parts[1].paths
+    return images, np.concatenate(groups)
+
+
+def test_models(run_dir, settings_class, make_images, ratio, out, direction, settings, say):
+    """Every seed of one run folder on the other dataset; the per-seed results and the pooled interval."""
+    results, folder = [], out / direction / Path(run_dir).name
+    seeds = sorted(Path(run_dir).glob("seed*/model.npz"))
+    if not seeds:
+        raise FileNotFoundError(f"{run_dir} holds no seed*/model.npz: train first")
+    images = None
+    for model_path in seeds:
+        model, recipe_dict, mean = load_saved_model(model_path)
+        recipe = settings_class.from_recipe(recipe_dict)
+        if images is None:                                   # the same for every seed
+            images, groups = make_images(recipe, ratio, settings)
+            x = normalise_colour(images.x) if recipe.colour_norm == "image" else images.x
+        seed_folder = folder / model_path.parent.name
+        seed_folder.mkdir(parents=True, exist_ok=True)
+        predicted = np.concatenate([predict_probabilities(model, x[i:i + 1024] - mean, recipe.tta,
+                                                          recipe.input_size)
+                                    for i in range(0, len(x), 1024)]).argmax(axis=1)
+        names = BLOODCELL_NAMES if settings_class is BloodCellSettings else list(SHARED)
+        unit = "images" if settings_class is BloodCellSettings else "estimated cells"
+        result, text = reports.report_split(
+            predicted, images.y, names, f"{direction}: {model_path} on {len(images.y)} images of "
+            f"the other laboratory", seed_folder, "transfer", groups=groups, group_unit=unit,
+            plot=plots_wanted(settings), seed=model.seed)
+        say(f"\n--- {text}")
+        results.append({"seed": model.seed, "run": str(run_dir), "transfer": result,
+                        "recipe": {k: recipe_dict.get(k) for k in ("colour_jitter", "colour_norm")}})
+    pooled = reports.pooled_interval(folder, results, images.y, groups, split="transfer")
+    return results, pooled
+
+
+def transfer(settings):
+    """Both directions, every run folder; results.json and summary.txt in --out."""
+    say = speaker(settings)
+    with RunFolder(settings.out).locked() as run:
+        ratio, facts = measure_scale(settings, say)
+        document = {"scale": facts, "bloodcells_on_pbc": {}, "pbc_on_bloodcells": {}}
+        lines = [f"PBC pixels per blood-cell pixel: {ratio:.3f} (lymphocytes of the training images)"]
+        for direction, runs, settings_class, make in (
+                ("bloodcells_on_pbc", settings.bloodcells, BloodCellSettings, pbc_as_bloodcells),
+                ("pbc_on_bloodcells", settings.pbc, PBCSettings, bloodcells_as_pbc)):
+            for run_dir in runs:
+                results, pooled = test_models(run_dir, settings_class, make, ratio, run.out,
+                                              direction, settings, say)
+                accuracies = [r["transfer"]["accuracy"] for r in results]
+                document[direction][str(run_dir)] = {"seeds": results, "pooled_interval": pooled,
+                                                     "mean_accuracy": float(np.mean(accuracies))}
+                lines.append(f"{direction} {run_dir}: accuracy {np.mean(accuracies):.3f} over "
+                             f"{len(results)} seed(s) ({', '.join(f'{a:.3f}' for a in accuracies)})"
+                             + (f", {reports.interval_text(pooled, 'units')}" if pooled else ""))
+        run.write_json(run.out / "results.json", document)
+        run.write_text(run.out / "summary.txt", "\n".join(lines) + "\n")
+    print("\n" + "\n".join(lines))
+    return 0
+
+
+def main(argv=None):
+    """Parse the command line and run both directions; the exit status."""
+    parser = argparse.ArgumentParser(prog="transfer.py", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--bloodcells", metavar="RUN", nargs="*", default=[],
+                        help="run folders of examples/bloodcells.py (each with seed*/model.npz)")
+    parser.add_argument("--pbc", metavar="RUN", nargs="*", default=[],
+                        help="run folders of examples/pbc.py trained on the four shared classes")
+    parser.add_argument("--bloodcells-data", metavar="DIR", default=None)
+    parser.add_argument("--pbc-data", metavar="DIR", default=None)
+    parser.add_argument("--out", metavar="DIR", default="runs/transfer")
+    parser.add_argument("--cache-dir", metavar="DIR", default=None)
+    parser.add_argument("--max-per-class", metavar="K", type=int, default=None,
+                        help="at most K images per class (quick runs, tests)")
+    parser.add_argument("--every", metavar="K", type=int, default=1,
+                        help="measure the scale on every K-th training lymphocyte")
+    parser.add_argument("--quiet", action="store_true")
+    parser.add_argument("--no-plots", action="store_true")
+    settings = parser.parse_args(argv)
+    return guarded(transfer, settings)
+
+
+if __name__ == "__main__":
+    numcnn.keep_freed_memory()
+    sys.exit(main())

@@ -1,0 +1,108 @@
+"""The fused plan computes what the layers compute, one by one, to float32 rounding.
+
+Training, ``evaluate`` and ``predict`` run ``numcnn.plan``'s steps (fused on the
+numba backend); ``Sequential.forward`` runs the layers one by one. Here both
+paths see the same weights, inputs and random numbers.
+"""
+import numpy as np
+import pytest
+
+import numcnn
+from numcnn.layers import (BatchNorm1D, BatchNorm2D, Conv2D, Dense, Dropout, Flatten, MaxPool2D,
+                           ReLU)
+from numcnn.losses import SoftmaxCrossEntropy
+from numcnn.optim import AdamW
+from numcnn.plan import BatchNormReLUStep, LayerStep, build_plan
+
+
+def small_network(seed=0):
+    return numcnn.Sequential([
+        Conv2D(3, 8, 3, padding=1), BatchNorm2D(8), ReLU(), MaxPool2D(2), Dropout(0.3),
+        Conv2D(8, 16, 3, padding=1), BatchNorm2D(16), ReLU(), MaxPool2D(2), Dropout(0.3),
+        Flatten(), Dense(16 * 4 * 4, 12), BatchNorm1D(12), ReLU(), Dense(12, 3),
+    ], seed=seed, input_shape=(3, 16, 16))
+
+
+def test_the_numba_plan_fuses_batchnorm_and_relu():
+    with numcnn.use_backend("numba"):
+        plan = build_plan(small_network().layers)
+    kinds = [type(step) for step in plan.steps]
+    assert kinds[:2] == [LayerStep, BatchNormReLUStep]
+    assert kinds[4:6] == [LayerStep, BatchNormReLUStep]
+    assert kinds.count(BatchNormReLUStep) == 3                    # BatchNorm1D + ReLU too
+    assert sum(len(step.layers) for step in plan.steps) == 15
+    with numcnn.use_backend("numpy"):                             # the readable kernels: unfused
+        assert all(type(step) is LayerStep for step in build_plan(small_network().layers).steps)
+
+
+@pytest.mark.parametrize("training", [True, False])
+def test_plan_and_layers_agree_forward_and_backward(rng, training):
+    x = rng.standard_normal((6, 3, 16, 16)).astype(np.float32)
+    fused, plain = small_network(), small_network()
+    dy = rng.standard_normal((6, 3)).astype(np.float32)
+    with numcnn.use_backend("numba"):
+        out_fused = build_plan(fused.layers).forward(x, training)
+        out_plain = plain.forward(x, training)
+        np.testing.assert_allclose(out_fused, out_plain, rtol=1e-4, atol=1e-5)
+        for a, b in zip(fused.layers, plain.layers):                 # running statistics
+            for name in a.buffers:
+                np.testing.assert_allclose(a.buffers[name], b.buffers[name], rtol=1e-5, atol=1e-6)
+        if training:
+            plan = build_plan(fused.layers)
+            plan.forward(x, True)
+            plain.forward(x, True)
+            plan.backward(dy)
+            plain.backward(dy)
+            for a, b in zip(fused.layers, plain.layers):
+                for name in a.grads:
+                    np.testing.assert_allclose(a.grads[name], b.grads[name], rtol=1e-3, atol=1e-4,
+                                               err_msg=f"{a.name}.{name}")
+
+
+def test_training_runs_the_plan_and_matches_layer_by_layer_training(rng):
+    x = rng.standard_normal((40, 3, 16, 16)).astype(np.float32)
+    y = rng.integers(0, 3, 40)
+    models = []
+    for fuse in (True, False):
+        model = small_network().compile(AdamW(1e-3), SoftmaxCrossEntropy())
+        with numcnn.use_backend("numba"):
+            model._plan = None
+            if not fuse:                  # the same training, each layer on its own
+                import numcnn.plan as plan_module
+                model.plan = lambda m=model: plan_module.build_plan(m.layers, fuse=False)
+            model.fit(x, y, batch_size=8, epochs=2, verbose=0)
+        models.append(model)
+    fused, plain = models
+    assert fused.history.history["loss"] == pytest.approx(plain.history.history["loss"], rel=1e-4)
+    # A convolution's bias right before a BatchNorm has, exactly, a zero gradient (the
+    # normalisation removes any constant); AdamW turns the rounding noise in it into
+    # full-size steps, so those biases wander differently on the two paths. Nothing
+    # downstream depends on them: every other weight and the predictions agree.
+    from numcnn.layers import BatchNorm
+    before_batchnorm = {f"{i}.b" for i, layer in enumerate(fused.layers[:-1])
+                        if isinstance(fused.layers[i + 1], BatchNorm)}
+    assert before_batchnorm == {"0.b", "5.b", "11.b"}
+    for (key, a, _), (_, b, _) in zip(fused.param_slots(), plain.param_slots()):
+        if key not in before_batchnorm:
+            np.testing.assert_allclose(a, b, rtol=2e-3, atol=2e-4, err_msg=key)
+    with numcnn.use_backend("numba"):
+        np.testing.assert_allclose(fused.predict(x), plain.predict(x), atol=2e-3)
+
+
+def test_the_fused_step_goes_backward_only_after_training(rng):
+    with numcnn.use_backend("numba"):
+        plan = build_plan(small_network().layers)
+        plan.forward(rng.standard_normal((2, 3, 16, 16)).astype(np.float32), False)
+        with pytest.raises(RuntimeError, match="training pass"):
+            plan.backward(np.ones((2, 3), np.float32))
+
+
+def test_training_is_still_deterministic_with_the_plan(rng):
+    x = rng.standard_normal((24, 3, 16, 16)).astype(np.float32)
+    y = rng.integers(0, 3, 24)
+    runs = []
+    for _ in range(2):
+        model = small_network().compile(AdamW(1e-3), SoftmaxCrossEntropy())
+        model.fit(x, y, batch_size=8, epochs=2, verbose=0)
+        runs.append(model.state_dict())
+    assert all(np.array_equal(runs[0][k], runs[1][k]) for k in runs[0])
