@@ -1,8 +1,10 @@
 """The passes of a model's layers, planned for a backend: fused steps where they are faster.
 
-Layers are written one at a time, to be read. Some neighbours are cheaper
-together: a BatchNorm and the ReLU after it make one pass over the data
-instead of two each way. :func:`build_plan` turns a list of layers
+Layers are written one at a time, to be read. Some work is cheaper done
+another way, or together with a neighbour: a BatchNorm and the ReLU after it
+make one pass over the data instead of two each way; a convolution adds its
+bias while it reorders its output, and computes its weight gradient as the
+transpose of a product that BLAS does faster. :func:`build_plan` turns a list of layers
 into a list of steps, each one layer or a fused group; training (``fit``,
 ``train_step``), ``evaluate`` and ``predict`` run the plan, while everything
 that needs one layer's activations (``Sequential.forward``, ``model.profile``,
@@ -14,10 +16,13 @@ A fused step computes what its layers compute, to float32 rounding, and
 keeps their state as they would: the BatchNorm's running statistics, every
 layer's ``grads``. The tests hold the two paths to that.
 """
-from .backend import get_backend, kernels
-from .layers import BatchNorm, ReLU
+import numpy as np
 
-__all__ = ["build_plan", "Plan", "Step", "LayerStep", "BatchNormReLUStep"]
+from .backend import get_backend, kernels
+from .layers import BatchNorm, Conv2D, ReLU
+from .layers.columns import ColumnWorkspace
+
+__all__ = ["build_plan", "Plan", "Step", "LayerStep", "ConvolutionStep", "BatchNormReLUStep"]
 
 
 class Step:
@@ -51,6 +56,57 @@ class LayerStep(Step):
 
     def backward(self, dy, input_grad):
         return self.layers[0].backward(dy, input_grad=input_grad)
+
+
+class ConvolutionStep(Step):
+    """A Conv2D computed as the layer does (im2col, one matrix multiply), done faster.
+
+    The same products as ``Conv2D._forward`` / ``_backward``, with two changes
+    that only BLAS and memory notice: the bias is added while the result is
+    reordered into NCHW (one pass, not two), and the weight gradient
+    ``dY @ cols.T`` is computed as the transpose of ``cols @ dY.T``, which
+    OpenBLAS runs about a fifth faster for these shapes (a reordered sum:
+    equal to float32 rounding).
+    """
+
+    def __init__(self, conv):
+        self.layers = [conv]
+        self.conv = conv
+        self.columns = ColumnWorkspace(conv.KH, conv.KW, conv.stride, conv.padding)
+
+    def forward(self, x, training):
+        conv = self.conv
+        N = len(x)
+        F, OH, OW = conv.output_shape(x.shape[1:])
+        Wm = conv.params["W"].astype(x.dtype, copy=False).reshape(F, -1)
+        b = conv.params["b"].astype(x.dtype, copy=False)
+        y = np.empty((N, F, OH * OW), dtype=x.dtype)
+        for images, cols in self.columns.chunks(x, forward=True):
+            rows = self.columns.rows(F, cols.shape[1], x.dtype)
+            np.matmul(Wm, cols, out=rows)
+            kernels().nchw_from_rows(rows, len(y[images]), out=y[images], bias=b)
+        self._x = x
+        return y.reshape(N, F, OH, OW)
+
+    def backward(self, dy, input_grad):
+        conv, x = self.conv, self._x
+        N, F = dy.shape[:2]
+        W = conv.params["W"].astype(x.dtype, copy=False)
+        WmT = np.ascontiguousarray(W.reshape(F, -1).T)                # (C*KH*KW, F)
+        dy = np.ascontiguousarray(dy).reshape(N, F, -1)
+        dWT = np.zeros(WmT.shape, dtype=x.dtype)
+        dx = np.empty(x.shape, dtype=x.dtype) if input_grad else None
+        for images, cols in self.columns.chunks(x):
+            dY = self.columns.rows(F, cols.shape[1], x.dtype)
+            kernels().rows_from_nchw(dy[images], out=dY)
+            dWT += cols @ dY.T                                       # (dY @ cols.T).T
+            if input_grad:
+                dcols = np.matmul(WmT, dY, out=cols)
+                kernels().col2im(dcols, x[images].shape, conv.KH, conv.KW, conv.stride,
+                                 conv.padding, out=dx[images])
+        conv.grads["W"] = np.ascontiguousarray(dWT.T).reshape(W.shape)
+        conv.grads["b"] = kernels().channel_sums(dy).astype(x.dtype)
+        return dx
 
 
 class BatchNormReLUStep(Step):
@@ -123,6 +179,7 @@ def build_plan(layers, fuse=None):
             steps.append(BatchNormReLUStep(layer, after))
             k += 2
             continue
-        steps.append(LayerStep(layer))
+        steps.append(ConvolutionStep(layer) if fuse and isinstance(layer, Conv2D)
+                     else LayerStep(layer))
         k += 1
     return Plan(steps)

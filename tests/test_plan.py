@@ -12,7 +12,7 @@ from numcnn.layers import (BatchNorm1D, BatchNorm2D, Conv2D, Dense, Dropout, Fla
                            ReLU)
 from numcnn.losses import SoftmaxCrossEntropy
 from numcnn.optim import AdamW
-from numcnn.plan import BatchNormReLUStep, LayerStep, build_plan
+from numcnn.plan import BatchNormReLUStep, ConvolutionStep, LayerStep, build_plan
 
 
 def small_network(seed=0):
@@ -23,12 +23,12 @@ def small_network(seed=0):
     ], seed=seed, input_shape=(3, 16, 16))
 
 
-def test_the_numba_plan_fuses_batchnorm_and_relu():
+def test_the_numba_plan_fuses_batchnorm_and_relu_and_speeds_up_convolutions():
     with numcnn.use_backend("numba"):
         plan = build_plan(small_network().layers)
     kinds = [type(step) for step in plan.steps]
-    assert kinds[:2] == [LayerStep, BatchNormReLUStep]
-    assert kinds[4:6] == [LayerStep, BatchNormReLUStep]
+    assert kinds[:2] == [ConvolutionStep, BatchNormReLUStep]
+    assert kinds[4:6] == [ConvolutionStep, BatchNormReLUStep]
     assert kinds.count(BatchNormReLUStep) == 3                    # BatchNorm1D + ReLU too
     assert sum(len(step.layers) for step in plan.steps) == 15
     with numcnn.use_backend("numpy"):                             # the readable kernels: unfused

@@ -197,19 +197,24 @@ def _im2col(x, KH, KW, stride, pad, OH, OW, cols):
             for i in range(KH):
                 for j in range(KW):
                     k = (c * KH + i) * KW + j
+                    left, right = _valid_range(j, stride, pad, W, OW)   # columns inside the image
+                    right = max(left, right)
+                    start = left * stride + j - pad
                     for oh in range(OH):
                         ih = oh * stride + i - pad
-                        base = n * P + oh * OW
+                        row = cols[k, n * P + oh * OW:n * P + (oh + 1) * OW]
                         if ih < 0 or ih >= H:
-                            for ow in range(OW):
-                                cols[k, base + ow] = 0
+                            row[:] = 0
                             continue
-                        for ow in range(OW):
-                            iw = ow * stride + j - pad
-                            if 0 <= iw < W:
-                                cols[k, base + ow] = x[n, c, ih, iw]
-                            else:
-                                cols[k, base + ow] = 0
+                        row[:left] = 0
+                        row[right:] = 0
+                        source = x[n, c, ih]
+                        if stride == 1:   # a contiguous copy (vectorised)
+                            for ow in range(right - left):
+                                row[left + ow] = source[start + ow]
+                        else:
+                            for ow in range(right - left):
+                                row[left + ow] = source[start + ow * stride]
 
 
 def im2col(x, KH, KW, stride, pad, out=None):
@@ -233,15 +238,20 @@ def _col2im(cols, KH, KW, stride, pad, OH, OW, dx):
             for i in range(KH):
                 for j in range(KW):
                     k = (c * KH + i) * KW + j
+                    left, right = _valid_range(j, stride, pad, W, OW)
+                    start = left * stride + j - pad
                     for oh in range(OH):
                         ih = oh * stride + i - pad
                         if ih < 0 or ih >= H:
                             continue
-                        base = n * P + oh * OW
-                        for ow in range(OW):
-                            iw = ow * stride + j - pad
-                            if 0 <= iw < W:
-                                dx[n, c, ih, iw] += cols[k, base + ow]
+                        row = cols[k, n * P + oh * OW:n * P + (oh + 1) * OW]
+                        target = dx[n, c, ih]
+                        if stride == 1:   # contiguous: vectorised
+                            for ow in range(right - left):
+                                target[start + ow] += row[left + ow]
+                        else:
+                            for ow in range(right - left):
+                                target[start + ow * stride] += row[left + ow]
 
 
 def col2im(cols, x_shape, KH, KW, stride, pad, out=None):
@@ -256,20 +266,24 @@ def col2im(cols, x_shape, KH, KW, stride, pad, out=None):
 
 
 @njit(**_pjit)
-def _nchw_from_rows(y_rows, out):
+def _nchw_from_rows(y_rows, bias, out):
     N, F, P = out.shape
     for n in prange(N):
         for f in range(F):
-            out[n, f, :] = y_rows[f, n * P:(n + 1) * P]
+            target = out[n, f]
+            source = y_rows[f, n * P:(n + 1) * P]
+            b = bias[f]
+            for p in range(P):
+                target[p] = source[p] + b
 
 
-def nchw_from_rows(y_rows, N, out=None):
-    """(F, N * P) -> (N, F, P); see the reference twin."""
+def nchw_from_rows(y_rows, N, out=None, bias=None):
+    """(F, N * P) -> (N, F, P), plus ``bias[f]`` if given; see the reference twin."""
     F = y_rows.shape[0]
     P = y_rows.shape[1] // N
     if out is None:
         out = np.empty((N, F, P), dtype=y_rows.dtype)
-    _nchw_from_rows(y_rows, out)
+    _nchw_from_rows(y_rows, np.zeros(F, y_rows.dtype) if bias is None else bias, out)
     return out
 
 

@@ -170,7 +170,7 @@ def col2im(cols, x_shape, KH, KW, stride, pad, out=None):
     return out
 
 
-def nchw_from_rows(y_rows, N, out=None):
+def nchw_from_rows(y_rows, N, out=None, bias=None):
     """Turn a GEMM result of shape (F, N * P) into NCHW order (N, F, P).
 
     Parameters
@@ -178,6 +178,8 @@ def nchw_from_rows(y_rows, N, out=None):
     y_rows : ndarray, shape (F, N * P)
     N : int
     out : ndarray, shape (N, F, P), optional
+    bias : ndarray, shape (F,), optional
+        Added to every value of its channel on the way (``out[n, f, :] += bias[f]``).
 
     Returns
     -------
@@ -188,6 +190,8 @@ def nchw_from_rows(y_rows, N, out=None):
     if out is None:
         out = np.empty((N, F, P), dtype=y_rows.dtype)
     out[...] = y_rows.reshape(F, N, P).transpose(1, 0, 2)
+    if bias is not None:
+        out += bias[None, :, None]
     return out
 
 
