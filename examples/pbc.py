@@ -121,6 +121,10 @@ def train_seed(settings, seed, data, run, say):
     def view(images):                         # what the network sees at evaluation
         return evaluation_view(images, settings.input_size)
 
+    # A fair sample of every class (the split's images come sorted by class).
+    calibration = np.sort(np.random.default_rng(seed).permutation(len(y_train))
+                          [:CALIBRATION_IMAGES])
+
     if model.epoch < settings.epochs:
         model.fit(x_train, y_train, batch_size=settings.batch_size, epochs=settings.epochs,
                   initial_epoch=model.epoch, verbose=0 if settings.quiet else 1,
@@ -129,7 +133,7 @@ def train_seed(settings, seed, data, run, say):
                                         colour=settings.colour_jitter),
                   callbacks=[LearningRateScheduler(cosine_schedule(
                                  settings.lr, settings.epochs, min_lr=settings.lr / 100)),
-                             BatchNormCalibration(view(x_train[:CALIBRATION_IMAGES])),
+                             BatchNormCalibration(view(x_train[calibration])),
                              ModelCheckpoint(folder / "checkpoint.npz", keep_previous=True)])
     diverged = run.save_trained(folder, model)     # model.npz, unless training diverged
     if diverged:

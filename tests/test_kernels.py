@@ -404,16 +404,30 @@ def test_relu_matches_reference_exactly(shape, dtype, seed):
 def test_dropout_matches_reference_exactly(shape, dtype, p, seed):
     rng = np.random.default_rng(seed)
     x = rng.standard_normal(shape).astype(dtype)
-    u = rng.random(shape, dtype=np.float32).astype(dtype)
-    y_ref, mask_ref = reference.dropout_forward(x, u, p)
-    y_jit, mask_jit = jit.dropout_forward(x, u, p)
+    draw = int(rng.integers(0, 2**63))
+    y_ref, mask_ref = reference.dropout_forward(x, draw, p)
+    y_jit, mask_jit = jit.dropout_forward(x, draw, p)
     assert y_jit.dtype == y_ref.dtype and mask_jit.dtype == mask_ref.dtype
     np.testing.assert_array_equal(mask_jit, mask_ref)
     np.testing.assert_array_equal(y_jit, y_ref)
-    np.testing.assert_array_equal(mask_ref == 0, u < dtype(p))
+    u = reference.uniform_from_seed(draw, shape)
+    np.testing.assert_array_equal(mask_ref == 0, u < np.float32(p))
     dy = rng.standard_normal(shape).astype(dtype)
     np.testing.assert_array_equal(jit.dropout_backward(dy, mask_ref),
                                   reference.dropout_backward(dy, mask_ref))
+
+
+def test_uniform_from_seed_is_splitmix64_and_looks_uniform():
+    """The first outputs of SplitMix64 from seed 0 (published reference values), to 24 bits."""
+    known = [0xE220A8397B1DCDAF, 0x6E789E6AA1B965F4, 0x06C45D188009454F]
+    u = reference.uniform_from_seed(0, (3,))
+    np.testing.assert_array_equal(u, np.array([k >> 40 for k in known], np.float32) / 2**24)
+    many = reference.uniform_from_seed(12345, (200_000,))
+    assert 0 <= many.min() and many.max() < 1
+    assert abs(many.mean() - 0.5) < 0.005 and abs(many.var() - 1 / 12) < 0.002
+    counts = np.bincount((many * 10).astype(int), minlength=10)
+    assert counts.min() > 19_000 and counts.max() < 21_000         # ten equal bins
+    assert not np.array_equal(many[:100], reference.uniform_from_seed(12346, (100,)))
 
 
 def test_kernels_accept_non_contiguous_input():

@@ -387,14 +387,40 @@ def relu_backward(dy, y):
     return np.where(y > 0, dy, 0).astype(dy.dtype)
 
 
-def dropout_forward(x, u, p):
+#: The constants of SplitMix64 (Steele, Lea and Flood, "Fast splittable
+#: pseudorandom number generators", OOPSLA 2014): the step and the two mixers.
+SPLITMIX_STEP = np.uint64(0x9E3779B97F4A7C15)
+SPLITMIX_MIX1 = np.uint64(0xBF58476D1CE4E5B9)
+SPLITMIX_MIX2 = np.uint64(0x94D049BB133111EB)
+
+
+def uniform_from_seed(seed, shape):
+    """Uniform numbers in [0, 1), float32, one per element, from one 64-bit ``seed``.
+
+    Element ``i`` (in C order) gets the ``i``-th output of the SplitMix64
+    generator started at ``seed``: ``z = seed + (i + 1) * STEP``, mixed by two
+    multiply-xorshift rounds, and its top 24 bits divided by 2**24 (24 bits:
+    every value is exact in float32). Any element can be computed on its own,
+    so a kernel draws them in parallel, without storing them; the layer draws
+    the seed from the model's Generator, so one seed still decides everything.
+    """
+    i = np.arange(1, int(np.prod(shape)) + 1, dtype=np.uint64)
+    z = np.uint64(seed) + i * SPLITMIX_STEP                       # wraps modulo 2**64
+    z = (z ^ (z >> np.uint64(30))) * SPLITMIX_MIX1
+    z = (z ^ (z >> np.uint64(27))) * SPLITMIX_MIX2
+    z = z ^ (z >> np.uint64(31))
+    return ((z >> np.uint64(40)).astype(np.float32) * np.float32(2.0 ** -24)).reshape(shape)
+
+
+def dropout_forward(x, seed, p):
     """Inverted dropout: keep where ``u >= p`` and scale kept units by 1/(1-p).
 
     Parameters
     ----------
     x : ndarray, any shape
-    u : ndarray, same shape as x
-        Uniform random numbers in [0, 1) (drawn by the layer from its Generator).
+    seed : int
+        64-bit seed of the uniform numbers ``u = uniform_from_seed(seed, x.shape)``
+        (the layer draws it from its Generator).
     p : float
         Drop probability, 0 <= p < 1.
 
@@ -404,7 +430,8 @@ def dropout_forward(x, u, p):
     mask : ndarray, like x
         ``0`` where dropped, ``1 / (1 - p)`` where kept; ``dx = dy * mask``.
     """
-    mask = (u >= u.dtype.type(p)).astype(x.dtype) * x.dtype.type(1.0 / (1.0 - p))
+    u = uniform_from_seed(seed, x.shape)
+    mask = (u >= np.float32(p)).astype(x.dtype) * x.dtype.type(1.0 / (1.0 - p))
     return x * mask, mask
 
 

@@ -1,7 +1,6 @@
 """Inverted dropout."""
 import numbers
 
-import numpy as np
 
 from ..backend import kernels
 from .base import Layer, as_generator
@@ -27,6 +26,11 @@ class Dropout(Layer):
     identity: with ``u ~ Uniform[0, 1)`` per unit,
     ``mask = [u >= p] / (1 - p)``, ``y = x * mask`` and ``dx = dy * mask``.
     The expected value of ``y`` equals ``x``, so nothing changes at test time.
+
+    The uniform numbers: each forward pass draws one 64-bit seed from the
+    layer's Generator, and the kernel computes ``u`` for every unit from it
+    (:func:`numcnn.kernels.reference.uniform_from_seed`, the SplitMix64
+    sequence), without drawing or storing millions of numbers one by one.
     Kernels: ``dropout_forward`` / ``dropout_backward``.
     """
 
@@ -49,8 +53,8 @@ class Dropout(Layer):
         if not training or self.p == 0.0:
             self._mask = None
             return x
-        u = self.rng.random(x.shape, dtype=np.float32)
-        y, self._mask = kernels().dropout_forward(x, u.astype(x.dtype, copy=False), self.p)
+        seed = self.rng.integers(0, 2**63)      # one draw: the kernel makes the uniforms
+        y, self._mask = kernels().dropout_forward(x, seed, self.p)
         return y
 
     def _backward(self, dy, input_grad=True):
