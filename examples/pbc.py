@@ -45,7 +45,7 @@ from numcnn.layers import (BatchNorm1D, BatchNorm2D, Conv2D, Dense, Dropout,  # 
 from numcnn.losses import SoftmaxCrossEntropy  # noqa: E402
 from numcnn.optim import AdamW  # noqa: E402
 
-from cellstudy import pbc_commands, reports  # noqa: E402
+from cellstudy import pbc_commands, reports, splits  # noqa: E402
 from cellstudy.cli import guarded  # noqa: E402
 from cellstudy.colour import normalise_colour  # noqa: E402
 from cellstudy.evaluation import evaluate_seed  # noqa: E402
@@ -59,15 +59,10 @@ CALIBRATION_IMAGES = 2048   # training images on which BatchNorm re-measures its
 
 def load_images(settings, say):
     """train, val and test as splits.csv gives them, at settings.size pixels."""
-    data = {split: pbc.load_data(split, settings.data, settings.size, settings.classes or None,
-                                 cache_dir=settings.cache_dir, progress=not settings.quiet)
+    data = {split: pbc.load_data(split, settings.data, settings.size, settings.classes,
+                                 settings.max_per_class, cache_dir=settings.cache_dir,
+                                 progress=not settings.quiet)
             for split in pbc.SPLITS}
-    if settings.max_per_class:                # a quick look: the first K images of each class
-        for images in data.values():
-            keep = [i for label in range(len(images.classes))
-                    for i in (images.y == label).nonzero()[0][:settings.max_per_class]]
-            images.x, images.y = images.x[keep], images.y[keep]
-            images.paths = [images.paths[i] for i in keep]
     if settings.colour_norm == "image":
         for images in data.values():
             images.x = normalise_colour(images.x)
@@ -121,9 +116,7 @@ def train_seed(settings, seed, data, run, say):
     def view(images):                         # what the network sees at evaluation
         return evaluation_view(images, settings.input_size)
 
-    # A fair sample of every class (the split's images come sorted by class).
-    calibration = np.sort(np.random.default_rng(seed).permutation(len(y_train))
-                          [:CALIBRATION_IMAGES])
+    calibration = splits.fair_sample(len(y_train), CALIBRATION_IMAGES, seed)   # every class
 
     if model.epoch < settings.epochs:
         model.fit(x_train, y_train, batch_size=settings.batch_size, epochs=settings.epochs,

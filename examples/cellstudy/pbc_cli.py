@@ -91,3 +91,5 @@ def _check(parser, args):
         parser.error(f"--label-smoothing must be in [0, 1), got {args.label_smoothing}")
     if args.tta is None:
         args.tta = "symmetries"
+    if not args.classes:
+        args.classes = pbc.CLASSES                # all eight, by name: as recipe.json stores them

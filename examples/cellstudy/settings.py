@@ -141,9 +141,14 @@ class PBCSettings(Settings):
     dropout: float = 0.25
     weight_decay: float = 1e-4
     label_smoothing: float = 0.0
-    classes: Tuple[str, ...] = ()
+    classes: Tuple[str, ...] = ("basophil", "eosinophil", "erythroblast", "ig", "lymphocyte",
+                                "monocyte", "neutrophil", "platelet")
     colour_norm: str = "none"
     epochs: int = 20
+
+    def __post_init__(self):
+        if not self.classes:          # "all of them", as the first recipes of this study said
+            object.__setattr__(self, "classes", PBCSettings.classes)
 
     @property
     def square(self) -> bool:

@@ -7,7 +7,8 @@ import hashlib
 import numpy as np
 from sklearn.model_selection import GroupShuffleSplit, train_test_split
 
-__all__ = ["VALIDATION_FRACTION", "split_by_images", "split_whole_groups", "validation_digest"]
+__all__ = ["VALIDATION_FRACTION", "split_by_images", "split_whole_groups", "validation_digest",
+           "fair_sample"]
 
 VALIDATION_FRACTION = 0.1
 
@@ -47,3 +48,12 @@ def split_whole_groups(y, groups, seed, fraction=VALIDATION_FRACTION):
 def validation_digest(val_index):
     """A short fingerprint of which training images a seed held out for validation."""
     return hashlib.sha256(np.asarray(val_index, np.int64).tobytes()).hexdigest()[:16]
+
+
+def fair_sample(n, k, seed):
+    """``k`` of the indices ``0 .. n-1`` (all of them if ``n <= k``), drawn at random, sorted.
+
+    For BatchNorm's calibration images: a loader returns a split sorted by
+    class, and its first ``k`` images would be one or two classes only.
+    """
+    return np.sort(np.random.default_rng(seed).permutation(n)[:k])

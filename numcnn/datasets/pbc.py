@@ -40,7 +40,7 @@ import numpy as np
 from .. import validation
 from ..data.cache import load_or_decode
 from ..data.decode import warn_skipped
-from ..data.images import ImageSet, find_class_folders, image_files_in
+from ..data.images import ImageSet, find_class_folders, image_files_in, subsample_per_class
 from ..data.transforms import to_unit_range
 from ..errors import DataError
 from .locate import locate_dataset
@@ -144,8 +144,9 @@ def _files_of_split(root: Path, split: str, classes: Sequence[str]):
 
 
 def load_data(split: str = "train", path=None, size: int = IMAGE_SIZE,
-              classes: Optional[Sequence[str]] = None, cache_dir=None, cache: bool = True,
-              progress: bool = True, strict: bool = True) -> ImageSet:
+              classes: Optional[Sequence[str]] = None, max_per_class: Optional[int] = None,
+              seed: int = 0, cache_dir=None, cache: bool = True, progress: bool = True,
+              strict: bool = True) -> ImageSet:
     """One split of PBC as NCHW float32 in [0, 1], at ``size`` x ``size`` pixels.
 
     Parameters
@@ -161,6 +162,11 @@ def load_data(split: str = "train", path=None, size: int = IMAGE_SIZE,
         A subset of :data:`CLASSES` (e.g. the four white-cell classes that
         another dataset shares), labelled 0.. in the order given. Default: all
         eight, in :data:`CLASSES` order.
+    max_per_class : int, optional
+        A seeded random subset of at most this many images per class of the
+        split (quick runs and tests; results on a subset are not comparable).
+    seed : int
+        Seed of that subset.
     cache_dir, cache, progress
         As in :func:`numcnn.datasets.bloodcells.load_data`.
     strict : bool
@@ -189,11 +195,18 @@ def load_data(split: str = "train", path=None, size: int = IMAGE_SIZE,
     unknown = [name for name in classes if name not in CLASSES]
     if unknown or not classes or len(set(classes)) != len(classes):
         raise ValueError(f"{where}: classes must be distinct names from {CLASSES}; got {classes}")
+    if max_per_class is not None:
+        validation.positive_int(max_per_class, "max_per_class", where)
     root = locate(path)
     paths, labels = _files_of_split(root, split, classes)
+    subset = "" if max_per_class is None else f"-max{max_per_class}-seed{seed}"
+    if max_per_class is not None:
+        chosen = subsample_per_class(labels, max_per_class, seed)
+        paths, labels = [paths[i] for i in chosen], labels[chosen]
     factor = IMAGE_SIZE // size
     sums, kept_labels, kept, skipped = load_or_decode(
-        root / "images", paths, labels, f"pbc-{split}-{'+'.join(classes) if len(classes) < 8 else 'all'}",
+        root / "images", paths, labels,
+        f"pbc-{split}-{'+'.join(classes) if len(classes) < 8 else 'all'}{subset}",
         None, factor, (IMAGE_SIZE, IMAGE_SIZE, 3), cache_dir=cache_dir, cache=cache,
         progress=progress, description=f"decoding PBC {split}")
     if skipped and strict:

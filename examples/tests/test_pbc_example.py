@@ -1,0 +1,164 @@
+"""examples/pbc.py and examples/transfer.py end to end, on a small subset of the real data.
+
+The PBC study runs once (seed 0, one epoch, 12 images per class of each split,
+a narrow network) and its outputs are checked: the reports of every split,
+intervals over images, figures, results.json with the keys of the blood-cell
+study, --resume, --predict. The transfer script then tests that model's
+four-class sibling and a tiny blood-cell model on the other laboratory's images.
+"""
+import importlib.util
+import json
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import numcnn
+from numcnn.datasets import pbc
+from numcnn.data import read_rgb_image
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+EXAMPLES = REPO_ROOT / "examples"
+SHARED = ("eosinophil", "lymphocyte", "monocyte", "neutrophil")
+
+
+def _load(name):
+    spec = importlib.util.spec_from_file_location(f"{name}_example", EXAMPLES / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+pbc_example = _load("pbc")
+bloodcells_example = _load("bloodcells")
+transfer_example = _load("transfer")
+
+
+@pytest.fixture(scope="module")
+def pbc_dir():
+    place = Path(os.environ.get(pbc.DATA_ENV_VAR) or REPO_ROOT.parent / "shared" / "pbc")
+    try:
+        return pbc.locate(place)
+    except FileNotFoundError:
+        pytest.skip(f"PBC not found at {place} (set {pbc.DATA_ENV_VAR} to run these tests)")
+
+
+@pytest.fixture(scope="module")
+def study(pbc_dir, tmp_path_factory):
+    root = tmp_path_factory.mktemp("pbc-study")
+    common = ["--data", str(pbc_dir), "--max-per-class", "12", "--filters", "8,16,32",
+              "--dense", "32", "--cache-dir", str(root / "cache")]
+
+    def run(out, *extra):
+        return pbc_example.main(common + ["--out", str(root / out), *extra])
+
+    assert run("full", "--epochs", "1") == 0
+    return {"root": root, "run": run, "out": root / "full", "data_dir": pbc_dir}
+
+
+def test_the_example_reads_as_a_short_story():
+    lines = (EXAMPLES / "pbc.py").read_text().splitlines()
+    assert len(lines) <= 250
+    first = "\n".join(lines[:150])
+    assert "def network(" in first and "model.fit(" in first
+
+
+def test_study_writes_reports_figures_and_results(study):
+    out, seed = study["out"], study["out"] / "seed0"
+    results = json.loads((out / "results.json").read_text())
+    assert set(results) >= {"study", "classes", "recipe", "machine", "data", "seeds", "mean",
+                            "std", "test_interval_over_seeds"}
+    assert results["classes"] == list(pbc.CLASSES)
+    first = results["seeds"]["0"]
+    for split, images in (("train", 8 * 12), ("val", 8 * 12), ("test", 8 * 12)):
+        report = first[split]
+        assert sum(report["support"].values()) == images
+        assert set(report["f1"]) == set(pbc.CLASSES) == set(report["precision"])
+        assert 0 <= report["macro_f1"] <= 1 and len(report["confusion"]) == 8
+        assert (seed / f"report_{split}.txt").is_file()
+        if split != "train":                         # one image per cell: intervals over images
+            low, high = report["accuracy_interval"]
+            assert low <= report["accuracy"] <= high and report["cells"] == images
+            assert "95% interval over 96 images" in (seed / f"report_{split}.txt").read_text()
+            assert len(np.load(seed / f"predicted_{split}.npy")) == images
+    low, high = results["test_interval_over_seeds"]["low"], results["test_interval_over_seeds"]["high"]
+    assert [low, high] == first["test"]["accuracy_interval"]
+    assert first["seconds_per_epoch"] > 0 and first["epochs"] == 1
+    assert results["recipe"]["data_licence"] == pbc.CITATION
+    if numcnn.plots.available():
+        for name in ("confusion_train.png", "confusion_val.png", "confusion_test.png",
+                     "learning_curves.png"):
+            assert (seed / name).read_bytes()[:4] == b"\x89PNG", name
+    assert "test accuracy" in (out / "summary.txt").read_text()
+
+
+def test_batchnorm_is_calibrated_on_a_fair_sample_of_every_class():
+    """The split comes sorted by class: the calibration images must not be its head."""
+    from cellstudy.splits import fair_sample
+    labels = np.repeat(np.arange(8), [853, 2182, 1086, 2027, 850, 994, 2331, 1644])
+    sample = fair_sample(len(labels), 2048, seed=0)
+    assert len(sample) == 2048 == len(set(sample)) and np.all(np.diff(sample) > 0)
+    counts = np.bincount(labels[sample], minlength=8)
+    expected = 2048 * np.bincount(labels) / len(labels)
+    assert np.all(np.abs(counts - expected) < 0.25 * expected)     # every class, in proportion
+    assert set(labels[:2048]) == {0, 1}                           # what the head would give
+    np.testing.assert_array_equal(sample, fair_sample(len(labels), 2048, seed=0))
+    assert not np.array_equal(sample, fair_sample(len(labels), 2048, seed=1))
+    np.testing.assert_array_equal(fair_sample(96, 2048, seed=3), np.arange(96))
+
+
+def test_resume_goes_on_and_predict_classifies_images(study, capsys):
+    assert study["run"]("full", "--epochs", "2", "--resume", "--no-plots", "--quiet") == 0
+    results = json.loads((study["out"] / "results.json").read_text())
+    assert results["seeds"]["0"]["resumed_from_epoch"] == 1 and results["seeds"]["0"]["epochs"] == 2
+    image = sorted((study["data_dir"] / "images" / "platelet").glob("*.jpg"))[0]
+    model = str(study["out"] / "seed0" / "model.npz")
+    capsys.readouterr()
+    assert pbc_example.main(["--predict", str(image), "--model", model]) == 0
+    line = [row for row in capsys.readouterr().out.splitlines() if row.startswith(str(image))]
+    numbers = [float(part) for part in line[0].replace("(", " ").replace(")", " ").split()
+               if part.replace(".", "").isdigit()]
+    assert len(numbers) == 8 and sum(numbers) == pytest.approx(1.0, abs=0.01)
+
+
+def test_predict_refuses_an_image_of_another_size(study, tmp_path, capsys):
+    from skimage import io
+    image = read_rgb_image(sorted((study["data_dir"] / "images" / "basophil").glob("*.jpg"))[0])
+    small = tmp_path / "small.png"
+    io.imsave(small, image[:100, :90], check_contrast=False)
+    model = str(study["out"] / "seed0" / "model.npz")
+    assert pbc_example.main(["--predict", str(small), "--model", model]) == 1
+    assert "90x100 image" in capsys.readouterr().err
+
+
+def test_transfer_runs_both_ways(study, bloodcells_dir, tmp_path):
+    """Tiny models of both studies on the other laboratory's images: the script's outputs."""
+    four = tmp_path / "pbc4"
+    assert study["run"](str(four), "--epochs", "1", "--classes", ",".join(SHARED), "--no-plots",
+                        "--quiet") == 0
+    cells = tmp_path / "bloodcells"
+    assert bloodcells_example.main(["--data", str(bloodcells_dir), "--max-per-class", "20",
+                                    "--epochs", "1", "--filters", "8,16,32", "--out", str(cells),
+                                    "--cache-dir", str(study["root"] / "cache"), "--no-plots",
+                                    "--quiet"]) == 0
+    out = tmp_path / "transfer"
+    assert transfer_example.main(["--bloodcells", str(cells), "--pbc", str(four),
+                                  "--bloodcells-data", str(bloodcells_dir),
+                                  "--pbc-data", str(study["data_dir"]), "--out", str(out),
+                                  "--max-per-class", "10", "--every", "20",
+                                  "--cache-dir", str(study["root"] / "cache"), "--quiet",
+                                  "--no-plots"]) == 0
+    results = json.loads((out / "results.json").read_text())
+    ratio = results["scale"]["pbc_px_per_bloodcell_px"]
+    assert 0.5 < ratio < 2.5                                  # the same cells, both at some scale
+    forward = results["bloodcells_on_pbc"][str(cells)]
+    backward = results["pbc_on_bloodcells"][str(four)]
+    assert forward["seeds"][0]["transfer"]["support"] == {name: 10 for name in
+                                                          ("EOSINOPHIL", "LYMPHOCYTE",
+                                                           "MONOCYTE", "NEUTROPHIL")}
+    assert sum(backward["seeds"][0]["transfer"]["support"].values()) == 2 * 4 * 10  # TRAIN + TEST
+    for direction in (forward, backward):
+        interval = direction["pooled_interval"]
+        assert interval["low"] <= direction["mean_accuracy"] <= interval["high"]
+    assert "PBC pixels per blood-cell pixel" in (out / "summary.txt").read_text()
