@@ -356,10 +356,12 @@ def speed_section(rows, settings, quick):
         "(`->F`: output channels); the layer rows use the network's shapes at 60x80, "
         "the convolutions also at 64x64 (the recipe's input). Backward rows time the "
         "backward call only (the forward pass runs untimed before each round). "
-        "Training on numba runs the first convolution with `conv2d_direct` / "
-        "`conv2d_direct_backward (dW, db)` and each BatchNorm + ReLU with the "
-        "`batchnorm_relu_*` kernels (numcnn/plan.py); the `Conv2D`, `BatchNorm2D` and "
-        "`ReLU` rows are the layers one by one (`Sequential.forward`, `model.profile`).",
+        "Training on numba runs the plan (numcnn/plan.py): each Conv2D + BatchNorm2D + ReLU "
+        "as one step (the same im2col and matrix multiply, BatchNorm read from the product's "
+        "rows), other BatchNorm + ReLU pairs with the `batchnorm_relu_*` kernels; the "
+        "`Conv2D`, `BatchNorm2D` and `ReLU` rows are the layers one by one "
+        "(`Sequential.forward`, `model.profile`); the direct convolution is not used in "
+        "training (slower: see the first-convolution table).",
         f"pytest-benchmark: --benchmark-min-rounds={settings['min_rounds']} "
         f"--benchmark-max-time={settings['max_time']} --benchmark-warmup={settings['warmup']}"
         + (" (--quick: numbers are a smoke test, not a measurement)" if quick else ""),
@@ -393,7 +395,7 @@ def conv1_results(rows):
     for H, W in CONV_INPUTS:
         shape = conv1_label(H, W)
         ways = {
-            "numcnn direct (training)": (find(rows, "conv2d_direct", shape, "numba"),
+            "numcnn direct (not used)": (find(rows, "conv2d_direct", shape, "numba"),
                                          find(rows, "conv2d_direct_backward (dW, db)", shape, "numba")),
             "numcnn im2col (layer)": (find(rows, "Conv2D forward", shape, "numba"),
                                       find(rows, "Conv2D backward (dW, db)", shape, "numba")),
@@ -480,7 +482,7 @@ def efficiency_section(results, peak):
     for e in results:
         path = e["numcnn_path"]
         if e["conv"] == "conv1" and path == "im2col":
-            path = "im2col (layer; training runs direct)"
+            path = "im2col (the layer)"
         lines.append(
             f"| {e['conv']} | {e['input']} | {e['shape']} | {e['pass']} | {e['gflop']:.2f} | {path} | "
             f"{fmt_ms(e['numcnn_s'])} | {gf(e['numcnn_gflops'])} | {pct(e['numcnn_peak_share'])} | "

@@ -106,9 +106,14 @@ class NumcnnWorker:
         self.model = bloodnet.build_numcnn(size, size, seed=args.seed, optimizer="adamw")
         self.xp = predict_images(args.predict_images, args.seed + 2)
         self.predictor = bloodnet.build_numcnn(size, size, seed=args.seed)
+        if args.unfused:                      # the layers one by one: the plan's baseline
+            from numcnn.plan import build_plan
+            for model in (self.model, self.predictor):
+                model.plan = (lambda m: lambda: build_plan(m.layers, fuse=False))(model)
         self.info = {"framework": "numcnn", "backend": numcnn.get_backend(),
                      "freed_memory_kept": bloodnet.FREED_MEMORY_KEPT,
-                     "plan": self.model.plan().describe().splitlines(),
+                     "plan": (self.model.plan().describe().splitlines()
+                              if hasattr(self.model, "plan") else ["layer by layer (no plan)"]),
                      "batches_digest": bloodnet.digest(a for b in self.batches for a in b),
                      "predict_digest": bloodnet.digest([self.xp])}
         # warm-up, untimed: kernels, optimizer state, the smaller last batch, one prediction
@@ -235,7 +240,7 @@ class Worker:
     def __init__(self, framework, args):
         cmd = [sys.executable, str(Path(__file__).resolve()), "--worker", framework,
                "--images", str(args.images), "--predict-images", str(args.predict_images),
-               "--seed", str(args.seed)]
+               "--seed", str(args.seed)] + (["--unfused"] if args.unfused else [])
         self.framework = framework
         self.process = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
                                         text=True)
@@ -346,6 +351,9 @@ def main(argv=None):
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--skip-fit", action="store_true", help="no model.fit epochs")
     parser.add_argument("--no-torch", action="store_true")
+    parser.add_argument("--unfused", action="store_true",
+                        help="numcnn runs its layers one by one (build_plan(fuse=False)): "
+                             "what the plan's fused steps are measured against")
     parser.add_argument("--worker", choices=FRAMEWORKS, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.images < 2:

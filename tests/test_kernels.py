@@ -97,7 +97,10 @@ def test_expected_kernels_exist():
                 "channel_sums",
                 "maxpool_forward", "maxpool_backward", "batchnorm_forward",
                 "batchnorm_inference", "batchnorm_backward", "relu_forward", "relu_backward",
-                "dropout_forward", "dropout_backward"}
+                "dropout_forward", "dropout_backward", "uniform_from_seed",
+                "batchnorm_relu_forward", "batchnorm_relu_inference", "batchnorm_relu_backward",
+                "rows_batchnorm_relu_forward", "rows_batchnorm_relu_inference",
+                "rows_batchnorm_relu_backward"}
     assert expected <= set(public_functions(jit))
 
 
@@ -374,6 +377,70 @@ def test_batchnorm_backward_matches_reference(shape, dtype, seed):
     dx_scale = (np.abs(gamma) * inv_std).max() * np.abs(dy).max() * (1 + np.abs(xhat).max())
     assert_close(dx_jit, dx_ref, dtype, scale=dx_scale)
     assert M >= 2
+
+
+# ---------------------------------------------------------------------------
+# Fused kernels: BatchNorm + ReLU, and BatchNorm + ReLU on a convolution's rows
+# ---------------------------------------------------------------------------
+@SETTINGS
+@given(shape=image_shape(), dtype=dtypes, seed=seeds)
+def test_fused_batchnorm_relu_equals_the_two_kernels(shape, dtype, seed):
+    """The numba fusion computes its two numba kernels (the same values; the sums may be
+    reassociated differently) and agrees with the reference twin to rounding."""
+    if shape[0] * shape[2] * shape[3] < 2:
+        shape = (2,) + shape[1:]
+    rng, x, gamma, beta = bn_inputs(shape, dtype, seed)
+    y, mean, var = jit.batchnorm_relu_forward(x, gamma, beta, 1e-5)
+    y2, mean2, var2 = jit.batchnorm_forward(x, gamma, beta, 1e-5)
+    np.testing.assert_array_equal(y, jit.relu_forward(y2))
+    np.testing.assert_array_equal(mean, mean2)
+    y_ref, _, _ = reference.batchnorm_relu_forward(x, gamma, beta, 1e-5)
+    assert_close(y, y_ref, dtype, scale=np.abs(y_ref).max() + np.abs(beta).max() + 1)
+    dy = rng.standard_normal(shape).astype(dtype)
+    fused = jit.batchnorm_relu_backward(dy, y, x, gamma, mean, var, 1e-5)
+    apart = jit.batchnorm_backward(jit.relu_backward(dy, y), x, gamma, mean, var, 1e-5)
+    scale = (np.abs(dy).sum() + 1) * (np.abs(gamma).max() + 1)
+    for a, b in zip(fused, apart):
+        assert_close(a, b, dtype, scale=scale)
+    np.testing.assert_array_equal(jit.batchnorm_relu_inference(x, gamma, beta, mean, var, 1e-5),
+                                  jit.relu_forward(jit.batchnorm_inference(x, gamma, beta, mean,
+                                                                            var, 1e-5)))
+
+
+@SETTINGS
+@given(shape=image_shape(), dtype=dtypes, seed=seeds)
+def test_rows_batchnorm_relu_matches_reference_and_the_nchw_kernels(shape, dtype, seed):
+    """On a convolution's GEMM result (F, N*P), as on its NCHW output plus the bias."""
+    N, F, H, W = shape
+    if N * H * W < 2:
+        N = 2
+    P = H * W
+    rng = np.random.default_rng(seed)
+    rows = rng.standard_normal((F, N * P)).astype(dtype)
+    bias, gamma, beta = (rng.standard_normal(F).astype(dtype) for _ in range(3))
+    y, mean, var = jit.rows_batchnorm_relu_forward(rows, bias, gamma, beta, 1e-5, N)
+    x = jit.nchw_from_rows(rows, N, bias=bias)                        # (N, F, P)
+    y_nchw, mean_nchw, var_nchw = jit.batchnorm_relu_forward(x, gamma, beta, 1e-5)
+    assert_close(y, y_nchw, dtype, scale=np.abs(y_nchw).max() + 1)
+    assert_close(mean, mean_nchw, dtype, scale=np.abs(mean_nchw).max() + 1)
+    y_ref, mean_ref, var_ref = reference.rows_batchnorm_relu_forward(rows, bias, gamma, beta,
+                                                                     1e-5, N)
+    assert_close(y, y_ref, dtype, scale=np.abs(y_ref).max() + 1)
+    dy = rng.standard_normal((N, F, P)).astype(dtype)
+    dx_rows, dgamma, dbeta = jit.rows_batchnorm_relu_backward(dy, y, rows, bias, gamma, mean,
+                                                              var, 1e-5)
+    dx, dgamma2, dbeta2 = jit.batchnorm_relu_backward(dy, y, x, gamma, mean, var, 1e-5)
+    scale = (np.abs(dy).sum() + 1) * (np.abs(gamma).max() + 1)
+    assert_close(dx_rows, jit.rows_from_nchw(dx), dtype, scale=scale)
+    assert_close(dgamma, dgamma2, dtype, scale=scale)
+    assert_close(dbeta, dbeta2, dtype, scale=scale)
+    ref = reference.rows_batchnorm_relu_backward(dy, y, rows, bias, gamma, mean, var, 1e-5)
+    for got, want in zip((dx_rows, dgamma, dbeta), ref):
+        assert_close(got, want, dtype, scale=scale)
+    inference = jit.rows_batchnorm_relu_inference(rows, bias, gamma, beta, mean, var, 1e-5, N)
+    assert_close(inference, reference.rows_batchnorm_relu_inference(rows, bias, gamma, beta,
+                                                                     mean, var, 1e-5, N),
+                 dtype, scale=np.abs(y).max() + 1)
 
 
 # ---------------------------------------------------------------------------

@@ -12,7 +12,8 @@ from numcnn.layers import (BatchNorm1D, BatchNorm2D, Conv2D, Dense, Dropout, Fla
                            ReLU)
 from numcnn.losses import SoftmaxCrossEntropy
 from numcnn.optim import AdamW
-from numcnn.plan import BatchNormReLUStep, ConvolutionStep, LayerStep, build_plan
+from numcnn.plan import (BatchNormReLUStep, ConvolutionBlockStep, ConvolutionStep, LayerStep,
+                         build_plan)
 
 
 def small_network(seed=0):
@@ -23,14 +24,16 @@ def small_network(seed=0):
     ], seed=seed, input_shape=(3, 16, 16))
 
 
-def test_the_numba_plan_fuses_batchnorm_and_relu_and_speeds_up_convolutions():
+def test_the_numba_plan_fuses_convolution_blocks_and_batchnorm_relu():
     with numcnn.use_backend("numba"):
         plan = build_plan(small_network().layers)
+        lone = build_plan([Conv2D(3, 4, 3), ReLU(), Flatten()])
     kinds = [type(step) for step in plan.steps]
-    assert kinds[:2] == [ConvolutionStep, BatchNormReLUStep]
-    assert kinds[4:6] == [ConvolutionStep, BatchNormReLUStep]
-    assert kinds.count(BatchNormReLUStep) == 3                    # BatchNorm1D + ReLU too
+    assert kinds == [ConvolutionBlockStep, LayerStep, LayerStep, ConvolutionBlockStep, LayerStep,
+                     LayerStep, LayerStep, LayerStep, BatchNormReLUStep, LayerStep]
+    assert [len(step.layers) for step in plan.steps] == [3, 1, 1, 3, 1, 1, 1, 1, 2, 1]
     assert sum(len(step.layers) for step in plan.steps) == 15
+    assert [type(step) for step in lone.steps] == [ConvolutionStep, LayerStep, LayerStep]
     with numcnn.use_backend("numpy"):                             # the readable kernels: unfused
         assert all(type(step) is LayerStep for step in build_plan(small_network().layers).steps)
 
