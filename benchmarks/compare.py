@@ -23,7 +23,8 @@ this process imports neither numpy nor numcnn):
    speed-up over NumPy.
 3. Convolutions: the first convolution forward + backward (weight and bias
    gradients only, as training runs a first layer) three ways: the direct
-   kernels training runs, the layer's im2col path, PyTorch; then every
+   kernels (tried for training and dropped: slower), the layer's im2col path
+   (what training runs), PyTorch; then every
    convolution of the network at 64x64 and 60x80 as achieved GFLOP/s and a
    share of the machine's FP32 peak, measured by ``sgemm_peak.py`` as the
    best of a few 2048x2048 SGEMMs on 2 threads.

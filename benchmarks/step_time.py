@@ -1,0 +1,102 @@
+"""Median training step and inference throughput of the blood-cell network, for one checkout.
+
+    cd <a checkout of numcnn> && python <this file> numcnn [adamw|adam]
+    cd <a checkout of numcnn> && python <this file> torch
+
+Prints one JSON line: ``step_ms`` (median of 15 ``train_step`` calls on one
+batch of 64 images 3x64x64, after 3 untimed ones) and ``predict_img_per_s``
+(1,024 images at batch 256, median of 3 calls after an untimed one). It
+imports ``numcnn`` and ``benchmarks/bloodnet.py`` from the current directory,
+so the same command times any commit: that is how docs/performance.md
+measures what each change bought (every checkout in turn, several rounds,
+freed memory kept on both sides). ``adam`` is for checkouts older than
+numcnn 0.2, whose ``bloodnet.build_numcnn`` takes no optimizer (0.1's
+``Adam``: the same work per step as ``AdamW``). ``torch`` times PyTorch on
+the same network (``bloodnet.build_torch``) and batches, with AdamW.
+``interleaved.py`` is the fuller measurement (whole epochs of augmented
+batches, numcnn and PyTorch in alternation); this one is small enough to run
+on many commits.
+"""
+import ctypes
+import json
+import os
+import sys
+import time
+
+os.environ.setdefault("OPENBLAS_THREAD_TIMEOUT", "4")   # before numpy, as numcnn and compare.py do
+sys.path[:0] = [os.getcwd(), os.path.join(os.getcwd(), "benchmarks")]
+
+import numpy as np  # noqa: E402
+
+import bloodnet  # noqa: E402
+
+STEPS, WARM_STEPS, PREDICTIONS = 15, 3, 3
+IMAGES, BATCH, PREDICT_BATCH = 1024, 64, 256
+
+
+def numcnn_runners(optimizer, x, y, xp):
+    import numcnn
+    numcnn.keep_freed_memory()
+    if optimizer == "adam":
+        model = bloodnet.build_numcnn(64, 64)
+    else:
+        model = bloodnet.build_numcnn(64, 64, optimizer=optimizer)
+    return (lambda: model.train_step(x, y)), (lambda: model.predict(xp, batch_size=PREDICT_BATCH))
+
+
+def torch_runners(x, y, xp):
+    import torch
+    torch.set_num_threads(2)
+    libc = ctypes.CDLL("libc.so.6")                        # numcnn.keep_freed_memory()'s settings
+    libc.mallopt(-4, 0)                                    # M_MMAP_MAX
+    libc.mallopt(-1, 2 << 30)                              # M_TRIM_THRESHOLD
+    net = bloodnet.build_torch(torch, 64, 64)
+    optimizer = torch.optim.AdamW(net.parameters(), 1e-3, weight_decay=1e-4)
+    tx, ty, txp = torch.from_numpy(x), torch.from_numpy(y), torch.from_numpy(xp)
+
+    def step():
+        net.train()
+        optimizer.zero_grad()
+        loss = torch.nn.functional.cross_entropy(net(tx), ty)
+        loss.backward()
+        optimizer.step()
+        loss.item()
+
+    def predict():
+        net.eval()
+        with torch.no_grad():
+            for i in range(0, len(txp), PREDICT_BATCH):
+                torch.softmax(net(txp[i:i + PREDICT_BATCH]), 1)
+
+    return step, predict
+
+
+def median_seconds(fn, repeats):
+    times = []
+    for _ in range(repeats):
+        began = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - began)
+    return float(np.median(times))
+
+
+def main(argv):
+    rng = np.random.default_rng(0)
+    x = rng.random((BATCH, 3, 64, 64), dtype=np.float32) - 0.5
+    y = rng.integers(0, 4, BATCH)
+    xp = rng.random((IMAGES, 3, 64, 64), dtype=np.float32) - 0.5
+    if argv[0] == "torch":
+        step, predict = torch_runners(x, y, xp)
+    else:
+        step, predict = numcnn_runners(argv[1] if len(argv) > 1 else "adamw", x, y, xp)
+    for _ in range(WARM_STEPS):
+        step()
+    predict()
+    print(json.dumps({"step_ms": 1000 * median_seconds(step, STEPS),
+                      "predict_img_per_s": IMAGES / median_seconds(predict, PREDICTIONS)}))
+
+
+if __name__ == "__main__":
+    if not sys.argv[1:] or sys.argv[1] not in ("numcnn", "torch"):
+        sys.exit(__doc__)
+    main(sys.argv[1:])
