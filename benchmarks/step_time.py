@@ -17,7 +17,6 @@ the same network (``bloodnet.build_torch``) and batches, with AdamW.
 batches, numcnn and PyTorch in alternation); this one is small enough to run
 on many commits.
 """
-import ctypes
 import json
 import os
 import sys
@@ -28,15 +27,14 @@ sys.path[:0] = [os.getcwd(), os.path.join(os.getcwd(), "benchmarks")]
 
 import numpy as np  # noqa: E402
 
-import bloodnet  # noqa: E402
+import bloodnet  # noqa: E402  (imports numcnn from the checkout)
+import numcnn  # noqa: E402
 
 STEPS, WARM_STEPS, PREDICTIONS = 15, 3, 3
 IMAGES, BATCH, PREDICT_BATCH = 1024, 64, 256
 
 
 def numcnn_runners(optimizer, x, y, xp):
-    import numcnn
-    numcnn.keep_freed_memory()
     if optimizer == "adam":
         model = bloodnet.build_numcnn(64, 64)
     else:
@@ -47,9 +45,6 @@ def numcnn_runners(optimizer, x, y, xp):
 def torch_runners(x, y, xp):
     import torch
     torch.set_num_threads(2)
-    libc = ctypes.CDLL("libc.so.6")                        # numcnn.keep_freed_memory()'s settings
-    libc.mallopt(-4, 0)                                    # M_MMAP_MAX
-    libc.mallopt(-1, 2 << 30)                              # M_TRIM_THRESHOLD
     net = bloodnet.build_torch(torch, 64, 64)
     optimizer = torch.optim.AdamW(net.parameters(), 1e-3, weight_decay=1e-4)
     tx, ty, txp = torch.from_numpy(x), torch.from_numpy(y), torch.from_numpy(xp)
@@ -81,6 +76,7 @@ def median_seconds(fn, repeats):
 
 
 def main(argv):
+    numcnn.keep_freed_memory()                             # for PyTorch's process too
     rng = np.random.default_rng(0)
     x = rng.random((BATCH, 3, 64, 64), dtype=np.float32) - 0.5
     y = rng.integers(0, 4, BATCH)

@@ -32,8 +32,8 @@ import functools
 import numpy as np
 import pytest
 
-from bloodnet import (BATCH, KERNEL, RECIPE_SIZE, assert_close32, conv_layers, random_array,
-                      shape_label, timed_once)
+from bloodnet import (BATCH, KERNEL, RECIPE_SIZE, assert_close32, conv_layers, maybe_torch,
+                      random_array, shape_label, timed_once)
 from numcnn.backend import kernels
 from numcnn.kernels import reference
 from numcnn.layers import BatchNorm2D, Conv2D, ReLU
@@ -72,15 +72,6 @@ def as_nchw(rows, N, bias):
     return np.ascontiguousarray((rows + bias[:, None]).reshape(F, N, -1).transpose(1, 0, 2))
 
 
-def torch_available():
-    try:
-        import torch
-    except ImportError:
-        return None
-    torch.set_num_threads(2)
-    return torch
-
-
 def torch_bn_relu(torch, x, gamma, beta, training=True, mean=None, var=None):
     F = torch.nn.functional
     return F.relu(F.batch_norm(x, mean, var, gamma, beta, training=training, eps=EPS))
@@ -104,7 +95,7 @@ def test_rows_batchnorm_relu_forward(benchmark, label, backend, C, F, H, W):
     ry, rmean, rvar = reference.rows_batchnorm_relu_forward(rows, bias, gamma, beta, EPS, BATCH)
     for got, expected, name in ((y, ry, "y"), (mean, rmean, "mean"), (var, rvar, "var")):
         assert_close32(got, expected, f"{name} vs numcnn.kernels.reference")
-    torch = torch_available()
+    torch = maybe_torch()
     if torch is not None:
         x = torch.from_numpy(as_nchw(rows, BATCH, bias))
         expected = torch_bn_relu(torch, x, torch.from_numpy(gamma), torch.from_numpy(beta))
@@ -131,7 +122,7 @@ def test_rows_batchnorm_relu_inference(benchmark, label, backend, C, F, H, W):
     args = (rows, bias, gamma, beta, mean, var, EPS, BATCH)
     y, _ = timed_once(kernels().rows_batchnorm_relu_inference, *args)
     assert_close32(y, reference.rows_batchnorm_relu_inference(*args), "y vs reference")
-    torch = torch_available()
+    torch = maybe_torch()
     if torch is not None:
         with torch.no_grad():
             expected = torch_bn_relu(torch, torch.from_numpy(as_nchw(rows, BATCH, bias)),
@@ -167,7 +158,7 @@ def test_rows_batchnorm_relu_backward(benchmark, label, backend, C, F, H, W):
     for value, expected, name in zip(got, reference.rows_batchnorm_relu_backward(*args),
                                      ("dx rows", "dgamma", "dbeta")):
         assert_close32(value, expected, f"{name} vs numcnn.kernels.reference")
-    torch = torch_available()
+    torch = maybe_torch()
     if torch is not None:
         x = torch.from_numpy(as_nchw(rows, BATCH, bias)).requires_grad_(True)
         g, b = (torch.from_numpy(p).requires_grad_(True) for p in (gamma, beta))

@@ -92,23 +92,37 @@ class ConvolutionStep(Step):
         return y.reshape(N, F, OH, OW)
 
     def backward(self, dy, input_grad):
-        conv, x = self.conv, self._x
+        x = self._x
         N, F = dy.shape[:2]
-        W = conv.params["W"].astype(x.dtype, copy=False)
-        WmT = np.ascontiguousarray(W.reshape(F, -1).T)                # (C*KH*KW, F)
         dy = np.ascontiguousarray(dy).reshape(N, F, -1)
+
+        def gradient_rows(images, cols):
+            dY = self.columns.rows(F, cols.shape[1], x.dtype)
+            return kernels().rows_from_nchw(dy[images], out=dY)
+
+        dx = self.gradients_from_rows(gradient_rows, input_grad)
+        self.conv.grads["b"] = kernels().channel_sums(dy).astype(x.dtype)
+        return dx
+
+    def gradients_from_rows(self, gradient_rows, input_grad):
+        """The weight gradient (into ``conv.grads["W"]``) and the input gradient (returned).
+
+        ``gradient_rows(images, cols)`` gives the gradient of the convolution's
+        output for one chunk of images in the GEMM's layout, shape ``(F, chunk * P)``.
+        """
+        conv, x = self.conv, self._x
+        W = conv.params["W"].astype(x.dtype, copy=False)
+        WmT = np.ascontiguousarray(W.reshape(len(W), -1).T)           # (C*KH*KW, F)
         dWT = np.zeros(WmT.shape, dtype=x.dtype)
         dx = np.empty(x.shape, dtype=x.dtype) if input_grad else None
         for images, cols in self.columns.chunks(x):
-            dY = self.columns.rows(F, cols.shape[1], x.dtype)
-            kernels().rows_from_nchw(dy[images], out=dY)
+            dY = gradient_rows(images, cols)
             dWT += cols @ dY.T                                       # (dY @ cols.T).T
             if input_grad:
                 dcols = np.matmul(WmT, dY, out=cols)
                 kernels().col2im(dcols, x[images].shape, conv.KH, conv.KW, conv.stride,
                                  conv.padding, out=dx[images])
         conv.grads["W"] = np.ascontiguousarray(dWT.T).reshape(W.shape)
-        conv.grads["b"] = kernels().channel_sums(dy).astype(x.dtype)
         return dx
 
 
@@ -167,18 +181,8 @@ class ConvolutionBlockStep(ConvolutionStep):
         b = conv.params["b"].astype(x.dtype, copy=False)
         dY, norm.grads["gamma"], norm.grads["beta"] = kernels().rows_batchnorm_relu_backward(
             dy.reshape(N, F, P), self._y, self._rows, b, gamma, self._mean, self._var, norm.eps)
-        W = conv.params["W"].astype(x.dtype, copy=False)
-        WmT = np.ascontiguousarray(W.reshape(F, -1).T)                # (C*KH*KW, F)
-        dWT = np.zeros(WmT.shape, dtype=x.dtype)
-        dx = np.empty(x.shape, dtype=x.dtype) if input_grad else None
-        for images, cols in self.columns.chunks(x):
-            part = dY[:, images.start * P:images.stop * P]            # this chunk's gradient
-            dWT += cols @ part.T                                     # (dY @ cols.T).T
-            if input_grad:
-                dcols = np.matmul(WmT, part, out=cols)
-                kernels().col2im(dcols, x[images].shape, conv.KH, conv.KW, conv.stride,
-                                 conv.padding, out=dx[images])
-        conv.grads["W"] = np.ascontiguousarray(dWT.T).reshape(W.shape)
+        dx = self.gradients_from_rows(
+            lambda images, cols: dY[:, images.start * P:images.stop * P], input_grad)
         conv.grads["b"] = kernels().channel_sums(dY.reshape(1, F, -1)).astype(x.dtype)
         self._rows = self._y = None
         return dx
