@@ -57,6 +57,13 @@ def study(pbc_dir, tmp_path_factory):
     return {"root": root, "run": run, "out": root / "full", "data_dir": pbc_dir}
 
 
+def printed_probabilities(printed, image):
+    """The numbers --predict printed on the line of ``image``."""
+    line = [row for row in printed.splitlines() if row.startswith(str(image))][0]
+    return [float(part) for part in line.replace("(", " ").replace(")", " ").split()
+            if part.replace(".", "").isdigit()]
+
+
 def test_the_example_reads_as_a_short_story():
     lines = (EXAMPLES / "pbc.py").read_text().splitlines()
     assert len(lines) <= 250
@@ -116,9 +123,7 @@ def test_resume_goes_on_and_predict_classifies_images(study, capsys):
     model = str(study["out"] / "seed0" / "model.npz")
     capsys.readouterr()
     assert pbc_example.main(["--predict", str(image), "--model", model]) == 0
-    line = [row for row in capsys.readouterr().out.splitlines() if row.startswith(str(image))]
-    numbers = [float(part) for part in line[0].replace("(", " ").replace(")", " ").split()
-               if part.replace(".", "").isdigit()]
+    numbers = printed_probabilities(capsys.readouterr().out, image)
     assert len(numbers) == 8 and sum(numbers) == pytest.approx(1.0, abs=0.01)
 
 
@@ -148,13 +153,8 @@ def test_a_colour_normalised_model_ignores_a_slide_wide_change_of_stain(study, t
     model = str(study["root"] / "cnorm" / "seed0" / "model.npz")
     capsys.readouterr()
     assert pbc_example.main(["--predict", *map(str, paths), "--model", model]) == 0
-    printed = capsys.readouterr().out.splitlines()
-    probabilities = []
-    for path in paths:
-        line = [row for row in printed if row.startswith(str(path))][0]
-        probabilities.append([float(part) for part in
-                              line.replace("(", " ").replace(")", " ").split()
-                              if part.replace(".", "").isdigit()])
+    printed = capsys.readouterr().out
+    probabilities = [printed_probabilities(printed, path) for path in paths]
     assert len(probabilities[0]) == 8
     # Equal up to the rounding of the re-stained copy to whole pixel values (seen: 0.001;
     # without the normalisation in predict, 0.06).
