@@ -23,8 +23,8 @@ this process imports neither numpy nor numcnn):
    speed-up over NumPy.
 3. Convolutions: the first convolution forward + backward (weight and bias
    gradients only, as training runs a first layer) three ways: the direct
-   kernels (tried for training and dropped: slower), the layer's im2col path
-   (what training runs), PyTorch; then every
+   kernels (what training runs), the layer's im2col path (what
+   ``Sequential.forward`` and ``model.profile`` run), PyTorch; then every
    convolution of the network at 64x64 and 60x80 as achieved GFLOP/s and a
    share of the machine's FP32 peak, measured by ``sgemm_peak.py`` as the
    best of a few 2048x2048 SGEMMs on 2 threads.
@@ -357,12 +357,12 @@ def speed_section(rows, settings, quick):
         "(`->F`: output channels); the layer rows use the network's shapes at 60x80, "
         "the convolutions also at 64x64 (the recipe's input). Backward rows time the "
         "backward call only (the forward pass runs untimed before each round). "
-        "Training on numba runs the plan (numcnn/plan.py): each Conv2D + BatchNorm2D + ReLU "
-        "as one step (the same im2col and matrix multiply, BatchNorm read from the product's "
-        "rows), other BatchNorm + ReLU pairs with the `batchnorm_relu_*` kernels; the "
+        "Training on numba runs the plan (numcnn/plan.py): each 3x3 Conv2D with stride 1 "
+        "through the direct kernels (`conv2d_direct`, `conv2d_direct_backward`: no column "
+        "matrix), each BatchNorm + ReLU pair with the `batchnorm_relu_*` kernels (other "
+        "convolutions followed by BatchNorm2D + ReLU as one im2col step); the "
         "`Conv2D`, `BatchNorm2D` and `ReLU` rows are the layers one by one "
-        "(`Sequential.forward`, `model.profile`); the direct convolution is not used in "
-        "training (slower: see the first-convolution table).",
+        "(`Sequential.forward`, `model.profile`: im2col and one matrix multiply).",
         f"pytest-benchmark: --benchmark-min-rounds={settings['min_rounds']} "
         f"--benchmark-max-time={settings['max_time']} --benchmark-warmup={settings['warmup']}"
         + (" (--quick: numbers are a smoke test, not a measurement)" if quick else ""),
@@ -396,7 +396,7 @@ def conv1_results(rows):
     for H, W in CONV_INPUTS:
         shape = conv1_label(H, W)
         ways = {
-            "numcnn direct (not used)": (find(rows, "conv2d_direct", shape, "numba"),
+            "numcnn direct (training)": (find(rows, "conv2d_direct", shape, "numba"),
                                          find(rows, "conv2d_direct_backward (dW, db)", shape, "numba")),
             "numcnn im2col (layer)": (find(rows, "Conv2D forward", shape, "numba"),
                                       find(rows, "Conv2D backward (dW, db)", shape, "numba")),
@@ -428,8 +428,8 @@ def conv1_section(results):
     lines += [
         "",
         "numcnn direct: `numcnn.kernels.jit.conv2d_direct`, then "
-        "`conv2d_direct_backward(..., input_grad=False)` (the direct kernel, measured "
-        "against the im2col path; training runs the im2col path). numcnn im2col: "
+        "`conv2d_direct_backward(..., input_grad=False)` (the direct kernels, what "
+        "training runs for a 3x3 convolution with stride 1). numcnn im2col: "
         "`Conv2D.forward` and `Conv2D.backward(dy, input_grad=False)` (what "
         "`Sequential.forward` / `model.profile` run). PyTorch: `F.conv2d` forward and "
         "its backward with `x.requires_grad=False` (weight and bias gradients only). "
@@ -482,7 +482,7 @@ def efficiency_section(results, peak):
     ]
     for e in results:
         path = e["numcnn_path"]
-        if e["conv"] == "conv1" and path == "im2col":
+        if path == "im2col":
             path = "im2col (the layer)"
         lines.append(
             f"| {e['conv']} | {e['input']} | {e['shape']} | {e['pass']} | {e['gflop']:.2f} | {path} | "
@@ -505,7 +505,8 @@ def efficiency_section(results, peak):
         "(the first convolution, which needs no input gradient), 4x with the input gradient "
         "(conv2, conv3); bias gradients are not counted. Rows are the passes training runs "
         "(PyTorch likewise: `x.requires_grad` only where the input gradient is needed), "
-        "plus conv1's im2col layer path for comparison. " + peak_text,
+        "each on numcnn's two paths: `direct` (the kernels training runs) and `im2col` "
+        "(the layer, as `Sequential.forward` runs it). " + peak_text,
     ]
     return "\n".join(lines)
 

@@ -2,10 +2,9 @@
 
 On the numba backend, ``fit`` and ``train_step`` run every BatchNorm + ReLU
 pair through ``batchnorm_relu_forward`` / ``batchnorm_relu_backward``
-(``batchnorm_relu_inference`` in ``predict``). The direct convolution
-(``conv2d_direct`` / ``conv2d_direct_backward``, no input gradient, as for a
-first layer) is timed too, against the im2col path that training runs: it
-was tried as the first layer's step and measured slower (docs/performance.md).
+(``batchnorm_relu_inference`` in ``predict``), and every 3x3 convolution
+with stride 1 through the direct kernels (``conv2d_direct`` /
+``conv2d_direct_backward``), which need no column matrix.
 ``test_bench_layers.py`` times the layers one by one, as ``Sequential.forward``
 and ``model.profile`` run them.
 
@@ -20,15 +19,17 @@ What is timed
   running statistics, which the numcnn kernel does not update either), its
   backward (only ``y.backward(dy)``; the forward runs untimed before each
   round), and the inference form under ``torch.no_grad()``.
-- ``conv2d_direct`` and ``conv2d_direct_backward``: the first convolution,
-  64x3xHxW -> 32 (3x3, padding 1) at H x W = 64x64 and 60x80; the backward
-  without the input gradient (``input_grad=False``, as training runs it) and
-  with it. PyTorch: ``F.conv2d`` forward (weights requiring gradients) and
-  backward, ``x.requires_grad`` set only when the input gradient is wanted.
+- ``conv2d_direct`` and ``conv2d_direct_backward``: what training runs for
+  every 3x3 convolution of the network (``DirectConvolutionStep``), at
+  network inputs 64x64 and 60x80; the backward as training runs it (conv1
+  without the input gradient, ``input_grad=False``; conv2 and conv3 with it),
+  and conv1's with the input gradient too. PyTorch: ``F.conv2d`` forward
+  (weights requiring gradients) and backward, ``x.requires_grad`` set only
+  when the input gradient is wanted.
 - ``Conv2D backward (dW, db)``: the layer's im2col path for the first
   convolution as a first layer would run it (``layer.backward(dy,
   input_grad=False)``, its forward untimed before each round), to set beside
-  the direct kernel.
+  the direct kernels.
 
 What is checked
 ---------------
@@ -44,8 +45,9 @@ import functools
 import numpy as np
 import pytest
 
-from bloodnet import (BATCH, CONV_INPUTS, FEATURE_MAPS, HIDDEN, KERNEL, assert_close32,
-                      conv_info, conv_layers, maybe_torch, random_array, shape_label, timed_once)
+from bloodnet import (BATCH, CONV_INPUTS, FEATURE_MAPS, HIDDEN, KERNEL, NETWORK_CONVS,
+                      assert_close32, conv_info, conv_layers, maybe_torch, random_array,
+                      shape_label, timed_once)
 from numcnn.backend import kernels
 from numcnn.kernels import reference
 from numcnn.layers import Conv2D
@@ -61,8 +63,16 @@ BN_IDS = [shape_label((BATCH,) + shape) for shape in BN_SHAPES]
 #: The first convolution at each network input: (name, input label, C, F, H, W).
 CONV1 = tuple(("conv1", f"{H}x{W}") + conv_layers(H, W)[0] for H, W in CONV_INPUTS)
 CONV1_IDS = [f"conv1-{size}" for _, size, *_ in CONV1]
+#: Every convolution of the network at each input, as the direct kernels run them.
+CONVS_IDS = [f"{name}-{size}" for name, size, *_ in NETWORK_CONVS]
 #: ``input_grad`` of the backward benchmarks, and the label of what they compute.
 GRADIENTS = {False: "dW, db", True: "dx, dW, db"}
+#: The direct backward of every convolution as training runs it (conv1 without the input
+#: gradient), and conv1's with it too.
+DIRECT_BACKWARD = ([(conv, conv[0] != "conv1") for conv in NETWORK_CONVS]
+                   + [(conv, True) for conv in CONV1])
+DIRECT_BACKWARD_IDS = [f"{conv[0]}-{conv[1]}-{'dx-dW-db' if grad else 'dW-db'}"
+                       for conv, grad in DIRECT_BACKWARD]
 
 
 @functools.lru_cache(maxsize=None)
@@ -261,7 +271,7 @@ def torch_conv(torch, x, W, b):
     return torch.nn.functional.conv2d(x, W, b, stride=STRIDE, padding=PAD)
 
 
-@pytest.mark.parametrize("name, size, C, F, H, W", CONV1, ids=CONV1_IDS)
+@pytest.mark.parametrize("name, size, C, F, H, W", NETWORK_CONVS, ids=CONVS_IDS)
 def test_conv2d_direct(benchmark, label, backend, name, size, C, F, H, W):
     label("conv2d_direct", conv_label(C, F, H, W), "numcnn", backend,
           **conv_info(name, size, C, F, H, W, "forward", "direct"))
@@ -278,7 +288,7 @@ def test_conv2d_direct(benchmark, label, backend, name, size, C, F, H, W):
     assert result.shape == (BATCH, F, H, W) and result.dtype == np.float32
 
 
-@pytest.mark.parametrize("name, size, C, F, H, W", CONV1, ids=CONV1_IDS)
+@pytest.mark.parametrize("name, size, C, F, H, W", NETWORK_CONVS, ids=CONVS_IDS)
 def test_conv2d_direct_torch(benchmark, label, torch, name, size, C, F, H, W):
     label("conv2d_direct", conv_label(C, F, H, W), "torch", op_torch="F.conv2d",
           **conv_info(name, size, C, F, H, W, "forward", "torch"))
@@ -295,13 +305,13 @@ def conv_gradients_from_torch(torch, x, dy, C, F, input_grad):
     return (to_numpy(xt.grad) if input_grad else None), to_numpy(Wt.grad), to_numpy(bt.grad)
 
 
-@pytest.mark.parametrize("input_grad", list(GRADIENTS), ids=["dW-db", "dx-dW-db"])
-@pytest.mark.parametrize("name, size, C, F, H, W", CONV1, ids=CONV1_IDS)
-def test_conv2d_direct_backward(benchmark, label, backend, name, size, C, F, H, W, input_grad):
+@pytest.mark.parametrize("conv, input_grad", DIRECT_BACKWARD, ids=DIRECT_BACKWARD_IDS)
+def test_conv2d_direct_backward(benchmark, label, backend, conv, input_grad):
+    name, size, C, F, H, W = conv
     kind = f"backward ({GRADIENTS[input_grad]})"
     label(f"conv2d_direct_backward ({GRADIENTS[input_grad]})", conv_label(C, F, H, W), "numcnn",
           backend, **conv_info(name, size, C, F, H, W, kind, "direct",
-                               in_flop_table=not input_grad))
+                               in_flop_table=input_grad == (name != "conv1")))
     x = data((BATCH, C, H, W), 1)
     dy = data((BATCH, F, H, W), 3)
     Wt, _ = conv_params(C, F)
@@ -326,14 +336,14 @@ def bench_torch_conv_backward(benchmark, pedantic_rounds, torch, C, F, H, W, inp
     assert (x.grad is not None) == input_grad and tuple(Wt.grad.shape) == (F, C, KERNEL, KERNEL)
 
 
-@pytest.mark.parametrize("input_grad", list(GRADIENTS), ids=["dW-db", "dx-dW-db"])
-@pytest.mark.parametrize("name, size, C, F, H, W", CONV1, ids=CONV1_IDS)
-def test_conv2d_direct_backward_torch(benchmark, label, torch, pedantic_rounds,
-                                      name, size, C, F, H, W, input_grad):
+@pytest.mark.parametrize("conv, input_grad", DIRECT_BACKWARD, ids=DIRECT_BACKWARD_IDS)
+def test_conv2d_direct_backward_torch(benchmark, label, torch, pedantic_rounds, conv, input_grad):
+    name, size, C, F, H, W = conv
     kind = f"backward ({GRADIENTS[input_grad]})"
     label(f"conv2d_direct_backward ({GRADIENTS[input_grad]})", conv_label(C, F, H, W), "torch",
           op_torch=f"F.conv2d backward, x.requires_grad={input_grad}",
-          **conv_info(name, size, C, F, H, W, kind, "torch", in_flop_table=not input_grad))
+          **conv_info(name, size, C, F, H, W, kind, "torch",
+                      in_flop_table=input_grad == (name != "conv1")))
     bench_torch_conv_backward(benchmark, pedantic_rounds, torch, C, F, H, W, input_grad)
 
 

@@ -2,10 +2,12 @@
 
 Layers are written one at a time, to be read. Some work is cheaper done
 another way, or together with a neighbour: a BatchNorm and the ReLU after it
-make one pass over the data instead of two each way; a convolution adds its
-bias while it reorders its output, and computes its weight gradient as the
-transpose of a product that BLAS does faster; a convolution followed by
-BatchNorm and ReLU hands its product to them in the layout it comes in.
+make one pass over the data instead of two each way; a 3x3 convolution with
+stride 1 runs the direct kernels, which need no column matrix; any other
+convolution adds its bias while it reorders its output, and computes its
+weight gradient as the transpose of a product that BLAS does faster, and if
+BatchNorm and ReLU follow it, hands its product to them in the layout it
+comes in.
 :func:`build_plan` turns a list of layers
 into a list of steps, each one layer or a fused group; training (``fit``,
 ``train_step``), ``evaluate`` and ``predict`` run the plan, while everything
@@ -25,7 +27,7 @@ from .layers import BatchNorm, BatchNorm2D, Conv2D, ReLU
 from .layers.columns import ColumnWorkspace
 
 __all__ = ["build_plan", "Plan", "Step", "LayerStep", "ConvolutionStep", "ConvolutionBlockStep",
-           "BatchNormReLUStep"]
+           "DirectConvolutionStep", "BatchNormReLUStep", "runs_direct"]
 
 
 class Step:
@@ -188,6 +190,48 @@ class ConvolutionBlockStep(ConvolutionStep):
         return dx
 
 
+class DirectConvolutionStep(Step):
+    """A 3x3 Conv2D with stride 1, by the direct kernels: no column matrix.
+
+    The layer's im2col route writes a column matrix nine times the size of
+    its input and reads it back for each product (and, for three input
+    channels, hands BLAS a product too thin to run well). The direct kernels
+    (``conv2d_direct``, ``conv2d_direct_backward``) read a padded stack of
+    images nine times from cache instead; on the blood-cell network every
+    3x3 convolution is faster this way, forward and backward
+    (docs/performance.md). Same values as the im2col route to float32
+    rounding. A BatchNorm and ReLU after it are the next step of the plan.
+    """
+
+    def __init__(self, conv):
+        self.layers = [conv]
+        self.conv = conv
+
+    def forward(self, x, training):
+        conv = self.conv
+        self._x = x
+        return kernels().conv2d_direct(x, conv.params["W"].astype(x.dtype, copy=False),
+                                       conv.params["b"].astype(x.dtype, copy=False),
+                                       conv.stride, conv.padding)
+
+    def backward(self, dy, input_grad):
+        conv, x = self.conv, self._x
+        dx, conv.grads["W"], conv.grads["b"] = kernels().conv2d_direct_backward(
+            dy, x, conv.params["W"].astype(x.dtype, copy=False), conv.stride, conv.padding,
+            input_grad=input_grad)
+        return dx
+
+
+def runs_direct(conv):
+    """Whether the plan computes ``conv`` with :class:`DirectConvolutionStep`.
+
+    3x3 kernels, stride 1, padding at most 2: the shapes the numba backend's
+    ``conv2d_direct`` runs with its fast kernels (other shapes fall back to
+    its plain loops, which only the tests use).
+    """
+    return (conv.KH, conv.KW) == (3, 3) and conv.stride == 1 and conv.padding <= 2
+
+
 class BatchNormReLUStep(Step):
     """A BatchNorm and the ReLU after it, in one pass each way."""
 
@@ -255,6 +299,10 @@ def build_plan(layers, fuse=None):
     while k < len(layers):
         layer, after = layers[k], layers[k + 1] if k + 1 < len(layers) else None
         third = layers[k + 2] if k + 2 < len(layers) else None
+        if fuse and isinstance(layer, Conv2D) and runs_direct(layer):
+            steps.append(DirectConvolutionStep(layer))   # a BatchNorm-ReLU step may follow
+            k += 1
+            continue
         if (fuse and isinstance(layer, Conv2D) and isinstance(after, BatchNorm2D)
                 and isinstance(third, ReLU)):
             steps.append(ConvolutionBlockStep(layer, after, third))

@@ -176,6 +176,95 @@ def test_direct_convolution_accepts_non_contiguous_input():
 
 
 # ---------------------------------------------------------------------------
+# The 3x3 kernels: stacks of padded images, nine shifted multiply-adds
+# ---------------------------------------------------------------------------
+@st.composite
+def geometry_3x3(draw):
+    """(N, C, F, H, W, pad) of a 3x3 convolution with stride 1 and at least one output."""
+    pad = draw(st.integers(0, 2))
+    H = draw(st.integers(max(1, 3 - 2 * pad), 12))
+    W = draw(st.integers(max(1, 3 - 2 * pad), 12))
+    return (draw(st.integers(1, 11)), draw(st.integers(1, 5)), draw(st.integers(1, 9)), H, W,
+            pad)
+
+
+@SETTINGS
+@given(geometry=geometry_3x3(), dtype=dtypes, seed=seeds,
+       stack_bytes=st.sampled_from([1, 600, 4000, jit.STACK_BYTES]))
+def test_3x3_kernels_match_the_reference(geometry, dtype, seed, stack_bytes):
+    """Forward, dx, dW and db of the 3x3 kernels against the definition, for any number of
+    images a stack (``STACK_BYTES`` small: one image each, or a few with a shorter last
+    stack), filters that do not fill a block of four, and padding 0, 1 or 2."""
+    N, C, F, H, W, pad = geometry
+    x, Wt, b, dy = conv_arrays((N, C, H, W, 3, 3, 1, pad), dtype, seed, F)
+    assert jit._is_direct_3x3(Wt.shape, 1, pad)
+    saved, jit.STACK_BYTES = jit.STACK_BYTES, stack_bytes
+    try:
+        y = jit.conv2d_direct(x, Wt, b, 1, pad)
+        dx, dW, db = jit.conv2d_direct_backward(dy, x, Wt, 1, pad)
+        first_layer = jit.conv2d_direct_backward(dy, x, Wt, 1, pad, input_grad=False)
+    finally:
+        jit.STACK_BYTES = saved
+    assert_close(y, reference.conv2d_direct(x, Wt, b, 1, pad), dtype,
+                 scale=C * 9 * np.abs(x).max() * np.abs(Wt).max() + np.abs(b).max())
+    dx_ref, dW_ref, db_ref = reference.conv2d_direct_backward(dy, x, Wt, 1, pad)
+    P = N * H * W
+    assert_close(dx, dx_ref, dtype, scale=F * 9 * np.abs(dy).max() * np.abs(Wt).max())
+    assert_close(dW, dW_ref, dtype, scale=P * np.abs(dy).max() * np.abs(x).max())
+    assert_close(db, db_ref, dtype, scale=P * np.abs(dy).max())
+    assert first_layer[0] is None
+    assert np.array_equal(first_layer[1], dW) and np.array_equal(first_layer[2], db)
+
+
+def test_3x3_kernels_split_images_into_stacks_both_threads_share():
+    # conv1 of the blood-cell network: 64 images of 3x66x66 padded, 52 KiB each
+    assert jit._images_per_stack((64, 3, 64, 64), 1, 4) == 8              # 8 stacks
+    assert jit._images_per_stack((64, 64, 16, 16), 1, 4) == 4             # 16 stacks
+    assert jit._images_per_stack((1, 3, 64, 64), 1, 4) == 1
+    huge = 2 * jit.STACK_BYTES // 4                                       # one image > budget
+    assert jit._images_per_stack((5, 1, huge, 1), 0, 4) == 1
+    for N, C, H in [(64, 3, 64), (64, 32, 32), (7, 5, 9), (100, 1, 3)]:
+        per_stack = jit._images_per_stack((N, C, H, H), 1, 4)
+        stacks = -(-N // per_stack)
+        assert per_stack * C * (H + 2) ** 2 * 4 <= max(jit.STACK_BYTES, C * (H + 2) ** 2 * 4)
+        assert stacks >= min(N, jit.GRADIENT_PARTS)
+
+
+def test_3x3_kernels_give_the_same_bits_on_one_thread_or_two():
+    """The weight gradient is summed over fixed shares of the images, so the thread count
+    does not change a bit of any result (a resumed run stays bit-identical)."""
+    import numba
+    rng = np.random.default_rng(7)
+    x = rng.standard_normal((19, 3, 13, 11)).astype(np.float32)
+    Wt = rng.standard_normal((6, 3, 3, 3)).astype(np.float32)
+    b = rng.standard_normal(6).astype(np.float32)
+    dy = rng.standard_normal((19, 6, 13, 11)).astype(np.float32)
+    results = []
+    threads = numba.get_num_threads()
+    try:
+        for n in sorted({1, threads}):
+            numba.set_num_threads(n)
+            results.append((jit.conv2d_direct(x, Wt, b, 1, 1),)
+                           + jit.conv2d_direct_backward(dy, x, Wt, 1, 1))
+    finally:
+        numba.set_num_threads(threads)
+    for a, b_ in zip(results[0], results[-1]):
+        assert np.array_equal(a, b_)
+
+
+def test_the_plan_runs_direct_exactly_the_shapes_the_3x3_kernels_take():
+    from numcnn.layers import Conv2D
+    from numcnn.plan import runs_direct
+    for kernel in (1, 2, 3, 5):
+        for stride in (1, 2):
+            for padding in (0, 1, 2, 3):
+                conv = Conv2D(2, 3, kernel, stride=stride, padding=padding)
+                assert runs_direct(conv) == jit._is_direct_3x3(conv.params["W"].shape, stride,
+                                                               padding)
+    assert runs_direct(Conv2D(3, 32, 3, padding=1))
+
+
+# ---------------------------------------------------------------------------
 # im2col / col2im
 # ---------------------------------------------------------------------------
 @SETTINGS

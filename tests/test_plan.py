@@ -12,36 +12,54 @@ from numcnn.layers import (BatchNorm1D, BatchNorm2D, Conv2D, Dense, Dropout, Fla
                            ReLU)
 from numcnn.losses import SoftmaxCrossEntropy
 from numcnn.optim import AdamW
-from numcnn.plan import (BatchNormReLUStep, ConvolutionBlockStep, ConvolutionStep, LayerStep,
-                         build_plan)
+from numcnn.plan import (BatchNormReLUStep, ConvolutionBlockStep, ConvolutionStep,
+                         DirectConvolutionStep, LayerStep, build_plan)
 
 
-def small_network(seed=0):
+def small_network(seed=0, kernel=3):
+    """Two convolution blocks: 3x3 kernels run the direct step, 5x5 ones the im2col block."""
+    pad = kernel // 2
     return numcnn.Sequential([
-        Conv2D(3, 8, 3, padding=1), BatchNorm2D(8), ReLU(), MaxPool2D(2), Dropout(0.3),
-        Conv2D(8, 16, 3, padding=1), BatchNorm2D(16), ReLU(), MaxPool2D(2), Dropout(0.3),
+        Conv2D(3, 8, kernel, padding=pad), BatchNorm2D(8), ReLU(), MaxPool2D(2), Dropout(0.3),
+        Conv2D(8, 16, kernel, padding=pad), BatchNorm2D(16), ReLU(), MaxPool2D(2), Dropout(0.3),
         Flatten(), Dense(16 * 4 * 4, 12), BatchNorm1D(12), ReLU(), Dense(12, 3),
     ], seed=seed, input_shape=(3, 16, 16))
 
 
+#: Every test of the plan runs on both kinds of convolution step.
+KERNELS = pytest.mark.parametrize("kernel", [3, 5], ids=["direct-3x3", "im2col-5x5"])
+
+
 def test_the_numba_plan_fuses_convolution_blocks_and_batchnorm_relu():
     with numcnn.use_backend("numba"):
-        plan = build_plan(small_network().layers)
-        lone = build_plan([Conv2D(3, 4, 3), ReLU(), Flatten()])
+        plan = build_plan(small_network(kernel=5).layers)
+        direct = build_plan(small_network(kernel=3).layers)
+        lone = build_plan([Conv2D(3, 4, 3, stride=2), ReLU(), Flatten()])
+        lone_direct = build_plan([Conv2D(3, 4, 3), ReLU(), Flatten()])
     kinds = [type(step) for step in plan.steps]
     assert kinds == [ConvolutionBlockStep, LayerStep, LayerStep, ConvolutionBlockStep, LayerStep,
                      LayerStep, LayerStep, LayerStep, BatchNormReLUStep, LayerStep]
     assert [len(step.layers) for step in plan.steps] == [3, 1, 1, 3, 1, 1, 1, 1, 2, 1]
     assert sum(len(step.layers) for step in plan.steps) == 15
+    assert [type(step) for step in direct.steps] == [
+        DirectConvolutionStep, BatchNormReLUStep, LayerStep, LayerStep,
+        DirectConvolutionStep, BatchNormReLUStep, LayerStep, LayerStep,
+        LayerStep, LayerStep, BatchNormReLUStep, LayerStep]
+    assert sum(len(step.layers) for step in direct.steps) == 15
     assert [type(step) for step in lone.steps] == [ConvolutionStep, LayerStep, LayerStep]
+    assert [type(step) for step in lone_direct.steps] == [DirectConvolutionStep, LayerStep,
+                                                          LayerStep]
     with numcnn.use_backend("numpy"):                             # the readable kernels: unfused
-        assert all(type(step) is LayerStep for step in build_plan(small_network().layers).steps)
+        for kernel in (3, 5):
+            steps = build_plan(small_network(kernel=kernel).layers).steps
+            assert all(type(step) is LayerStep for step in steps)
 
 
+@KERNELS
 @pytest.mark.parametrize("training", [True, False])
-def test_plan_and_layers_agree_forward_and_backward(rng, training):
+def test_plan_and_layers_agree_forward_and_backward(rng, training, kernel):
     x = rng.standard_normal((6, 3, 16, 16)).astype(np.float32)
-    fused, plain = small_network(), small_network()
+    fused, plain = small_network(kernel=kernel), small_network(kernel=kernel)
     dy = rng.standard_normal((6, 3)).astype(np.float32)
     with numcnn.use_backend("numba"):
         out_fused = build_plan(fused.layers).forward(x, training)
@@ -62,12 +80,13 @@ def test_plan_and_layers_agree_forward_and_backward(rng, training):
                                                err_msg=f"{a.name}.{name}")
 
 
-def test_training_runs_the_plan_and_matches_layer_by_layer_training(rng):
+@KERNELS
+def test_training_runs_the_plan_and_matches_layer_by_layer_training(rng, kernel):
     x = rng.standard_normal((40, 3, 16, 16)).astype(np.float32)
     y = rng.integers(0, 3, 40)
     models = []
     for fuse in (True, False):
-        model = small_network().compile(AdamW(1e-3), SoftmaxCrossEntropy())
+        model = small_network(kernel=kernel).compile(AdamW(1e-3), SoftmaxCrossEntropy())
         with numcnn.use_backend("numba"):
             model._plan = None
             if not fuse:                  # the same training, each layer on its own
@@ -92,20 +111,22 @@ def test_training_runs_the_plan_and_matches_layer_by_layer_training(rng):
         np.testing.assert_allclose(fused.predict(x), plain.predict(x), atol=2e-3)
 
 
-def test_the_fused_step_goes_backward_only_after_training(rng):
+@KERNELS
+def test_the_fused_step_goes_backward_only_after_training(rng, kernel):
     with numcnn.use_backend("numba"):
-        plan = build_plan(small_network().layers)
+        plan = build_plan(small_network(kernel=kernel).layers)
         plan.forward(rng.standard_normal((2, 3, 16, 16)).astype(np.float32), False)
         with pytest.raises(RuntimeError, match="training pass"):
             plan.backward(np.ones((2, 3), np.float32))
 
 
-def test_training_is_still_deterministic_with_the_plan(rng):
+@KERNELS
+def test_training_is_still_deterministic_with_the_plan(rng, kernel):
     x = rng.standard_normal((24, 3, 16, 16)).astype(np.float32)
     y = rng.integers(0, 3, 24)
     runs = []
     for _ in range(2):
-        model = small_network().compile(AdamW(1e-3), SoftmaxCrossEntropy())
+        model = small_network(kernel=kernel).compile(AdamW(1e-3), SoftmaxCrossEntropy())
         model.fit(x, y, batch_size=8, epochs=2, verbose=0)
         runs.append(model.state_dict())
     assert all(np.array_equal(runs[0][k], runs[1][k]) for k in runs[0])

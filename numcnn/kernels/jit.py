@@ -28,6 +28,10 @@ _pjit = dict(cache=True, nogil=True, parallel=True)
 # Reductions may be reassociated (fastmath "reassoc") so that LLVM vectorises
 # the float64 sums; NaN and infinity semantics are kept.
 _reduce_jit = dict(_pjit, fastmath={"reassoc", "contract"})
+# Multiply-adds fused into one instruction (one rounding instead of two).
+_fma_jit = dict(_jit, fastmath={"contract"})
+_fma_pjit = dict(_pjit, fastmath={"contract"})
+_fma_reduce_jit = dict(_jit, fastmath={"reassoc", "contract"})
 
 
 # ---------------------------------------------------------------------------
@@ -92,16 +96,23 @@ def _conv2d_direct(x, W, b, stride, pad, y):
 def conv2d_direct(x, W, b, stride, pad):
     """Convolution by its definition; see :func:`numcnn.kernels.reference.conv2d_direct`.
 
-    The loops run over output rows, the innermost over an output row's columns,
-    so that each weight multiplies a contiguous run of pixels (vectorised);
-    each output element still sums its products in the order (c, i, j).
+    3x3 kernels with stride 1 and padding up to 2 run :func:`_conv3x3` (the
+    nine taps as shifted multiply-adds over whole images, four filters at a
+    time). Other shapes run loops over output rows, the innermost over an
+    output row's columns, so that each weight multiplies a contiguous run of
+    pixels; each output element sums its products in the order (c, i, j).
     """
     N, C, H, Wd = x.shape
     F, _, KH, KW = W.shape
     y = np.empty((N, F, conv_output_size(H, KH, stride, pad),
                   conv_output_size(Wd, KW, stride, pad)), dtype=x.dtype)
-    _conv2d_direct(np.ascontiguousarray(x), np.ascontiguousarray(W, dtype=x.dtype),
-                   np.ascontiguousarray(b, dtype=x.dtype), stride, pad, y)
+    x = np.ascontiguousarray(x)
+    b = np.ascontiguousarray(b, dtype=x.dtype)
+    if _is_direct_3x3(W.shape, stride, pad):
+        _conv3x3(x, _filters_in_blocks(W, x.dtype), b, pad,
+                 _images_per_stack(x.shape, pad, x.itemsize), y)
+    else:
+        _conv2d_direct(x, np.ascontiguousarray(W, dtype=x.dtype), b, stride, pad, y)
     return y
 
 
@@ -176,6 +187,8 @@ def conv2d_direct_backward(dy, x, W, stride, pad, input_grad=True):
     dy = np.ascontiguousarray(dy)
     x = np.ascontiguousarray(x)
     W = np.ascontiguousarray(W, dtype=x.dtype)
+    if _is_direct_3x3(W.shape, stride, pad):
+        return _conv3x3_backward(dy, x, W, pad, input_grad)
     dW = np.empty_like(W)
     _conv2d_direct_dw(dy, x, stride, pad, dW)
     dx = None
@@ -183,6 +196,227 @@ def conv2d_direct_backward(dy, x, W, stride, pad, input_grad=True):
         dx = np.empty_like(x)
         _conv2d_direct_dx(dy, W, stride, pad, dx)
     return dx, dW, channel_sums(dy.reshape(dy.shape[0], dy.shape[1], -1)).astype(x.dtype)
+
+
+# ---------------------------------------------------------------------------
+# 3x3 convolutions with stride 1, directly: nine shifted multiply-adds
+# ---------------------------------------------------------------------------
+# Pad an image with zeros to height HP = H + 2 * pad and width WP = W + 2 * pad
+# and lay each channel out as one flat row. Output (oh, ow) reads inputs
+# (oh + i, ow + j), which sit at flat index q + i * WP + j with q = oh * WP + ow.
+# So a channel's contribution through kernel row i is three shifted copies of
+# one flat run,
+#     ext[q] += W[f, c, i, 0] * xp[c, q + i*WP] + W[f, c, i, 1] * xp[c, q + i*WP + 1]
+#               + W[f, c, i, 2] * xp[c, q + i*WP + 2],
+# one long loop that the compiler vectorises, instead of one short loop per
+# output row. Several padded images go one under another ("a stack", about
+# STACK_BYTES of input) so that small images make long runs too. ``ext`` is the
+# output of the stack at width WP: the last two columns of each row, and the
+# two rows where one image's window reaches into the next, are wasted work,
+# dropped when it is copied out. The weight gradient is the same sums read the
+# other way: dW[f, c, i, j] = sum over q of g[f, q] * xp[c, q + i*WP + j], with
+# g the output gradient laid out like ``ext`` (zeros in the dropped places).
+# Four filters go together, so that each input value loaded feeds twelve
+# multiply-adds; the filters are padded with zeros to a multiple of four.
+FILTER_BLOCK = 4
+STACK_BYTES = 512 * 1024
+#: Image shares of the 3x3 weight gradient: each is summed on its own, then the
+#: shares are added in order, so the result does not depend on the thread count.
+GRADIENT_PARTS = 8
+
+
+def _is_direct_3x3(W_shape, stride, pad):
+    """Whether :func:`conv2d_direct` runs the 3x3 kernels for weights of this shape."""
+    return tuple(W_shape[2:]) == (3, 3) and stride == 1 and 0 <= pad <= 2
+
+
+def _filters_in_blocks(W, dtype):
+    """``W`` with zero filters appended up to a multiple of ``FILTER_BLOCK``, as ``dtype``."""
+    F = len(W)
+    blocked = np.zeros((-(-F // FILTER_BLOCK) * FILTER_BLOCK,) + W.shape[1:], dtype=dtype)
+    blocked[:F] = W
+    return blocked
+
+
+def _images_per_stack(x_shape, pad, itemsize):
+    """How many padded images of ``x_shape`` (N, C, H, W) make one stack.
+
+    At most about STACK_BYTES of input each, in a number of stacks that is a
+    multiple of GRADIENT_PARTS where the batch allows, so that both threads
+    get the same work.
+    """
+    N, C, H, W = x_shape
+    total_bytes = N * C * (H + 2 * pad) * (W + 2 * pad) * itemsize
+    stacks = GRADIENT_PARTS * -(-total_bytes // (GRADIENT_PARTS * STACK_BYTES))
+    return max(1, -(-N // stacks))
+
+
+@njit(inline="always")
+def _stack(x, n0, count, pad, xp):
+    """Images ``x[n0:n0 + count]`` padded, one under another, into the zeros of ``xp`` (C, L)."""
+    C, H, Wd = x.shape[1:]
+    HP, WP = H + 2 * pad, Wd + 2 * pad
+    for m in range(count):
+        for c in range(C):
+            for h in range(H):
+                start = (m * HP + h + pad) * WP + pad
+                xp[c, start:start + Wd] = x[n0 + m, c, h]
+
+
+@njit(inline="always")
+def _run_length(count, HP, OH, WP):
+    """The length of the flat runs of a stack of ``count`` images: up to the last image's
+    last output, rounded up to whole vectors of 16 numbers so that no run ends in a
+    scalar remainder (the extra positions read zeros and are dropped)."""
+    needed = max(0, ((count - 1) * HP + OH) * WP - 2)
+    return -(-needed // 16) * 16
+
+
+@njit(**_fma_jit)
+def _row_taps(run, Q, w, ext):
+    """``ext[f, q] += w[f, 0] * run[q] + w[f, 1] * run[q + 1] + w[f, 2] * run[q + 2]``, f < 4."""
+    a, b, c = run[0:Q], run[1:Q + 1], run[2:Q + 2]
+    e0, e1, e2, e3 = ext[0], ext[1], ext[2], ext[3]
+    u0, u1, u2 = w[0, 0], w[0, 1], w[0, 2]
+    v0, v1, v2 = w[1, 0], w[1, 1], w[1, 2]
+    s0, s1, s2 = w[2, 0], w[2, 1], w[2, 2]
+    t0, t1, t2 = w[3, 0], w[3, 1], w[3, 2]
+    for q in range(Q):
+        xa = a[q]
+        xb = b[q]
+        xc = c[q]
+        e0[q] += u0 * xa + u1 * xb + u2 * xc
+        e1[q] += v0 * xa + v1 * xb + v2 * xc
+        e2[q] += s0 * xa + s1 * xb + s2 * xc
+        e3[q] += t0 * xa + t1 * xb + t2 * xc
+
+
+@njit(**_fma_pjit)
+def _conv3x3(x, W4, b, pad, per_stack, y):
+    N, C, H, Wd = x.shape
+    F, OH, OW = y.shape[1:]
+    HP, WP = H + 2 * pad, Wd + 2 * pad
+    stacks = -(-N // per_stack)
+    for k in prange(stacks):  # each stack owns its images' y[n]
+        n0 = k * per_stack
+        count = min(per_stack, N - n0)
+        Q = _run_length(count, HP, OH, WP)
+        xp = np.zeros((C, count * HP * WP + Q), dtype=x.dtype)  # zeros past the last image
+        _stack(x, n0, count, pad, xp)
+        ext = np.empty((FILTER_BLOCK, Q), dtype=x.dtype)
+        for f0 in range(0, len(W4), FILTER_BLOCK):
+            ext[:] = 0
+            for c in range(C):
+                for i in range(3):
+                    _row_taps(xp[c, i * WP:i * WP + Q + 2], Q, W4[f0:f0 + FILTER_BLOCK, c, i], ext)
+            for f in range(f0, min(f0 + FILTER_BLOCK, F)):
+                bias = b[f]
+                for m in range(count):
+                    for oh in range(OH):
+                        start = (m * HP + oh) * WP
+                        source = ext[f - f0, start:start + OW]
+                        target = y[n0 + m, f, oh]
+                        for ow in range(OW):
+                            target[ow] = source[ow] + bias
+
+
+@njit(**_fma_reduce_jit)
+def _row_taps_dot(g, run, Q, dw):
+    """``dw[f, j] += sum over q of g[f, q] * run[q + j]`` for f < 4, j < 3 (summed in g's dtype)."""
+    a, b, c = run[0:Q], run[1:Q + 1], run[2:Q + 2]
+    g0, g1, g2, g3 = g[0], g[1], g[2], g[3]
+    s00 = s01 = s02 = s10 = s11 = s12 = s20 = s21 = s22 = s30 = s31 = s32 = g.dtype.type(0)
+    for q in range(Q):
+        xa = a[q]
+        xb = b[q]
+        xc = c[q]
+        u = g0[q]
+        s00 += u * xa
+        s01 += u * xb
+        s02 += u * xc
+        u = g1[q]
+        s10 += u * xa
+        s11 += u * xb
+        s12 += u * xc
+        u = g2[q]
+        s20 += u * xa
+        s21 += u * xb
+        s22 += u * xc
+        u = g3[q]
+        s30 += u * xa
+        s31 += u * xb
+        s32 += u * xc
+    dw[0, 0] += s00
+    dw[0, 1] += s01
+    dw[0, 2] += s02
+    dw[1, 0] += s10
+    dw[1, 1] += s11
+    dw[1, 2] += s12
+    dw[2, 0] += s20
+    dw[2, 1] += s21
+    dw[2, 2] += s22
+    dw[3, 0] += s30
+    dw[3, 1] += s31
+    dw[3, 2] += s32
+
+
+@njit(**_reduce_jit)
+def _conv3x3_dw(dy, x, pad, per_stack, dW_parts, db_parts):
+    N, C, H, Wd = x.shape
+    F, OH, OW = dy.shape[1:]
+    HP, WP = H + 2 * pad, Wd + 2 * pad
+    stacks = -(-N // per_stack)
+    parts = len(dW_parts)
+    for k in prange(parts):  # each part owns dW_parts[k]: a fixed share of the stacks
+        for stack in range(k * stacks // parts, (k + 1) * stacks // parts):
+            n0 = stack * per_stack
+            count = min(per_stack, N - n0)
+            Q = _run_length(count, HP, OH, WP)
+            xp = np.zeros((C, count * HP * WP + Q), dtype=x.dtype)
+            _stack(x, n0, count, pad, xp)
+            g = np.zeros((FILTER_BLOCK, count * HP * WP + Q), dtype=x.dtype)  # zero where dropped
+            for f0 in range(0, dW_parts.shape[1], FILTER_BLOCK):
+                for f in range(f0, min(f0 + FILTER_BLOCK, F)):
+                    for m in range(count):
+                        for oh in range(OH):
+                            source = dy[n0 + m, f, oh]
+                            start = (m * HP + oh) * WP
+                            target = g[f - f0, start:start + OW]
+                            row_sum = g.dtype.type(0)  # a row in x's dtype, the rows in float64
+                            for ow in range(OW):
+                                v = source[ow]
+                                target[ow] = v
+                                row_sum += v
+                            db_parts[k, f] += row_sum
+                for c in range(C):
+                    for i in range(3):
+                        _row_taps_dot(g, xp[c, i * WP:i * WP + Q + 2], Q,
+                                      dW_parts[k, f0:f0 + FILTER_BLOCK, c, i])
+
+
+def _conv3x3_backward(dy, x, W, pad, input_grad):
+    """dx, dW, db of :func:`_conv3x3` (the arrays contiguous, ``W`` in x's dtype).
+
+    ``dx`` is itself a 3x3 convolution of ``dy`` with the kernels turned
+    half a turn and input and output channels swapped, padding ``2 - pad``.
+    ``dW`` sums each stack's products in x's dtype and the stacks in float64.
+    """
+    N, C = x.shape[:2]
+    F = len(W)
+    F4 = -(-F // FILTER_BLOCK) * FILTER_BLOCK
+    parts = min(N, GRADIENT_PARTS)
+    dW_parts = np.zeros((parts, F4, C, 3, 3), dtype=np.float64)
+    db_parts = np.zeros((parts, F), dtype=np.float64)
+    _conv3x3_dw(dy, x, pad, _images_per_stack(x.shape, pad, x.itemsize), dW_parts, db_parts)
+    dW = dW_parts.sum(axis=0)[:F].astype(x.dtype)
+    db = db_parts.sum(axis=0).astype(x.dtype)
+    dx = None
+    if input_grad:
+        turned = np.ascontiguousarray(W[:, :, ::-1, ::-1].transpose(1, 0, 2, 3))  # (C, F, 3, 3)
+        dx = np.empty_like(x)
+        _conv3x3(dy, _filters_in_blocks(turned, x.dtype), np.zeros(C, dtype=x.dtype), 2 - pad,
+                 _images_per_stack(dy.shape, 2 - pad, x.itemsize), dx)
+    return dx, dW, db
 
 
 # ---------------------------------------------------------------------------
