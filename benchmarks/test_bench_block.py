@@ -1,10 +1,12 @@
-"""Benchmarks of the fused convolution block that training's plan runs, each beside PyTorch.
+"""Benchmarks of a convolution block (Conv2D, BatchNorm2D, ReLU) as training's plan runs it.
 
-On the numba backend, ``fit`` and ``train_step`` run every Conv2D followed by
-BatchNorm2D and ReLU as one ``numcnn.plan.ConvolutionBlockStep``: the
-convolution's product stays in the GEMM's layout (a row per channel), the
-``rows_batchnorm_relu_*`` kernels take their statistics along those rows and
-write the block's NCHW output once, and the gradient comes back as rows.
+On the numba backend, ``fit`` and ``train_step`` run a 3x3 Conv2D with
+stride 1 through the direct kernels and the BatchNorm2D and ReLU after it as
+one fused step. Any other Conv2D followed by BatchNorm2D and ReLU runs as one
+``numcnn.plan.ConvolutionBlockStep``: the convolution's product stays in the
+GEMM's layout (a row per channel), the ``rows_batchnorm_relu_*`` kernels take
+their statistics along those rows and write the block's NCHW output once,
+and the gradient comes back as rows.
 
 What is timed
 -------------
@@ -13,12 +15,16 @@ What is timed
   (``(F, N * H * W)``, bias added inside). PyTorch: ``F.relu(F.batch_norm(x))``
   on the same values already in NCHW (PyTorch's convolution writes NCHW, so
   it has no reordering to do), its backward, and the inference form.
-- ``conv block forward + backward``: the whole block as training runs it,
-  forward in training mode then backward with the input gradient (none for
-  the first convolution, as for a first layer), on the network's three
-  convolutions at 64x64. PyTorch: ``F.conv2d``, ``F.batch_norm`` (training),
-  ``F.relu``, then ``backward`` (``x.requires_grad`` only where the input
-  gradient is wanted).
+- ``conv block forward + backward (training)``: the whole block as training
+  runs it (the plan's steps for Conv2D, BatchNorm2D and ReLU: on numba the
+  direct 3x3 kernels, then the fused BatchNorm-ReLU step), forward in
+  training mode then backward with the input gradient (none for the first
+  convolution, as for a first layer), on the network's three convolutions at
+  64x64. PyTorch: ``F.conv2d``, ``F.batch_norm`` (training), ``F.relu``,
+  then ``backward`` (``x.requires_grad`` only where the input gradient is
+  wanted). ``(the im2col block step)``: the same with the one-step im2col
+  block, which the plan runs for the convolutions the direct kernels do not
+  take (other kernel sizes, strides).
 
 What is checked
 ---------------
@@ -37,7 +43,8 @@ from bloodnet import (BATCH, KERNEL, RECIPE_SIZE, assert_close32, conv_layers, m
 from numcnn.backend import kernels
 from numcnn.kernels import reference
 from numcnn.layers import BatchNorm2D, Conv2D, ReLU
-from numcnn.plan import ConvolutionBlockStep
+from numcnn.plan import (BatchNormReLUStep, ConvolutionBlockStep, DirectConvolutionStep,
+                         build_plan)
 
 EPS = 1e-5
 PAD = 1
@@ -208,6 +215,17 @@ def run_block(step, x, dy, input_grad):
     return y, step.backward(dy, input_grad)
 
 
+def run_steps(steps, x, dy, input_grad):
+    """The plan's steps for the three layers, forward then backward, as training runs them."""
+    h = x
+    for step in steps:
+        h = step.forward(h, True)
+    g = dy
+    for k in range(len(steps) - 1, -1, -1):
+        g = steps[k].backward(g, input_grad or k > 0)
+    return h, g
+
+
 def layers_one_by_one(layers, x, dy, input_grad):
     """The three layers as ``Sequential.forward`` runs them: the block's reference."""
     h = x
@@ -219,14 +237,30 @@ def layers_one_by_one(layers, x, dy, input_grad):
     return h, g
 
 
+ROUTES = {"training": "conv block forward + backward (training)",
+          "im2col": "conv block forward + backward (the im2col block step)"}
+
+
+@pytest.mark.parametrize("route", list(ROUTES))
 @pytest.mark.parametrize("C, F, H, W", BLOCKS, ids=BLOCK_IDS)
-def test_conv_block(benchmark, label, backend, C, F, H, W):
-    label("conv block forward + backward (training)", block_label(C, F, H, W), "numcnn", backend)
+def test_conv_block(benchmark, label, backend, C, F, H, W, route):
+    """``training``: the plan's steps for the block (on numba, the direct 3x3 kernels, then
+    the fused BatchNorm-ReLU step); ``im2col``: the one-step im2col block, which the plan
+    runs for convolutions the direct kernels do not take (timed here on the same shapes)."""
+    label(ROUTES[route], block_label(C, F, H, W), "numcnn", backend)
     input_grad = C > 3                                         # the first layer needs no dx
     x, dy = data((BATCH, C, H, W), 1), data((BATCH, F, H, W), 3)
     layers = block_layers(C, F)
-    step = ConvolutionBlockStep(*layers)
-    (y, dx), _ = timed_once(run_block, step, x, dy, input_grad)
+    if route == "training":
+        steps = build_plan(list(layers)).steps
+        if backend == "numba":
+            assert [type(step) for step in steps] == [DirectConvolutionStep, BatchNormReLUStep]
+        run = run_steps
+        block = steps
+    else:
+        block = ConvolutionBlockStep(*layers)
+        run = run_block
+    (y, dx), _ = timed_once(run, block, x, dy, input_grad)
     fused = (y, dx, layers[0].grads["W"], layers[0].grads["b"], layers[1].grads["gamma"],
              layers[1].grads["beta"])
     reference_layers = block_layers(C, F)
@@ -234,12 +268,19 @@ def test_conv_block(benchmark, label, backend, C, F, H, W):
     expected = (y_ref, dx_ref if input_grad else None, reference_layers[0].grads["W"],
                 reference_layers[0].grads["b"], reference_layers[1].grads["gamma"],
                 reference_layers[1].grads["beta"])
+    # The convolution's bias gradient is, exactly, zero (BatchNorm removes any constant):
+    # both sides are rounding noise in a sum of N*H*W terms, held to the size of those terms.
+    bias_terms = reference_layers[1].backward(reference_layers[2].backward(dy))
+    db_scale = float(np.abs(bias_terms).sum(axis=(0, 2, 3)).max())
     for got, want, name in zip(fused, expected, ("y", "dx", "dW", "db", "dgamma", "dbeta")):
         if want is None:
             assert got is None, f"{name}: the first layer computes no input gradient"
+        elif name == "db":
+            np.testing.assert_allclose(got, want, rtol=0, atol=1e-5 * db_scale,
+                                       err_msg="db: fused block vs the layers one by one")
         else:
             assert_close32(got, want, f"{name}: fused block vs the layers one by one")
-    result = benchmark(run_block, step, x, dy, input_grad)
+    result = benchmark(run, block, x, dy, input_grad)
     assert result[0].shape == (BATCH, F, H, W)
 
 
