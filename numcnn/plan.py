@@ -197,10 +197,12 @@ class DirectConvolutionStep(Step):
     its input and reads it back for each product (and, for three input
     channels, hands BLAS a product too thin to run well). The direct kernels
     (``conv2d_direct``, ``conv2d_direct_backward``) read a padded stack of
-    images nine times from cache instead; on the blood-cell network every
-    3x3 convolution is faster this way, forward and backward
-    (docs/performance.md). Same values as the im2col route to float32
-    rounding. A BatchNorm and ReLU after it are the next step of the plan.
+    images nine times from cache instead. On the blood-cell network a
+    training step is fastest with all three of its convolutions run this way
+    (each forward pass, and the whole step, measured in docs/performance.md;
+    the last convolution's backward pass alone is a little slower than
+    im2col's). Same values as the im2col route to float32 rounding. A
+    BatchNorm and ReLU after it are the next step of the plan.
     """
 
     def __init__(self, conv):
@@ -209,6 +211,7 @@ class DirectConvolutionStep(Step):
 
     def forward(self, x, training):
         conv = self.conv
+        conv.output_shape(x.shape[1:])            # the layer's own check of the input's shape
         self._x = x
         return kernels().conv2d_direct(x, conv.params["W"].astype(x.dtype, copy=False),
                                        conv.params["b"].astype(x.dtype, copy=False),

@@ -111,6 +111,14 @@ def test_training_runs_the_plan_and_matches_layer_by_layer_training(rng, kernel)
         np.testing.assert_allclose(fused.predict(x), plain.predict(x), atol=2e-3)
 
 
+def test_the_direct_step_checks_the_input_like_the_layer(rng):
+    with numcnn.use_backend("numba"):
+        plan = build_plan(small_network(kernel=3).layers)
+        assert type(plan.steps[0]) is DirectConvolutionStep
+        with pytest.raises(ValueError, match="channel"):
+            plan.steps[0].forward(rng.standard_normal((2, 4, 16, 16)).astype(np.float32), True)
+
+
 @KERNELS
 def test_the_fused_step_goes_backward_only_after_training(rng, kernel):
     with numcnn.use_backend("numba"):

@@ -3,7 +3,8 @@
 Every public function here has the same name, signature and result as its
 reference twin (the tests compare them over random shapes). Each is a thin
 Python wrapper that allocates the output when none is given and calls a
-``@njit`` loop. Only loops live here; matrix multiplies stay in BLAS.
+``@njit`` loop. Only loops live here; matrix multiplies stay in BLAS (the 3x3
+convolutions that training runs through ``conv2d_direct`` need none).
 
 Parallelism: ``prange`` runs over images (or channels), and no two iterations
 ever write the same element, so col2im and the pooling backward are race-free.
@@ -31,7 +32,7 @@ _reduce_jit = dict(_pjit, fastmath={"reassoc", "contract"})
 # Multiply-adds fused into one instruction (one rounding instead of two).
 _fma_jit = dict(_jit, fastmath={"contract"})
 _fma_pjit = dict(_pjit, fastmath={"contract"})
-_fma_reduce_jit = dict(_jit, fastmath={"reassoc", "contract"})
+_fma_sum_jit = dict(_jit, fastmath={"reassoc", "contract"})
 
 
 # ---------------------------------------------------------------------------
@@ -218,7 +219,7 @@ def conv2d_direct_backward(dy, x, W, stride, pad, input_grad=True):
 # g the output gradient laid out like ``ext`` (zeros in the dropped places).
 # Four filters go together, so that each input value loaded feeds twelve
 # multiply-adds; the filters are padded with zeros to a multiple of four.
-FILTER_BLOCK = 4
+FILTER_BLOCK = 4  # _row_taps and _row_taps_dot are written out for four filters: not a knob
 STACK_BYTES = 512 * 1024
 #: Image shares of the 3x3 weight gradient: each is summed on its own, then the
 #: shares are added in order, so the result does not depend on the thread count.
@@ -230,10 +231,15 @@ def _is_direct_3x3(W_shape, stride, pad):
     return tuple(W_shape[2:]) == (3, 3) and stride == 1 and 0 <= pad <= 2
 
 
+def _ceil_div(a, b):
+    """The smallest integer at least ``a / b`` (for positive ``b``)."""
+    return -(-a // b)
+
+
 def _filters_in_blocks(W, dtype):
     """``W`` with zero filters appended up to a multiple of ``FILTER_BLOCK``, as ``dtype``."""
     F = len(W)
-    blocked = np.zeros((-(-F // FILTER_BLOCK) * FILTER_BLOCK,) + W.shape[1:], dtype=dtype)
+    blocked = np.zeros((_ceil_div(F, FILTER_BLOCK) * FILTER_BLOCK,) + W.shape[1:], dtype=dtype)
     blocked[:F] = W
     return blocked
 
@@ -241,14 +247,15 @@ def _filters_in_blocks(W, dtype):
 def _images_per_stack(x_shape, pad, itemsize):
     """How many padded images of ``x_shape`` (N, C, H, W) make one stack.
 
-    At most about STACK_BYTES of input each, in a number of stacks that is a
-    multiple of GRADIENT_PARTS where the batch allows, so that both threads
-    get the same work.
+    At most about STACK_BYTES of input each, aiming at a multiple of
+    GRADIENT_PARTS stacks so that the threads get equal shares: a batch of 64
+    images of the blood-cell network makes 8 or 16 equal stacks (conv1,
+    conv3) or 22 (conv2); small or odd batches may not divide evenly.
     """
     N, C, H, W = x_shape
     total_bytes = N * C * (H + 2 * pad) * (W + 2 * pad) * itemsize
-    stacks = GRADIENT_PARTS * -(-total_bytes // (GRADIENT_PARTS * STACK_BYTES))
-    return max(1, -(-N // stacks))
+    stacks = GRADIENT_PARTS * max(1, _ceil_div(total_bytes, GRADIENT_PARTS * STACK_BYTES))
+    return max(1, _ceil_div(N, stacks))
 
 
 @njit(inline="always")
@@ -269,7 +276,7 @@ def _run_length(count, HP, OH, WP):
     last output, rounded up to whole vectors of 16 numbers so that no run ends in a
     scalar remainder (the extra positions read zeros and are dropped)."""
     needed = max(0, ((count - 1) * HP + OH) * WP - 2)
-    return -(-needed // 16) * 16
+    return (needed + 15) // 16 * 16
 
 
 @njit(**_fma_jit)
@@ -296,12 +303,12 @@ def _conv3x3(x, W4, b, pad, per_stack, y):
     N, C, H, Wd = x.shape
     F, OH, OW = y.shape[1:]
     HP, WP = H + 2 * pad, Wd + 2 * pad
-    stacks = -(-N // per_stack)
+    stacks = (N + per_stack - 1) // per_stack
     for k in prange(stacks):  # each stack owns its images' y[n]
         n0 = k * per_stack
         count = min(per_stack, N - n0)
         Q = _run_length(count, HP, OH, WP)
-        xp = np.zeros((C, count * HP * WP + Q), dtype=x.dtype)  # zeros past the last image
+        xp = np.zeros((C, count * HP * WP + 16), dtype=x.dtype)  # the runs end at most 15 past
         _stack(x, n0, count, pad, xp)
         ext = np.empty((FILTER_BLOCK, Q), dtype=x.dtype)
         for f0 in range(0, len(W4), FILTER_BLOCK):
@@ -320,7 +327,7 @@ def _conv3x3(x, W4, b, pad, per_stack, y):
                             target[ow] = source[ow] + bias
 
 
-@njit(**_fma_reduce_jit)
+@njit(**_fma_sum_jit)
 def _row_taps_dot(g, run, Q, dw):
     """``dw[f, j] += sum over q of g[f, q] * run[q + j]`` for f < 4, j < 3 (summed in g's dtype)."""
     a, b, c = run[0:Q], run[1:Q + 1], run[2:Q + 2]
@@ -365,16 +372,16 @@ def _conv3x3_dw(dy, x, pad, per_stack, dW_parts, db_parts):
     N, C, H, Wd = x.shape
     F, OH, OW = dy.shape[1:]
     HP, WP = H + 2 * pad, Wd + 2 * pad
-    stacks = -(-N // per_stack)
+    stacks = (N + per_stack - 1) // per_stack
     parts = len(dW_parts)
     for k in prange(parts):  # each part owns dW_parts[k]: a fixed share of the stacks
         for stack in range(k * stacks // parts, (k + 1) * stacks // parts):
             n0 = stack * per_stack
             count = min(per_stack, N - n0)
             Q = _run_length(count, HP, OH, WP)
-            xp = np.zeros((C, count * HP * WP + Q), dtype=x.dtype)
+            xp = np.zeros((C, count * HP * WP + 16), dtype=x.dtype)
             _stack(x, n0, count, pad, xp)
-            g = np.zeros((FILTER_BLOCK, count * HP * WP + Q), dtype=x.dtype)  # zero where dropped
+            g = np.zeros((FILTER_BLOCK, Q), dtype=x.dtype)  # zero where outputs are dropped
             for f0 in range(0, dW_parts.shape[1], FILTER_BLOCK):
                 for f in range(f0, min(f0 + FILTER_BLOCK, F)):
                     for m in range(count):
@@ -400,10 +407,14 @@ def _conv3x3_backward(dy, x, W, pad, input_grad):
     ``dx`` is itself a 3x3 convolution of ``dy`` with the kernels turned
     half a turn and input and output channels swapped, padding ``2 - pad``.
     ``dW`` sums each stack's products in x's dtype and the stacks in float64.
+    Its sums also meet the input values beside each image (where ``g`` is
+    zero), so an infinite input makes more of ``dW`` NaN than the
+    definition's would; either way ``dW`` is not finite, which is what
+    training checks for before it updates a weight.
     """
     N, C = x.shape[:2]
     F = len(W)
-    F4 = -(-F // FILTER_BLOCK) * FILTER_BLOCK
+    F4 = _ceil_div(F, FILTER_BLOCK) * FILTER_BLOCK
     parts = min(N, GRADIENT_PARTS)
     dW_parts = np.zeros((parts, F4, C, 3, 3), dtype=np.float64)
     db_parts = np.zeros((parts, F), dtype=np.float64)
