@@ -210,13 +210,8 @@ def block_layers(C, F):
     return conv, norm, ReLU()
 
 
-def run_block(step, x, dy, input_grad):
-    y = step.forward(x, True)
-    return y, step.backward(dy, input_grad)
-
-
 def run_steps(steps, x, dy, input_grad):
-    """The plan's steps for the three layers, forward then backward, as training runs them."""
+    """Steps forward then backward, as training runs them (``input_grad``: the first step's)."""
     h = x
     for step in steps:
         h = step.forward(h, True)
@@ -255,12 +250,9 @@ def test_conv_block(benchmark, label, backend, C, F, H, W, route):
         steps = build_plan(list(layers)).steps
         if backend == "numba":
             assert [type(step) for step in steps] == [DirectConvolutionStep, BatchNormReLUStep]
-        run = run_steps
-        block = steps
     else:
-        block = ConvolutionBlockStep(*layers)
-        run = run_block
-    (y, dx), _ = timed_once(run, block, x, dy, input_grad)
+        steps = [ConvolutionBlockStep(*layers)]
+    (y, dx), _ = timed_once(run_steps, steps, x, dy, input_grad)
     fused = (y, dx, layers[0].grads["W"], layers[0].grads["b"], layers[1].grads["gamma"],
              layers[1].grads["beta"])
     reference_layers = block_layers(C, F)
@@ -280,7 +272,7 @@ def test_conv_block(benchmark, label, backend, C, F, H, W, route):
                                        err_msg="db: fused block vs the layers one by one")
         else:
             assert_close32(got, want, f"{name}: fused block vs the layers one by one")
-    result = benchmark(run, block, x, dy, input_grad)
+    result = benchmark(run_steps, steps, x, dy, input_grad)
     assert result[0].shape == (BATCH, F, H, W)
 
 

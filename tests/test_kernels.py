@@ -10,6 +10,7 @@ values come from a Generator seeded by hypothesis. Exact ops (copies, maxima,
 masks) must agree bit for bit; ops that sum must agree to float32 round-off,
 measured against the magnitude of the terms summed.
 """
+import contextlib
 import inspect
 
 import numpy as np
@@ -188,6 +189,17 @@ def geometry_3x3(draw):
             pad)
 
 
+@contextlib.contextmanager
+def stacking(stack_bytes, parts):
+    """The 3x3 kernels with another ``STACK_BYTES`` and ``GRADIENT_PARTS`` for a while."""
+    saved = jit.STACK_BYTES, jit.GRADIENT_PARTS
+    jit.STACK_BYTES, jit.GRADIENT_PARTS = stack_bytes, parts
+    try:
+        yield
+    finally:
+        jit.STACK_BYTES, jit.GRADIENT_PARTS = saved
+
+
 @SETTINGS
 @given(geometry=geometry_3x3(), dtype=dtypes, seed=seeds,
        stack_bytes=st.sampled_from([1, 600, 4000, jit.STACK_BYTES]),
@@ -200,14 +212,10 @@ def test_3x3_kernels_match_the_reference(geometry, dtype, seed, stack_bytes, par
     N, C, F, H, W, pad = geometry
     x, Wt, b, dy = conv_arrays((N, C, H, W, 3, 3, 1, pad), dtype, seed, F)
     assert jit._is_direct_3x3(Wt.shape, 1, pad)
-    saved = jit.STACK_BYTES, jit.GRADIENT_PARTS
-    jit.STACK_BYTES, jit.GRADIENT_PARTS = stack_bytes, parts
-    try:
+    with stacking(stack_bytes, parts):
         y = jit.conv2d_direct(x, Wt, b, 1, pad)
         dx, dW, db = jit.conv2d_direct_backward(dy, x, Wt, 1, pad)
         first_layer = jit.conv2d_direct_backward(dy, x, Wt, 1, pad, input_grad=False)
-    finally:
-        jit.STACK_BYTES, jit.GRADIENT_PARTS = saved
     assert_close(y, reference.conv2d_direct(x, Wt, b, 1, pad), dtype,
                  scale=C * 9 * np.abs(x).max() * np.abs(Wt).max() + np.abs(b).max())
     dx_ref, dW_ref, db_ref = reference.conv2d_direct_backward(dy, x, Wt, 1, pad)
@@ -228,28 +236,20 @@ def test_3x3_kernels_split_images_into_stacks_both_threads_share():
     assert jit._images_per_stack((5, 1, huge, 1), 0, 4) == 1
     for N, C, H in [(64, 3, 64), (64, 32, 32), (7, 5, 9), (100, 1, 3)]:
         per_stack = jit._images_per_stack((N, C, H, H), 1, 4)
-        stacks = -(-N // per_stack)
+        stacks = jit._ceil_div(N, per_stack)
         assert per_stack * C * (H + 2) ** 2 * 4 <= max(jit.STACK_BYTES, C * (H + 2) ** 2 * 4)
         assert stacks >= min(N, jit.GRADIENT_PARTS)
 
 
 def test_3x3_kernels_stack_the_whole_batch_or_one_image_at_a_time():
     """The two ends of the stacking, on one batch: the same numbers to float32 rounding."""
-    rng = np.random.default_rng(3)
-    x = rng.standard_normal((13, 2, 7, 9)).astype(np.float32)
-    Wt = rng.standard_normal((5, 2, 3, 3)).astype(np.float32)
-    b = rng.standard_normal(5).astype(np.float32)
-    dy = rng.standard_normal((13, 5, 7, 9)).astype(np.float32)
+    x, Wt, b, dy = conv_arrays((13, 2, 7, 9, 3, 3, 1, 1), np.float32, 3, 5)
     results = []
-    saved = jit.STACK_BYTES, jit.GRADIENT_PARTS
     for stack_bytes, parts, per_stack in [(10**9, 1, 13), (1, 8, 1)]:
-        jit.STACK_BYTES, jit.GRADIENT_PARTS = stack_bytes, parts
-        try:
+        with stacking(stack_bytes, parts):
             assert jit._images_per_stack(x.shape, 1, 4) == per_stack
             results.append((jit.conv2d_direct(x, Wt, b, 1, 1),)
                            + jit.conv2d_direct_backward(dy, x, Wt, 1, 1))
-        finally:
-            jit.STACK_BYTES, jit.GRADIENT_PARTS = saved
     expected = (reference.conv2d_direct(x, Wt, b, 1, 1),) + reference.conv2d_direct_backward(
         dy, x, Wt, 1, 1)
     for got in results:
@@ -287,11 +287,7 @@ def test_3x3_kernels_give_the_same_bits_on_one_thread_or_two():
     import numba
     if numba.config.NUMBA_NUM_THREADS < 2:
         pytest.skip("numba runs one thread here: nothing to compare")
-    rng = np.random.default_rng(7)
-    x = rng.standard_normal((19, 3, 13, 11)).astype(np.float32)
-    Wt = rng.standard_normal((6, 3, 3, 3)).astype(np.float32)
-    b = rng.standard_normal(6).astype(np.float32)
-    dy = rng.standard_normal((19, 6, 13, 11)).astype(np.float32)
+    x, Wt, b, dy = conv_arrays((19, 3, 13, 11, 3, 3, 1, 1), np.float32, 7, 6)
     results = []
     threads = numba.get_num_threads()
     try:

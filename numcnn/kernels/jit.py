@@ -231,16 +231,21 @@ def _is_direct_3x3(W_shape, stride, pad):
     return tuple(W_shape[2:]) == (3, 3) and stride == 1 and 0 <= pad <= 2
 
 
+@njit(inline="always")
 def _ceil_div(a, b):
     """The smallest integer at least ``a / b`` (for positive ``b``)."""
     return -(-a // b)
 
 
+def _blocked_count(F):
+    """``F`` filters rounded up to whole blocks of ``FILTER_BLOCK``."""
+    return _ceil_div(F, FILTER_BLOCK) * FILTER_BLOCK
+
+
 def _filters_in_blocks(W, dtype):
     """``W`` with zero filters appended up to a multiple of ``FILTER_BLOCK``, as ``dtype``."""
-    F = len(W)
-    blocked = np.zeros((_ceil_div(F, FILTER_BLOCK) * FILTER_BLOCK,) + W.shape[1:], dtype=dtype)
-    blocked[:F] = W
+    blocked = np.zeros((_blocked_count(len(W)),) + W.shape[1:], dtype=dtype)
+    blocked[:len(W)] = W
     return blocked
 
 
@@ -271,12 +276,22 @@ def _stack(x, n0, count, pad, xp):
 
 
 @njit(inline="always")
-def _run_length(count, HP, OH, WP):
-    """The length of the flat runs of a stack of ``count`` images: up to the last image's
-    last output, rounded up to whole vectors of 16 numbers so that no run ends in a
-    scalar remainder (the extra positions read zeros and are dropped)."""
-    needed = max(0, ((count - 1) * HP + OH) * WP - 2)
-    return (needed + 15) // 16 * 16
+def _stack_of(x, k, per_stack, pad, OH):
+    """Stack ``k`` of the batch: its first image, its image count, the length ``Q`` of its
+    flat runs, and ``xp``, its images padded one under another (C, L).
+
+    ``Q`` reaches the last image's last output, rounded up to whole vectors of 16
+    numbers so that no run ends in a scalar remainder (the extra positions read zeros,
+    at most 15 past the stack, and are dropped).
+    """
+    N, C, H, Wd = x.shape
+    HP, WP = H + 2 * pad, Wd + 2 * pad
+    n0 = k * per_stack
+    count = min(per_stack, N - n0)
+    Q = _ceil_div(max(0, ((count - 1) * HP + OH) * WP - 2), 16) * 16
+    xp = np.zeros((C, count * HP * WP + 16), dtype=x.dtype)
+    _stack(x, n0, count, pad, xp)
+    return n0, count, Q, xp
 
 
 @njit(**_fma_jit)
@@ -303,13 +318,8 @@ def _conv3x3(x, W4, b, pad, per_stack, y):
     N, C, H, Wd = x.shape
     F, OH, OW = y.shape[1:]
     HP, WP = H + 2 * pad, Wd + 2 * pad
-    stacks = (N + per_stack - 1) // per_stack
-    for k in prange(stacks):  # each stack owns its images' y[n]
-        n0 = k * per_stack
-        count = min(per_stack, N - n0)
-        Q = _run_length(count, HP, OH, WP)
-        xp = np.zeros((C, count * HP * WP + 16), dtype=x.dtype)  # the runs end at most 15 past
-        _stack(x, n0, count, pad, xp)
+    for k in prange(_ceil_div(N, per_stack)):  # each stack owns its images' y[n]
+        n0, count, Q, xp = _stack_of(x, k, per_stack, pad, OH)
         ext = np.empty((FILTER_BLOCK, Q), dtype=x.dtype)
         for f0 in range(0, len(W4), FILTER_BLOCK):
             ext[:] = 0
@@ -372,15 +382,11 @@ def _conv3x3_dw(dy, x, pad, per_stack, dW_parts, db_parts):
     N, C, H, Wd = x.shape
     F, OH, OW = dy.shape[1:]
     HP, WP = H + 2 * pad, Wd + 2 * pad
-    stacks = (N + per_stack - 1) // per_stack
+    stacks = _ceil_div(N, per_stack)
     parts = len(dW_parts)
     for k in prange(parts):  # each part owns dW_parts[k]: a fixed share of the stacks
         for stack in range(k * stacks // parts, (k + 1) * stacks // parts):
-            n0 = stack * per_stack
-            count = min(per_stack, N - n0)
-            Q = _run_length(count, HP, OH, WP)
-            xp = np.zeros((C, count * HP * WP + 16), dtype=x.dtype)
-            _stack(x, n0, count, pad, xp)
+            n0, count, Q, xp = _stack_of(x, stack, per_stack, pad, OH)
             g = np.zeros((FILTER_BLOCK, Q), dtype=x.dtype)  # zero where outputs are dropped
             for f0 in range(0, dW_parts.shape[1], FILTER_BLOCK):
                 for f in range(f0, min(f0 + FILTER_BLOCK, F)):
@@ -414,16 +420,15 @@ def _conv3x3_backward(dy, x, W, pad, input_grad):
     """
     N, C = x.shape[:2]
     F = len(W)
-    F4 = _ceil_div(F, FILTER_BLOCK) * FILTER_BLOCK
     parts = min(N, GRADIENT_PARTS)
-    dW_parts = np.zeros((parts, F4, C, 3, 3), dtype=np.float64)
+    dW_parts = np.zeros((parts, _blocked_count(F), C, 3, 3), dtype=np.float64)
     db_parts = np.zeros((parts, F), dtype=np.float64)
     _conv3x3_dw(dy, x, pad, _images_per_stack(x.shape, pad, x.itemsize), dW_parts, db_parts)
     dW = dW_parts.sum(axis=0)[:F].astype(x.dtype)
     db = db_parts.sum(axis=0).astype(x.dtype)
     dx = None
     if input_grad:
-        turned = np.ascontiguousarray(W[:, :, ::-1, ::-1].transpose(1, 0, 2, 3))  # (C, F, 3, 3)
+        turned = W[:, :, ::-1, ::-1].transpose(1, 0, 2, 3)                    # (C, F, 3, 3)
         dx = np.empty_like(x)
         _conv3x3(dy, _filters_in_blocks(turned, x.dtype), np.zeros(C, dtype=x.dtype), 2 - pad,
                  _images_per_stack(dy.shape, 2 - pad, x.itemsize), dx)
