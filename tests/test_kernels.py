@@ -257,6 +257,24 @@ def test_3x3_kernels_stack_the_whole_batch_or_one_image_at_a_time():
             assert_close(a, want, np.float32, scale=13 * 63 * 9 * np.abs(want).max())
 
 
+def test_3x3_forward_goes_through_a_long_stack_in_tiles():
+    """A stack longer than two tiles of RUN_TILE positions and not a whole number of
+    them: the forward pass (and dx, the same kernel) adds each tile's channels in turn;
+    the numbers are the definition's."""
+    assert jit.RUN_TILE % 16 == 0                                   # tiles start on a line
+    x, Wt, b, dy = conv_arrays((5, 2, 30, 40, 3, 3, 1, 1), np.float32, 11, 6)
+    with stacking(10**9, 1):
+        assert jit._images_per_stack(x.shape, 1, 4) == 5              # one stack of 5
+        run_length = (4 * 32 + 30) * 42                                # to the last output
+        assert run_length > 2 * jit.RUN_TILE and run_length % jit.RUN_TILE
+        y = jit.conv2d_direct(x, Wt, b, 1, 1)
+        dx, _, _ = jit.conv2d_direct_backward(dy, x, Wt, 1, 1)
+    assert_close(y, reference.conv2d_direct(x, Wt, b, 1, 1), np.float32,
+                 scale=2 * 9 * np.abs(x).max() * np.abs(Wt).max() + np.abs(b).max())
+    dx_ref, _, _ = reference.conv2d_direct_backward(dy, x, Wt, 1, 1)
+    assert_close(dx, dx_ref, np.float32, scale=6 * 9 * np.abs(dy).max() * np.abs(Wt).max())
+
+
 def test_3x3_kernels_take_an_empty_batch():
     x = np.zeros((0, 3, 8, 8), np.float32)
     Wt = np.ones((4, 3, 3, 3), np.float32)
