@@ -191,13 +191,14 @@ def geometry_3x3(draw):
 
 @contextlib.contextmanager
 def stacking(stack_bytes, parts):
-    """The 3x3 kernels with another ``STACK_BYTES`` and ``GRADIENT_PARTS`` for a while."""
-    saved = jit.STACK_BYTES, jit.GRADIENT_PARTS
-    jit.STACK_BYTES, jit.GRADIENT_PARTS = stack_bytes, parts
+    """The 3x3 kernels with ``STACK_BYTES`` and ``GRADIENT_STACK_BYTES`` both
+    ``stack_bytes``, and ``GRADIENT_PARTS`` ``parts``, for a while."""
+    saved = jit.STACK_BYTES, jit.GRADIENT_STACK_BYTES, jit.GRADIENT_PARTS
+    jit.STACK_BYTES, jit.GRADIENT_STACK_BYTES, jit.GRADIENT_PARTS = stack_bytes, stack_bytes, parts
     try:
         yield
     finally:
-        jit.STACK_BYTES, jit.GRADIENT_PARTS = saved
+        jit.STACK_BYTES, jit.GRADIENT_STACK_BYTES, jit.GRADIENT_PARTS = saved
 
 
 @SETTINGS
@@ -239,6 +240,14 @@ def test_3x3_kernels_split_images_into_stacks_both_threads_share():
         stacks = jit._ceil_div(N, per_stack)
         assert per_stack * C * (H + 2) ** 2 * 4 <= max(jit.STACK_BYTES, C * (H + 2) ** 2 * 4)
         assert stacks >= min(N, jit.GRADIENT_PARTS)
+        # the weight gradient's stacks: input and the four rows of g within their budget
+        per_stack = jit._images_per_stack((N, C, H, H), 1, 4, jit.GRADIENT_STACK_BYTES, 4)
+        image = (C + 4) * (H + 2) ** 2 * 4
+        assert per_stack * image <= max(jit.GRADIENT_STACK_BYTES, image)
+        assert jit._ceil_div(N, per_stack) >= min(N, jit.GRADIENT_PARTS)
+    # conv1 and conv2 of the network: 3 and 2 images a stack in the weight gradient
+    assert jit._images_per_stack((64, 3, 64, 64), 1, 4, jit.GRADIENT_STACK_BYTES, 4) == 3
+    assert jit._images_per_stack((64, 32, 32, 32), 1, 4, jit.GRADIENT_STACK_BYTES, 4) == 2
 
 
 def test_3x3_kernels_stack_the_whole_batch_or_one_image_at_a_time():
