@@ -2,8 +2,9 @@
 
     python benchmarks/compare.py [--quick] [--json PATH] [-k EXPR] [--keep-freed-memory]
                                  [--skip-memory] [--skip-compile] [--skip-epoch]
-                                 [--skip-inference] [--skip-peak] [--epoch-images N]
-                                 [--epoch-repeats R] [--predict-repeats R]
+                                 [--skip-inference] [--skip-conv1] [--skip-peak]
+                                 [--epoch-images N] [--epoch-repeats R] [--predict-repeats R]
+                                 [--conv1-repeats R] [--conv1-calls K]
                                  [--first-step-sizes 64x64,60x80] [--keep-blas-env]
 
 Prints a markdown report with these sections (each measured in subprocesses;
@@ -32,7 +33,12 @@ this process imports neither numpy nor numcnn):
    throughput (``interleaved.py``): numcnn's ``train_step`` over precomputed
    augmented batches, PyTorch over the same batches, numcnn's ``fit`` for one
    epoch, then ``model.predict`` at batch 256 against PyTorch in eval mode;
-   medians of interleaved rounds, each framework in its own worker process.
+   medians of interleaved rounds, each framework in its own worker process;
+   then conv1's forward pass and weight gradient the same way (the two
+   workers alternating round by round, each round the median of K calls), so
+   that a drift of the machine's speed hits both frameworks alike, which the
+   pytest-benchmark rows of section 3 (each side timed after the other) do not
+   promise.
 5. Peak memory of training steps at 60x80 and 120x160 (batch 64), numcnn
    (numba) and PyTorch, each measured in a fresh process by ``peak_memory.py``.
 6. First-call cost of the numba kernels (``first_step.py``) at 64x64 and
@@ -81,9 +87,10 @@ QUICK = dict(min_rounds=1, max_time=0.02, warmup="off")
 #: interleaved.py settings (epoch images, epoch rounds, inference images, inference rounds),
 #: SGEMM repeats and first-step sizes.
 FULL_RUN = dict(epoch_images=RECIPE_TRAIN_IMAGES, epoch_repeats=5, predict_images=2048,
-                predict_repeats=11, sgemm_repeats=5, first_step_sizes="64x64,60x80")
+                predict_repeats=11, conv1_repeats=11, conv1_calls=20, sgemm_repeats=5,
+                first_step_sizes="64x64,60x80")
 QUICK_RUN = dict(epoch_images=150, epoch_repeats=2, predict_images=512, predict_repeats=2,
-                 sgemm_repeats=2, first_step_sizes="64x64")
+                 conv1_repeats=2, conv1_calls=2, sgemm_repeats=2, first_step_sizes="64x64")
 
 PROBE = r"""
 import json, os, platform, sys
@@ -514,17 +521,19 @@ def efficiency_section(results, peak):
 # ---------------------------------------------------------------------------
 # 4. Training epoch and inference (interleaved.py)
 # ---------------------------------------------------------------------------
-def interleaved_results(run, epochs, inference, with_torch, skip_fit=False):
-    images = run["epoch_images"] if epochs else 150   # inference only: a token training set
+def interleaved_results(run, epochs, inference, with_torch, skip_fit=False, conv1=False):
+    images = run["epoch_images"] if epochs else 150   # no epochs: a token training set
     cmd = [str(HERE / "interleaved.py"), "--images", str(images),
            "--repeats", str(run["epoch_repeats"] if epochs else 0),
            "--predict-images", str(run["predict_images"]),
-           "--predict-repeats", str(run["predict_repeats"] if inference else 0)]
+           "--predict-repeats", str(run["predict_repeats"] if inference else 0),
+           "--conv1-repeats", str(run["conv1_repeats"] if conv1 else 0),
+           "--conv1-calls", str(run["conv1_calls"])]
     if not with_torch:
         cmd.append("--no-torch")
     if skip_fit:
         cmd.append("--skip-fit")
-    log(f"compare.py: training epochs and inference, interleaved ({' '.join(cmd[1:])}); "
+    log(f"compare.py: training epochs, inference, conv1, interleaved ({' '.join(cmd[1:])}); "
         "progress below ...")
     done = subprocess.run([sys.executable] + cmd, cwd=REPO_ROOT, stdout=subprocess.PIPE,
                           stderr=None, text=True)   # progress straight to our stderr
@@ -659,6 +668,57 @@ def inference_section(result, rows, quick):
     return "\n".join(lines)
 
 
+def conv1_interleaved_summary(result):
+    """Medians over rounds per framework and input, the ratio of the medians, and the
+    ratio within each round (numcnn's round over PyTorch's same round)."""
+    seconds = result["conv1_seconds"]
+    rows = []
+    for size, numcnn_s in seconds["numcnn"].items():
+        torch_s = seconds.get("torch", {}).get(size)
+        row = {"input": size, "numcnn_median_s": median(numcnn_s), "numcnn_all_s": numcnn_s,
+               "torch_median_s": None, "ratio": None, "round_ratios": None}
+        if torch_s:
+            ratios = [a / b for a, b in zip(numcnn_s, torch_s)]
+            row.update(torch_median_s=median(torch_s), torch_all_s=torch_s,
+                       ratio=median(numcnn_s) / median(torch_s), round_ratios=ratios,
+                       rounds_below_1=sum(r < 1 for r in ratios))
+        rows.append(row)
+    return rows
+
+
+def conv1_interleaved_section(result, rows, quick):
+    lines = [
+        "## First convolution, interleaved (forward + weight gradient; median ms of a call)",
+        "",
+        "| Input | numcnn direct (ms) | PyTorch (ms) | numcnn / PyTorch (medians) "
+        "| the same round's ratio: median (min - max) | rounds with numcnn faster |",
+        "|---|---:|---:|---:|---:|---:|",
+    ]
+    for row in rows:
+        ratios = row["round_ratios"]
+        spread = ("-" if not ratios else
+                  f"{median(ratios):.2f}x ({min(ratios):.2f} - {max(ratios):.2f})")
+        faster = "-" if not ratios else f"{row['rounds_below_1']} of {len(ratios)}"
+        ratio = "-" if row["ratio"] is None else f"{row['ratio']:.2f}x"
+        lines.append(f"| {row['input']} | {fmt_ms(row['numcnn_median_s'])} | "
+                     f"{fmt_ms(row['torch_median_s'])} | {ratio} | {spread} | {faster} |")
+    lines += [
+        "",
+        f"conv1 (64x3xHxW -> 32, 3x3, padding 1) as training runs it: numcnn's "
+        "`conv2d_direct` then `conv2d_direct_backward(..., input_grad=False)`, PyTorch's "
+        "`F.conv2d` then its backward with `x.requires_grad=False`, one call timing the "
+        "pair, on the same arrays. Each of "
+        f"{result['conv1_repeats']} rounds: numcnn's worker times {result['conv1_calls']} "
+        "calls at each input and reports the median, then PyTorch's worker does the "
+        "same (`interleaved.py`, the worker processes of the epochs). Unlike the "
+        "pytest-benchmark table of the first convolution above, where each side's "
+        "rounds run one after the other, a drift of the machine's speed here hits both "
+        "alike."
+        + (" (--quick: a smoke test, not a measurement.)" if quick else ""),
+    ]
+    return "\n".join(lines)
+
+
 # ---------------------------------------------------------------------------
 # 5. Peak memory
 # ---------------------------------------------------------------------------
@@ -770,6 +830,8 @@ def main(argv=None):
     parser.add_argument("--skip-peak", action="store_true", help="no SGEMM peak measurement")
     parser.add_argument("--skip-epoch", action="store_true", help="no training-epoch section")
     parser.add_argument("--skip-inference", action="store_true", help="no inference section")
+    parser.add_argument("--skip-conv1", action="store_true",
+                        help="no interleaved conv1 section (the pytest-benchmark one stays)")
     parser.add_argument("--skip-fit", action="store_true",
                         help="epoch section without the model.fit epochs")
     parser.add_argument("--skip-memory", action="store_true")
@@ -788,6 +850,8 @@ def main(argv=None):
     parser.add_argument("--epoch-repeats", type=int, help="interleaved epoch rounds (default 5)")
     parser.add_argument("--predict-images", type=int, help="images per inference round (2048)")
     parser.add_argument("--predict-repeats", type=int, help="interleaved inference rounds (11)")
+    parser.add_argument("--conv1-repeats", type=int, help="interleaved conv1 rounds (11)")
+    parser.add_argument("--conv1-calls", type=int, help="timed conv1 calls a round (20)")
     parser.add_argument("--sgemm-repeats", type=int, help="timed SGEMMs for the peak (5)")
     parser.add_argument("--first-step-sizes", metavar="HxW,...",
                         help="input sizes of the first-call measurement (default 64x64,60x80; "
@@ -862,9 +926,11 @@ def main(argv=None):
                 print(efficiency_section(efficiency, peak), end="\n\n", flush=True)
 
     epochs, inference = not args.skip_epoch, not args.skip_inference
-    if epochs or inference:
+    conv1_rounds = not args.skip_conv1 and run["conv1_repeats"] > 0
+    if epochs or inference or conv1_rounds:
         try:
-            result = interleaved_results(run, epochs, inference, with_torch, args.skip_fit)
+            result = interleaved_results(run, epochs, inference, with_torch, args.skip_fit,
+                                         conv1_rounds)
             report["interleaved_raw"] = result
             freed["epoch/inference workers"] = list(result["freed_memory_kept"].values())
             if epochs:
@@ -875,9 +941,14 @@ def main(argv=None):
                 rows = inference_summary(result)
                 report["inference"] = rows
                 print(inference_section(result, rows, args.quick), end="\n\n", flush=True)
+            if conv1_rounds:
+                rows = conv1_interleaved_summary(result)
+                report["conv1_interleaved"] = rows
+                print(conv1_interleaved_section(result, rows, args.quick), end="\n\n",
+                      flush=True)
         except RuntimeError as error:
             failed = True
-            print(f"Training epoch / inference: failed ({error})\n")
+            print(f"Training epoch / inference / conv1: failed ({error})\n")
 
     if not args.skip_memory:
         try:

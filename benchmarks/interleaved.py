@@ -1,7 +1,8 @@
-"""A training epoch and inference of the blood-cell recipe: numcnn against PyTorch, interleaved.
+"""A training epoch, inference and conv1 of the blood-cell recipe: numcnn against PyTorch, interleaved.
 
     python benchmarks/interleaved.py [--images N] [--repeats R] [--predict-images M]
-                                     [--predict-repeats R] [--seed S] [--no-torch]
+                                     [--predict-repeats R] [--conv1-repeats R]
+                                     [--conv1-calls K] [--seed S] [--no-torch]
 
 Prints one JSON object on stdout (seconds); progress goes to stderr.
 
@@ -33,6 +34,13 @@ run, one per framework (this same file with ``--worker``):
   images a batch, softmax included, from a fresh (untrained) copy of the
   network on both sides; the driver checks that both give the same
   probabilities on the first batch.
+- ``conv1``: the network's first convolution (64 x 3 x H x W -> 32, 3x3,
+  padding 1) at both benchmark inputs (64x64, 60x80), forward pass and
+  weight gradient as training runs them: numcnn's ``conv2d_direct`` then
+  ``conv2d_direct_backward(..., input_grad=False)``, PyTorch's ``F.conv2d``
+  and its backward with ``x.requires_grad=False``, on the same arrays. Each
+  round, each worker times K calls of the pair at each input and reports the
+  median call.
 
 Why two processes, and why interleaved: each framework runs alone in its
 process, as a user's training would (no PyTorch OpenMP pool or allocator in
@@ -40,14 +48,14 @@ numcnn's process, no numba thread pool in PyTorch's; the malloc setting of
 ``--keep-freed-memory`` applies to each, and neither inherits the other's
 heap). The worker that is not measuring waits on a pipe and uses no CPU. The
 driver alternates them, round after round: numcnn ``steps``, PyTorch
-``steps``, numcnn ``fit``, then the next round; for inference numcnn, then
-PyTorch. A change of the machine's load during the run then hits both
+``steps``, numcnn ``fit``, then the next round; for inference and conv1
+numcnn, then PyTorch. A change of the machine's load during the run then hits both
 frameworks alike, and the medians over rounds compare like with like.
 
 Before the first round each worker warms up, untimed: two training steps
 (kernels compiled or loaded, optimizer state allocated; also on the smaller
-last batch) and one prediction. Every epoch trains on: the weights keep
-changing from epoch to epoch, as in training.
+last batch), one prediction and one conv1 pair at each input. Every epoch
+trains on: the weights keep changing from epoch to epoch, as in training.
 """
 import argparse
 import gc
@@ -82,6 +90,34 @@ def predict_images(M, seed):
     from bloodnet import RECIPE_SIZE
     rng = np.random.default_rng(seed)
     return rng.random((M, 3, RECIPE_SIZE, RECIPE_SIZE), dtype=np.float32) - np.float32(0.5)
+
+
+def conv1_arrays(H, W):
+    """conv1's input, weights, bias and output gradient at H x W: the same in both workers."""
+    import numpy as np
+    from bloodnet import BATCH, CHANNELS, KERNEL, random_array
+    C, F = CHANNELS[0], CHANNELS[1]
+    return (random_array((BATCH, C, H, W), seed=1),
+            random_array((F, C, KERNEL, KERNEL), seed=2) * np.float32(0.2),
+            random_array((F,), seed=3) * np.float32(0.1),
+            random_array((BATCH, F, H, W), seed=4))
+
+
+def median_call(pair, calls):
+    """The median time of ``calls`` calls of ``pair()`` (seconds)."""
+    import numpy as np
+    times = []
+    for _ in range(calls):
+        began = time.perf_counter()
+        pair()
+        times.append(time.perf_counter() - began)
+    return float(np.median(times))
+
+
+def conv1_round(worker):
+    """A worker's conv1 task: the median call of its pair at each input (seconds)."""
+    return {"seconds": {size: median_call(pair, worker.conv1_calls)
+                        for size, pair in worker.conv1_pairs.items()}}
 
 
 def max_rss_mib():
@@ -121,6 +157,20 @@ class NumcnnWorker:
             self.model.train_step(xb, yb)
         self.check = self.predictor.predict(self.xp[:CHECK_IMAGES]).tolist()
         self.predictor.predict(self.xp)
+        from numcnn.backend import kernels
+        k = kernels()
+        self.conv1_calls = args.conv1_calls
+        self.conv1_pairs = {}
+        for H, W in bloodnet.CONV_INPUTS:
+            x, Wt, b, dy = conv1_arrays(H, W)
+            self.conv1_pairs[f"{H}x{W}"] = (
+                lambda x=x, Wt=Wt, b=b, dy=dy: (k.conv2d_direct(x, Wt, b, 1, 1),
+                                                k.conv2d_direct_backward(dy, x, Wt, 1, 1,
+                                                                         input_grad=False)))
+        for pair in self.conv1_pairs.values():
+            pair()
+
+    conv1 = conv1_round
 
     def steps(self):
         losses = []
@@ -180,6 +230,21 @@ class TorchWorker:
             self.step(xb, yb)
         self.check = self._predict(self.xp[:CHECK_IMAGES]).numpy().tolist()
         self._predict(self.xp)
+        self.conv1_calls = args.conv1_calls
+        self.conv1_pairs = {}
+        for H, W in bloodnet.CONV_INPUTS:
+            x, Wt, b, dy = (torch.from_numpy(a) for a in conv1_arrays(H, W))
+            Wt.requires_grad_(True)
+            b.requires_grad_(True)
+
+            def pair(x=x, Wt=Wt, b=b, dy=dy):
+                Wt.grad = b.grad = None
+                torch.nn.functional.conv2d(x, Wt, b, stride=1, padding=1).backward(dy)
+            self.conv1_pairs[f"{H}x{W}"] = pair
+        for pair in self.conv1_pairs.values():
+            pair()
+
+    conv1 = conv1_round
 
     def _predict(self, x, batch_size=256):
         torch = self.torch
@@ -240,6 +305,7 @@ class Worker:
     def __init__(self, framework, args):
         cmd = [sys.executable, str(Path(__file__).resolve()), "--worker", framework,
                "--images", str(args.images), "--predict-images", str(args.predict_images),
+               "--conv1-calls", str(args.conv1_calls),
                "--seed", str(args.seed)] + (["--unfused"] if args.unfused else [])
         self.framework = framework
         self.process = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
@@ -321,6 +387,14 @@ def drive(args):
                 records.append(dict(result, framework=framework, round=r))
         if args.predict_repeats:
             log("inference rounds done")
+        conv1 = {framework: {} for framework in frameworks}
+        for r in range(args.conv1_repeats):
+            for framework in frameworks:
+                result = workers[framework].run("conv1")
+                for size, seconds in result["seconds"].items():
+                    conv1[framework].setdefault(size, []).append(seconds)
+        if args.conv1_repeats:
+            log("conv1 rounds done")
         rss = {framework: workers[framework].run("rss")["max_rss_mib"] for framework in frameworks}
     finally:
         for w in workers.values():
@@ -334,6 +408,8 @@ def drive(args):
         "predict_batch": 256, "predict_repeats": args.predict_repeats,
         "epoch_order": [f"{framework} {task}" for framework, task in epoch_order],
         "epoch_seconds": epochs, "predict_seconds": predictions,
+        "conv1_repeats": args.conv1_repeats, "conv1_calls": args.conv1_calls,
+        "conv1_seconds": conv1,
         "setup": setup, "checks": checks, "max_rss_mib": rss, "records": records,
         "freed_memory_kept": {framework: setup[framework]["freed_memory_kept"]
                               for framework in frameworks},
@@ -348,6 +424,10 @@ def main(argv=None):
     parser.add_argument("--predict-images", type=int, default=2048)
     parser.add_argument("--predict-repeats", type=int, default=11,
                         help="interleaved inference rounds")
+    parser.add_argument("--conv1-repeats", type=int, default=11,
+                        help="interleaved rounds of conv1's forward pass and weight gradient")
+    parser.add_argument("--conv1-calls", type=int, default=10,
+                        help="timed calls per conv1 round and input (the round's median)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--skip-fit", action="store_true", help="no model.fit epochs")
     parser.add_argument("--no-torch", action="store_true")
@@ -358,6 +438,8 @@ def main(argv=None):
     args = parser.parse_args(argv)
     if args.images < 2:
         parser.error("--images must be at least 2")
+    if args.conv1_calls < 1:
+        parser.error("--conv1-calls must be at least 1")
     if args.worker:
         worker(args)
         return
