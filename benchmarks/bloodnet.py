@@ -93,8 +93,11 @@ def conv_flops(C, F, H, W, N=BATCH, K=KERNEL):
     """FLOPs of one forward pass of a K x K convolution, stride 1, ``same`` padding:
     ``2 * N * F * C * K * K * OH * OW`` (a multiply and an add per weight and output).
 
-    The backward pass costs 2x this for the weight gradient alone and 4x with
-    the input gradient (the bias gradient, a sum, is not counted).
+    The weight gradient costs as much again (``dW[f, c, i, j]`` sums one
+    product per output, N * OH * OW of them, for each of the F * C * K * K
+    weights), and so does the input gradient: a backward pass costs 1x this
+    for the weight gradient alone and 2x with the input gradient (the bias
+    gradient, a sum, is not counted).
     """
     return 2 * N * F * C * K * K * H * W
 
@@ -105,7 +108,7 @@ def conv_info(name, network_input, C, F, H, W, kind, path, in_flop_table=True):
     ``kind``: "forward", "backward (dW, db)" or "backward (dx, dW, db)";
     ``path``: how numcnn computes it ("direct", "im2col") or "torch".
     """
-    factor = {"forward": 1, "backward (dW, db)": 2, "backward (dx, dW, db)": 4}[kind]
+    factor = {"forward": 1, "backward (dW, db)": 1, "backward (dx, dW, db)": 2}[kind]
     return dict(conv=name, network_input=network_input, conv_pass=kind, path=path,
                 flops=factor * conv_flops(C, F, H, W), flop_table=in_flop_table)
 

@@ -508,8 +508,8 @@ def efficiency_section(results, peak):
     lines += [
         "",
         "Achieved GFLOP/s = FLOPs / median time, with FLOPs = 2 * N * F * C * KH * KW * OH * OW "
-        "for the forward pass, 2x that for a backward pass computing the weight gradient only "
-        "(the first convolution, which needs no input gradient), 4x with the input gradient "
+        "for the forward pass, the same for a backward pass computing the weight gradient only "
+        "(the first convolution, which needs no input gradient), 2x with the input gradient "
         "(conv2, conv3); bias gradients are not counted. Rows are the passes training runs "
         "(PyTorch likewise: `x.requires_grad` only where the input gradient is needed), "
         "each on numcnn's two paths: `direct` (the kernels training runs) and `im2col` "

@@ -426,7 +426,7 @@ def main(argv=None):
                         help="interleaved inference rounds")
     parser.add_argument("--conv1-repeats", type=int, default=11,
                         help="interleaved rounds of conv1's forward pass and weight gradient")
-    parser.add_argument("--conv1-calls", type=int, default=10,
+    parser.add_argument("--conv1-calls", type=int, default=20,
                         help="timed calls per conv1 round and input (the round's median)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--skip-fit", action="store_true", help="no model.fit epochs")

@@ -266,22 +266,37 @@ def test_3x3_kernels_stack_the_whole_batch_or_one_image_at_a_time():
             assert_close(a, want, np.float32, scale=13 * 63 * 9 * np.abs(want).max())
 
 
-def test_3x3_forward_goes_through_a_long_stack_in_tiles():
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("N, H, W", [(5, 30, 40),     # one stack of 5 images: 4 tiles and 496
+                                     (1, 60, 75)])    # one image longer than two tiles
+def test_3x3_forward_goes_through_a_long_stack_in_tiles(dtype, N, H, W):
     """A stack longer than two tiles of RUN_TILE positions and not a whole number of
     them: the forward pass (and dx, the same kernel) adds each tile's channels in turn;
     the numbers are the definition's."""
     assert jit.RUN_TILE % 16 == 0                                   # tiles start on a line
-    x, Wt, b, dy = conv_arrays((5, 2, 30, 40, 3, 3, 1, 1), np.float32, 11, 6)
+    x, Wt, b, dy = conv_arrays((N, 2, H, W, 3, 3, 1, 1), dtype, 11, 6)
     with stacking(10**9, 1):
-        assert jit._images_per_stack(x.shape, 1, 4) == 5              # one stack of 5
-        run_length = (4 * 32 + 30) * 42                                # to the last output
+        assert jit._images_per_stack(x.shape, 1, x.itemsize) == N      # one stack
+        run_length = ((N - 1) * (H + 2) + H) * (W + 2)                  # to the last output
         assert run_length > 2 * jit.RUN_TILE and run_length % jit.RUN_TILE
         y = jit.conv2d_direct(x, Wt, b, 1, 1)
         dx, _, _ = jit.conv2d_direct_backward(dy, x, Wt, 1, 1)
-    assert_close(y, reference.conv2d_direct(x, Wt, b, 1, 1), np.float32,
+    assert_close(y, reference.conv2d_direct(x, Wt, b, 1, 1), dtype,
                  scale=2 * 9 * np.abs(x).max() * np.abs(Wt).max() + np.abs(b).max())
     dx_ref, _, _ = reference.conv2d_direct_backward(dy, x, Wt, 1, 1)
-    assert_close(dx, dx_ref, np.float32, scale=6 * 9 * np.abs(dy).max() * np.abs(Wt).max())
+    assert_close(dx, dx_ref, dtype, scale=6 * 9 * np.abs(dy).max() * np.abs(Wt).max())
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("rows, cols", [(1, 16), (4, 2048), (3, 48)])
+def test_3x3_buffers_start_on_a_cache_line(dtype, rows, cols):
+    """Every row of the kernels' buffers starts on a 64-byte line (rows of whole
+    vectors), whatever the allocator gives; the numbers are zeros."""
+    for _ in range(20):                                  # several allocations, several offsets
+        buffer = jit._aligned_zeros(rows, cols, np.zeros(1, dtype))
+        assert buffer.shape == (rows, cols) and buffer.dtype == dtype
+        assert not buffer.any() and buffer.flags.c_contiguous
+        assert all(row.ctypes.data % 64 == 0 for row in buffer)
 
 
 def test_3x3_kernels_take_an_empty_batch():
