@@ -285,6 +285,16 @@ def assert_close32(actual, expected, what="", rtol=1e-4, atol_scale=1e-5):
                                err_msg=what)
 
 
+def median_seconds(fn, repeats):
+    """The median time of ``repeats`` calls of ``fn()`` (seconds)."""
+    times = []
+    for _ in range(repeats):
+        began = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - began)
+    return float(np.median(times))
+
+
 def timed_once(fn, *args, **kwargs):
     """Run ``fn`` once, outside any benchmark timing; return (result, seconds)."""
     began = time.perf_counter()

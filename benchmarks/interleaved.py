@@ -103,20 +103,10 @@ def conv1_arrays(H, W):
             random_array((BATCH, F, H, W), seed=4))
 
 
-def median_call(pair, calls):
-    """The median time of ``calls`` calls of ``pair()`` (seconds)."""
-    import numpy as np
-    times = []
-    for _ in range(calls):
-        began = time.perf_counter()
-        pair()
-        times.append(time.perf_counter() - began)
-    return float(np.median(times))
-
-
 def conv1_round(worker):
     """A worker's conv1 task: the median call of its pair at each input (seconds)."""
-    return {"seconds": {size: median_call(pair, worker.conv1_calls)
+    from bloodnet import median_seconds
+    return {"seconds": {size: median_seconds(pair, worker.conv1_calls)
                         for size, pair in worker.conv1_pairs.items()}}
 
 

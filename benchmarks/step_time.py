@@ -20,7 +20,6 @@ on many commits.
 import json
 import os
 import sys
-import time
 
 os.environ.setdefault("OPENBLAS_THREAD_TIMEOUT", "4")   # before numpy, as numcnn and compare.py do
 sys.path[:0] = [os.getcwd(), os.path.join(os.getcwd(), "benchmarks")]
@@ -66,15 +65,6 @@ def torch_runners(x, y, xp):
     return step, predict
 
 
-def median_seconds(fn, repeats):
-    times = []
-    for _ in range(repeats):
-        began = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - began)
-    return float(np.median(times))
-
-
 def main(argv):
     numcnn.keep_freed_memory()                             # for PyTorch's process too
     rng = np.random.default_rng(0)
@@ -88,8 +78,8 @@ def main(argv):
     for _ in range(WARM_STEPS):
         step()
     predict()
-    print(json.dumps({"step_ms": 1000 * median_seconds(step, STEPS),
-                      "predict_img_per_s": IMAGES / median_seconds(predict, PREDICTIONS)}))
+    print(json.dumps({"step_ms": 1000 * bloodnet.median_seconds(step, STEPS),
+                      "predict_img_per_s": IMAGES / bloodnet.median_seconds(predict, PREDICTIONS)}))
 
 
 if __name__ == "__main__":

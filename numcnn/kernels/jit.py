@@ -325,15 +325,16 @@ def _stack_of(x, k, per_stack, pad, OH):
 
 
 @njit(**_fma_jit)
-def _row_taps(run, n, w, ext, t0):
-    """``ext[f, t0 + q] += w[f, 0] * run[q] + w[f, 1] * run[q + 1] + w[f, 2] * run[q + 2]``,
+def _row_taps(run, n, w, ext, first):
+    """``ext[f, first + q] += w[f, 0] * run[q] + w[f, 1] * run[q + 1] + w[f, 2] * run[q + 2]``,
     for f < 4 and q < n."""
     a, b, c = run[0:n], run[1:n + 1], run[2:n + 2]
-    e0, e1, e2, e3 = ext[0][t0:t0 + n], ext[1][t0:t0 + n], ext[2][t0:t0 + n], ext[3][t0:t0 + n]
+    e0, e1, e2, e3 = (ext[0][first:first + n], ext[1][first:first + n],
+                      ext[2][first:first + n], ext[3][first:first + n])
     u0, u1, u2 = w[0, 0], w[0, 1], w[0, 2]
     v0, v1, v2 = w[1, 0], w[1, 1], w[1, 2]
     s0, s1, s2 = w[2, 0], w[2, 1], w[2, 2]
-    t0_, t1, t2 = w[3, 0], w[3, 1], w[3, 2]
+    t0, t1, t2 = w[3, 0], w[3, 1], w[3, 2]
     for q in range(n):
         xa = a[q]
         xb = b[q]
@@ -341,7 +342,7 @@ def _row_taps(run, n, w, ext, t0):
         e0[q] += u0 * xa + u1 * xb + u2 * xc
         e1[q] += v0 * xa + v1 * xb + v2 * xc
         e2[q] += s0 * xa + s1 * xb + s2 * xc
-        e3[q] += t0_ * xa + t1 * xb + t2 * xc
+        e3[q] += t0 * xa + t1 * xb + t2 * xc
 
 
 @njit(**_fma_pjit)
