@@ -191,25 +191,31 @@ def geometry_3x3(draw):
 
 @contextlib.contextmanager
 def stacking(stack_bytes, parts):
-    """The 3x3 kernels with ``STACK_BYTES`` and ``GRADIENT_STACK_BYTES`` both
-    ``stack_bytes``, and ``GRADIENT_PARTS`` ``parts``, for a while."""
-    saved = jit.STACK_BYTES, jit.GRADIENT_STACK_BYTES, jit.GRADIENT_PARTS
-    jit.STACK_BYTES, jit.GRADIENT_STACK_BYTES, jit.GRADIENT_PARTS = stack_bytes, stack_bytes, parts
+    """The 3x3 weight gradient with ``GRADIENT_STACK_BYTES`` ``stack_bytes`` and
+    ``GRADIENT_PARTS`` ``parts``, for a while."""
+    saved = jit.GRADIENT_STACK_BYTES, jit.GRADIENT_PARTS
+    jit.GRADIENT_STACK_BYTES, jit.GRADIENT_PARTS = stack_bytes, parts
     try:
         yield
     finally:
-        jit.STACK_BYTES, jit.GRADIENT_STACK_BYTES, jit.GRADIENT_PARTS = saved
+        jit.GRADIENT_STACK_BYTES, jit.GRADIENT_PARTS = saved
+
+
+def gradient_stack(x_shape, itemsize=4):
+    """Images a stack of the 3x3 weight gradient at the current budget (padding 1)."""
+    return jit._images_per_stack(x_shape, 1, itemsize, jit.GRADIENT_STACK_BYTES, jit.FILTER_BLOCK)
 
 
 @SETTINGS
 @given(geometry=geometry_3x3(), dtype=dtypes, seed=seeds,
-       stack_bytes=st.sampled_from([1, 600, 4000, jit.STACK_BYTES]),
+       stack_bytes=st.sampled_from([1, 600, 4000, jit.GRADIENT_STACK_BYTES]),
        parts=st.sampled_from([1, 3, jit.GRADIENT_PARTS]))
 def test_3x3_kernels_match_the_reference(geometry, dtype, seed, stack_bytes, parts):
     """Forward, dx, dW and db of the 3x3 kernels against the definition, for any number of
-    images a stack (``STACK_BYTES`` and ``GRADIENT_PARTS`` small or large: one image a
-    stack, a few with a shorter last stack, the whole batch in one), filters that do not
-    fill a block of four, and padding 0, 1 or 2."""
+    images a stack of the weight gradient (``GRADIENT_STACK_BYTES`` and ``GRADIENT_PARTS``
+    small or large: one image a stack, a few with a shorter last stack, the whole batch
+    in one), rows shorter than a vector, filters that do not fill a block, and padding
+    0, 1 or 2."""
     N, C, F, H, W, pad = geometry
     x, Wt, b, dy = conv_arrays((N, C, H, W, 3, 3, 1, pad), dtype, seed, F)
     assert jit._is_direct_3x3(Wt.shape, 1, pad)
@@ -228,35 +234,29 @@ def test_3x3_kernels_match_the_reference(geometry, dtype, seed, stack_bytes, par
     assert np.array_equal(first_layer[1], dW) and np.array_equal(first_layer[2], db)
 
 
-def test_3x3_kernels_split_images_into_stacks_both_threads_share():
-    # conv1 of the blood-cell network: 64 images of 3x66x66 padded, 52 KiB each
-    assert jit._images_per_stack((64, 3, 64, 64), 1, 4) == 8              # 8 stacks
-    assert jit._images_per_stack((64, 64, 16, 16), 1, 4) == 4             # 16 stacks
-    assert jit._images_per_stack((1, 3, 64, 64), 1, 4) == 1
-    huge = 2 * jit.STACK_BYTES // 4                                       # one image > budget
-    assert jit._images_per_stack((5, 1, huge, 1), 0, 4) == 1
+def test_3x3_weight_gradient_splits_images_into_stacks_both_threads_share():
+    # conv1 of the blood-cell network: 64 images of 3x66x66 padded, and the four rows of g
+    huge = 2 * jit.GRADIENT_STACK_BYTES // 4                              # one image > budget
+    assert jit._images_per_stack((5, 1, huge, 1), 0, 4, jit.GRADIENT_STACK_BYTES) == 1
+    assert gradient_stack((1, 3, 64, 64)) == 1
     for N, C, H in [(64, 3, 64), (64, 32, 32), (7, 5, 9), (100, 1, 3)]:
-        per_stack = jit._images_per_stack((N, C, H, H), 1, 4)
-        stacks = jit._ceil_div(N, per_stack)
-        assert per_stack * C * (H + 2) ** 2 * 4 <= max(jit.STACK_BYTES, C * (H + 2) ** 2 * 4)
-        assert stacks >= min(N, jit.GRADIENT_PARTS)
         # the weight gradient's stacks: input and the four rows of g within their budget
-        per_stack = jit._images_per_stack((N, C, H, H), 1, 4, jit.GRADIENT_STACK_BYTES, 4)
+        per_stack = gradient_stack((N, C, H, H))
         image = (C + 4) * (H + 2) ** 2 * 4
         assert per_stack * image <= max(jit.GRADIENT_STACK_BYTES, image)
         assert jit._ceil_div(N, per_stack) >= min(N, jit.GRADIENT_PARTS)
     # conv1 and conv2 of the network: 3 and 2 images a stack in the weight gradient
-    assert jit._images_per_stack((64, 3, 64, 64), 1, 4, jit.GRADIENT_STACK_BYTES, 4) == 3
-    assert jit._images_per_stack((64, 32, 32, 32), 1, 4, jit.GRADIENT_STACK_BYTES, 4) == 2
+    assert gradient_stack((64, 3, 64, 64)) == 3
+    assert gradient_stack((64, 32, 32, 32)) == 2
 
 
-def test_3x3_kernels_stack_the_whole_batch_or_one_image_at_a_time():
+def test_3x3_weight_gradient_stacks_the_whole_batch_or_one_image_at_a_time():
     """The two ends of the stacking, on one batch: the same numbers to float32 rounding."""
     x, Wt, b, dy = conv_arrays((13, 2, 7, 9, 3, 3, 1, 1), np.float32, 3, 5)
     results = []
     for stack_bytes, parts, per_stack in [(10**9, 1, 13), (1, 8, 1)]:
         with stacking(stack_bytes, parts):
-            assert jit._images_per_stack(x.shape, 1, 4) == per_stack
+            assert gradient_stack(x.shape) == per_stack
             results.append((jit.conv2d_direct(x, Wt, b, 1, 1),)
                            + jit.conv2d_direct_backward(dy, x, Wt, 1, 1))
     expected = (reference.conv2d_direct(x, Wt, b, 1, 1),) + reference.conv2d_direct_backward(
@@ -267,24 +267,33 @@ def test_3x3_kernels_stack_the_whole_batch_or_one_image_at_a_time():
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
-@pytest.mark.parametrize("N, H, W", [(5, 30, 40),     # one stack of 5 images: 4 tiles and 496
-                                     (1, 60, 75)])    # one image longer than two tiles
-def test_3x3_forward_goes_through_a_long_stack_in_tiles(dtype, N, H, W):
-    """A stack longer than two tiles of RUN_TILE positions and not a whole number of
-    them: the forward pass (and dx, the same kernel) adds each tile's channels in turn;
-    the numbers are the definition's."""
-    assert jit.RUN_TILE % 16 == 0                                   # tiles start on a line
-    x, Wt, b, dy = conv_arrays((N, 2, H, W, 3, 3, 1, 1), dtype, 11, 6)
-    with stacking(10**9, 1):
-        assert jit._images_per_stack(x.shape, 1, x.itemsize) == N      # one stack
-        run_length = ((N - 1) * (H + 2) + H) * (W + 2)                  # to the last output
-        assert run_length > 2 * jit.RUN_TILE and run_length % jit.RUN_TILE
-        y = jit.conv2d_direct(x, Wt, b, 1, 1)
-        dx, _, _ = jit.conv2d_direct_backward(dy, x, Wt, 1, 1)
+@pytest.mark.parametrize("F, W", [(32, 64),     # conv1 of the network: whole blocks, rows of
+                                  (20, 16),     # whole vectors (a vector a row, or two in float64)
+                                  (17, 20),     # one filter past a block; vectors across rows
+                                  (40, 40),
+                                  (16, 25),
+                                  (3, 7)])      # fewer filters than a block; a vector spans 3 rows
+def test_3x3_forward_blocks_of_filters_and_columns(dtype, F, W):
+    """The forward pass (and dx, the same kernel) in blocks of 16 filters and a vector of
+    positions: rows of whole vectors, vectors that run across rows, filters that end in
+    part of a block all give the definition's numbers."""
+    x, Wt, b, dy = conv_arrays((3, 2, 5, W, 3, 3, 1, 1), dtype, 11, F)
+    y = jit.conv2d_direct(x, Wt, b, 1, 1)
     assert_close(y, reference.conv2d_direct(x, Wt, b, 1, 1), dtype,
                  scale=2 * 9 * np.abs(x).max() * np.abs(Wt).max() + np.abs(b).max())
+    dx, _, _ = jit.conv2d_direct_backward(dy, x, Wt, 1, 1)
     dx_ref, _, _ = reference.conv2d_direct_backward(dy, x, Wt, 1, 1)
-    assert_close(dx, dx_ref, dtype, scale=6 * 9 * np.abs(dy).max() * np.abs(Wt).max())
+    assert_close(dx, dx_ref, dtype, scale=F * 9 * np.abs(dy).max() * np.abs(Wt).max())
+
+
+def test_3x3_forward_weights_put_one_taps_filters_side_by_side():
+    Wt = np.arange(20 * 2 * 9, dtype=np.float32).reshape(20, 2, 3, 3)
+    blocked = jit._filters_in_blocks(Wt, np.float32)
+    assert blocked.shape == (2, 2, 3, 3, 16) and blocked.flags.c_contiguous
+    assert np.array_equal(blocked[0, 1, 2, 0], Wt[:16, 1, 2, 0])
+    assert np.array_equal(blocked[1, 0, 1, 2, :4], Wt[16:, 0, 1, 2])
+    assert not blocked[1, ..., 4:].any()                      # zero filters fill the last block
+    assert np.array_equal(jit._padded_bias(np.ones(20, np.float32), 20), [1] * 20 + [0] * 12)
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])

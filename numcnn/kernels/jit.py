@@ -20,6 +20,7 @@ import numpy as np
 from numba import njit, prange
 
 from .reference import conv_output_size
+from .vectors import BLOCK, filled, multiply_add, store
 
 if "NUMBA_THREADING_LAYER" not in os.environ:
     numba.config.THREADING_LAYER = "workqueue"
@@ -30,8 +31,6 @@ _pjit = dict(cache=True, nogil=True, parallel=True)
 # the float64 sums; NaN and infinity semantics are kept.
 _reduce_jit = dict(_pjit, fastmath={"reassoc", "contract"})
 # Multiply-adds fused into one instruction (one rounding instead of two).
-_fma_jit = dict(_jit, fastmath={"contract"})
-_fma_pjit = dict(_pjit, fastmath={"contract"})
 _fma_sum_jit = dict(_jit, fastmath={"reassoc", "contract"})
 
 
@@ -97,9 +96,9 @@ def _conv2d_direct(x, W, b, stride, pad, y):
 def conv2d_direct(x, W, b, stride, pad):
     """Convolution by its definition; see :func:`numcnn.kernels.reference.conv2d_direct`.
 
-    3x3 kernels with stride 1 and padding up to 2 run :func:`_conv3x3` (the
-    nine taps as shifted multiply-adds over whole images, four filters at a
-    time). Other shapes run loops over output rows, the innermost over an
+    3x3 kernels with stride 1 and padding up to 2 run :func:`_conv3x3` (a
+    block of 16 filters' outputs at a vector of columns kept in registers while
+    every channel's nine taps add to it). Other shapes run loops over output rows, the innermost over an
     output row's columns, so that each weight multiplies a contiguous run of
     pixels; each output element sums its products in the order (c, i, j).
     """
@@ -110,8 +109,7 @@ def conv2d_direct(x, W, b, stride, pad):
     x = np.ascontiguousarray(x)
     b = np.ascontiguousarray(b, dtype=x.dtype)
     if _is_direct_3x3(W.shape, stride, pad):
-        _conv3x3(x, _filters_in_blocks(W, x.dtype), b, pad,
-                 _images_per_stack(x.shape, pad, x.itemsize), y)
+        _conv3x3(x, _filters_in_blocks(W, x.dtype).reshape(-1), _padded_bias(b, len(W)), pad, y)
     else:
         _conv2d_direct(x, np.ascontiguousarray(W, dtype=x.dtype), b, stride, pad, y)
     return y
@@ -205,34 +203,35 @@ def conv2d_direct_backward(dy, x, W, stride, pad, input_grad=True):
 # Pad an image with zeros to height HP = H + 2 * pad and width WP = W + 2 * pad
 # and lay each channel out as one flat row. Output (oh, ow) reads inputs
 # (oh + i, ow + j), which sit at flat index q + i * WP + j with q = oh * WP + ow.
-# So a channel's contribution through kernel row i is three shifted copies of
-# one flat run,
-#     ext[q] += W[f, c, i, 0] * xp[c, q + i*WP] + W[f, c, i, 1] * xp[c, q + i*WP + 1]
-#               + W[f, c, i, 2] * xp[c, q + i*WP + 2],
-# one long loop that the compiler vectorises, instead of one short loop per
-# output row. Several padded images go one under another ("a stack", about
-# STACK_BYTES of input; GRADIENT_STACK_BYTES of input and ``g`` together in the
-# weight gradient) so that small images make long runs too. ``ext`` is the
-# output of the stack at width WP: the last two columns of each row, and the
-# two rows where one image's window reaches into the next, are wasted work,
-# dropped when it is copied out. The weight gradient is the same sums read the
-# other way: dW[f, c, i, j] = sum over q of g[f, q] * xp[c, q + i*WP + j], with
-# g the output gradient laid out like ``ext`` (zeros in the dropped places).
-# Four filters go together, so that each input value loaded feeds twelve
-# multiply-adds; the filters are padded with zeros to a multiple of four.
-# The forward pass goes through the stack a tile of RUN_TILE positions at a time,
-# all channels and kernel rows for one tile before the next, so that the four
-# output rows of the tile (32 KiB in float32) stay mostly in the L1 cache (48 KiB
-# a core on the machine where this was measured) while the channels add to them. The buffers start on a cache line and their rows are
-# whole vectors long, so that no vector of ``ext`` or ``g`` straddles two cache
-# lines (a straddling store costs two).
-FILTER_BLOCK = 4  # _row_taps and _row_taps_dot are written out for four filters: not a knob
-STACK_BYTES = 512 * 1024
+#
+# The forward pass (and the input gradient, the same convolution) keeps a block
+# of outputs in registers: 16 filters at `lanes` neighbouring columns of one
+# output row (16 in float32), one vector a filter (numcnn.kernels.vectors).
+# Every channel c and tap (i, j) then adds one input vector, loaded once, times
+# each filter's weight:
+#     acc[f] += xp[c, (oh + i) * WP + ow + j : ... + lanes] * W[f0 + f, c, i, j],
+# 16 multiply-adds a load; the block is written to y once, when all 9C taps are
+# in. The weights are laid out so that one tap's 16 filters are adjacent
+# (_filters_in_blocks). Each image is padded into a buffer of its own; the end
+# of a row that is not a whole vector goes as a masked vector (half a one when
+# half covers it).
+#
+# The weight gradient is the same sums read the other way:
+#     dW[f, c, i, j] = sum over q of g[f, q] * xp[c, q + i*WP + j],
+# with g the output gradient laid out at width WP (zeros in the places no
+# output has: the last two columns of each row, and the two rows where one
+# image's window reaches into the next). Several padded images go one under
+# another ("a stack", GRADIENT_STACK_BYTES of input and g together) so that
+# small images make long runs, one long loop that the compiler vectorises,
+# four filters at a time so that each input value loaded feeds twelve
+# multiply-adds (the filters padded with zeros to a multiple of four). Its
+# buffers start on a cache line and their rows are whole vectors long, so that
+# no vector of ``g`` straddles two cache lines (a straddling load costs two).
+FILTER_BLOCK = 4  # _row_taps_dot is written out for four filters: not a knob
 #: The weight gradient's stacks are sized by their input and the four rows of ``g``
 #: together, which the three passes of each channel (one a kernel row) read again:
 #: about 384 KiB stays in the L2 cache (1 MiB a core where this was measured).
 GRADIENT_STACK_BYTES = 384 * 1024
-RUN_TILE = 2048  # a multiple of 16, so that every tile starts on a cache line
 #: Image shares of the 3x3 weight gradient: each is summed on its own, then the
 #: shares are added in order, so the result does not depend on the thread count.
 GRADIENT_PARTS = 8
@@ -249,31 +248,39 @@ def _ceil_div(a, b):
     return -(-a // b)
 
 
-def _blocked_count(F):
-    """``F`` filters rounded up to whole blocks of ``FILTER_BLOCK``."""
-    return _ceil_div(F, FILTER_BLOCK) * FILTER_BLOCK
+def _blocked_count(F, block=FILTER_BLOCK):
+    """``F`` filters rounded up to whole blocks of ``block``."""
+    return _ceil_div(F, block) * block
 
 
 def _filters_in_blocks(W, dtype):
-    """``W`` with zero filters appended up to a multiple of ``FILTER_BLOCK``, as ``dtype``."""
-    blocked = np.zeros((_blocked_count(len(W)),) + W.shape[1:], dtype=dtype)
-    blocked[:len(W)] = W
-    return blocked
+    """``W`` (F, C, 3, 3) as the forward kernel reads it: blocks of ``BLOCK`` filters
+    (zero filters appended to fill the last), the block's filters last, so that one
+    tap's 16 weights are adjacent: (F / BLOCK, C, 3, 3, BLOCK), as ``dtype``."""
+    F, C = W.shape[:2]
+    blocked = np.zeros((_blocked_count(F, BLOCK), C, 3, 3), dtype=dtype)
+    blocked[:F] = W
+    return np.ascontiguousarray(
+        blocked.reshape(-1, BLOCK, C, 3, 3).transpose(0, 2, 3, 4, 1))
 
 
-def _images_per_stack(x_shape, pad, itemsize, budget=None, extra_rows=0):
-    """How many padded images of ``x_shape`` (N, C, H, W) make one stack.
+def _padded_bias(b, F):
+    """The biases with zeros appended to whole blocks of ``BLOCK`` filters."""
+    padded = np.zeros(_blocked_count(F, BLOCK), dtype=b.dtype)
+    padded[:F] = b
+    return padded
 
-    At most about ``budget`` bytes (STACK_BYTES unless given) of the stack's
-    C rows of input and ``extra_rows`` more rows as long (the weight gradient's
-    ``g``) each, aiming at a multiple of GRADIENT_PARTS stacks so that the
-    threads get equal shares: a batch of 64 images of the blood-cell network
-    makes 8 or 16 equal stacks in the forward pass (conv1, conv3) or 22
-    (conv2); other counts may not divide evenly (the weight gradient of
-    conv1: 22 stacks of 3 images and one, so its 8 shares hold 6 to 9 images).
+
+def _images_per_stack(x_shape, pad, itemsize, budget, extra_rows=0):
+    """How many padded images of ``x_shape`` (N, C, H, W) make one stack of the weight gradient.
+
+    At most about ``budget`` bytes of the stack's C rows of input and
+    ``extra_rows`` more rows as long (``g``) each, aiming at a multiple of
+    GRADIENT_PARTS stacks so that the threads get equal shares; other counts
+    may not divide evenly (conv1 of the blood-cell network: 22 stacks of 3
+    images and one, so its 8 shares hold 6 to 9 images).
     """
     N, C, H, W = x_shape
-    budget = STACK_BYTES if budget is None else budget
     total_bytes = N * (C + extra_rows) * (H + 2 * pad) * (W + 2 * pad) * itemsize
     stacks = GRADIENT_PARTS * max(1, _ceil_div(total_bytes, GRADIENT_PARTS * budget))
     return max(1, _ceil_div(N, stacks))
@@ -324,52 +331,56 @@ def _stack_of(x, k, per_stack, pad, OH):
     return n0, count, Q, xp
 
 
-@njit(**_fma_jit)
-def _row_taps(run, n, w, ext, first):
-    """``ext[f, first + q] += w[f, 0] * run[q] + w[f, 1] * run[q + 1] + w[f, 2] * run[q + 2]``,
-    for f < 4 and q < n."""
-    a, b, c = run[0:n], run[1:n + 1], run[2:n + 2]
-    e0, e1, e2, e3 = (ext[0][first:first + n], ext[1][first:first + n],
-                      ext[2][first:first + n], ext[3][first:first + n])
-    u0, u1, u2 = w[0, 0], w[0, 1], w[0, 2]
-    v0, v1, v2 = w[1, 0], w[1, 1], w[1, 2]
-    s0, s1, s2 = w[2, 0], w[2, 1], w[2, 2]
-    t0, t1, t2 = w[3, 0], w[3, 1], w[3, 2]
-    for q in range(n):
-        xa = a[q]
-        xb = b[q]
-        xc = c[q]
-        e0[q] += u0 * xa + u1 * xb + u2 * xc
-        e1[q] += v0 * xa + v1 * xb + v2 * xc
-        e2[q] += s0 * xa + s1 * xb + s2 * xc
-        e3[q] += t0 * xa + t1 * xb + t2 * xc
+@njit(inline="always")
+def _taps(acc, xp, at, plane, WP, W, first, C):
+    """``acc`` plus the 9C taps of the outputs whose first input is ``xp[at]``:
+    channel c, tap (i, j) reads ``xp[c * plane + (oh + i) * WP + ow + j]``."""
+    for c in range(C):
+        for i in range(3):
+            row = at + c * plane + i * WP
+            k = first + (c * 3 + i) * 3 * BLOCK
+            acc = multiply_add(acc, xp, row, W, k)
+            acc = multiply_add(acc, xp, row + 1, W, k + BLOCK)
+            acc = multiply_add(acc, xp, row + 2, W, k + 2 * BLOCK)
+    return acc
 
 
-@njit(**_fma_pjit)
-def _conv3x3(x, W4, b, pad, per_stack, y):
+@njit(**_pjit)
+def _conv3x3(x, W, b, pad, y):
+    """y = x convolved with ``W`` (from _filters_in_blocks, flat) plus ``b`` (padded
+    to whole blocks), a block of 16 filters x one vector of columns at a time."""
     N, C, H, Wd = x.shape
     F, OH, OW = y.shape[1:]
     HP, WP = H + 2 * pad, Wd + 2 * pad
-    for k in prange(_ceil_div(N, per_stack)):  # each stack owns its images' y[n]
-        n0, count, Q, xp = _stack_of(x, k, per_stack, pad, OH)
-        ext = _aligned_zeros(FILTER_BLOCK, Q, x)
-        for f0 in range(0, len(W4), FILTER_BLOCK):
-            ext[:] = 0
-            for t0 in range(0, Q, RUN_TILE):  # a tile of the four output rows stays in L1
-                n = min(RUN_TILE, Q - t0)
-                for c in range(C):
-                    for i in range(3):
-                        start = i * WP + t0
-                        _row_taps(xp[c, start:start + n + 2], n, W4[f0:f0 + FILTER_BLOCK, c, i], ext, t0)
-            for f in range(f0, min(f0 + FILTER_BLOCK, F)):
-                bias = b[f]
-                for m in range(count):
-                    for oh in range(OH):
-                        start = (m * HP + oh) * WP
-                        source = ext[f - f0, start:start + OW]
-                        target = y[n0 + m, f, oh]
-                        for ow in range(OW):
-                            target[ow] = source[ow] + bias
+    lanes = 64 // x.itemsize
+    plane = _ceil_div(HP * WP + lanes, 16) * 16   # room for a vector read past the end
+    y_flat = y.reshape(-1)
+    for n in prange(N):
+        xp = _aligned_zeros(C, plane, x)
+        for c in range(C):
+            for h in range(H):
+                start = (h + pad) * WP + pad
+                xp[c, start:start + Wd] = x[n, c, h]
+        xp = xp.reshape(-1)
+        for f0 in range(0, F, BLOCK):
+            first = f0 * C * 9                     # the block's weights
+            filters = min(BLOCK, F - f0)
+            out = (n * F + f0) * OH * OW           # y[n, f0, 0, 0]
+            if OW % lanes == 0:                    # rows of whole vectors: a vector of a row
+                for oh in range(OH):
+                    for ow in range(0, OW, lanes):
+                        outputs = _taps(filled(b, f0), xp, oh * WP + ow, plane, WP, W, first, C)
+                        store(y_flat, out + oh * OW + ow, OH * OW, outputs, filters, 0, lanes)
+            else:  # vectors run on across rows (the two padding columns are wasted work)
+                for q in range(0, (OH - 1) * WP + OW, lanes):     # outputs q .. q + lanes - 1
+                    outputs = _taps(filled(b, f0), xp, q, plane, WP, W, first, C)
+                    # lanes in output row r go to y[n, f, r, q + l - r * WP]: one store a row
+                    for r in range(q // WP, min(OH, _ceil_div(q + lanes, WP))):
+                        lo = max(0, r * WP - q)
+                        hi = min(lanes, r * WP + OW - q)
+                        if hi > lo:
+                            store(y_flat, out + r * (OW - WP) + q, OH * OW, outputs, filters,
+                                  lo, hi)
 
 
 @njit(**_fma_sum_jit)
@@ -466,8 +477,8 @@ def _conv3x3_backward(dy, x, W, pad, input_grad):
     if input_grad:
         turned = W[:, :, ::-1, ::-1].transpose(1, 0, 2, 3)                    # (C, F, 3, 3)
         dx = np.empty_like(x)
-        _conv3x3(dy, _filters_in_blocks(turned, x.dtype), np.zeros(C, dtype=x.dtype), 2 - pad,
-                 _images_per_stack(dy.shape, 2 - pad, x.itemsize), dx)
+        _conv3x3(dy, _filters_in_blocks(turned, x.dtype).reshape(-1),
+                 _padded_bias(np.zeros(C, dtype=x.dtype), C), 2 - pad, dx)
     return dx, dW, db
 
 

@@ -1,0 +1,177 @@
+"""Explicit vectors for the 3x3 convolution kernels of :mod:`numcnn.kernels.jit`.
+
+A convolution is fastest when a block of outputs stays in the processor's
+vector registers while every input channel and kernel tap adds to it, and
+each input vector loaded feeds many multiply-adds. numba's loop vectoriser
+does not write that from plain loops (it broadcasts every weight into a
+register of its own, and 32 registers do not hold them all), so this module
+gives the kernels one value type and three operations that say it directly:
+
+- a :class:`Block` is ``BLOCK`` (16) vectors, one a filter: vector ``f``
+  holds filter ``f``'s outputs at ``lanes`` neighbouring positions (16 in
+  float32, 8 in float64: one 64-byte register each);
+- :func:`filled` starts a block at the biases,
+- :func:`multiply_add` adds one input vector times each filter's weight
+  (``acc[f] += x[at:at + lanes] * w[start + f]``),
+- :func:`store` writes a block (all its lanes, or some) into the output, one
+  row a filter.
+
+Each is an ``@intrinsic``: a few lines that emit LLVM's vector instructions
+(fused multiply-add, masked store), so that numba compiles a kernel loop
+written with them into the registers and instructions the comments promise.
+The arithmetic is that of the plain loop: one fused multiply-add a product,
+in the order the kernel calls them, so results do not depend on threads.
+"""
+from llvmlite import ir
+from numba import types
+from numba.core import cgutils
+from numba.core.datamodel import models
+from numba.extending import intrinsic, register_model
+
+#: Filters in a block: 16 accumulating registers, with room left for the
+#: input vector and the weights among the 32 vector registers of AVX-512.
+BLOCK = 16
+VECTOR_BYTES = 64  # one AVX-512 register; LLVM splits it on narrower processors
+
+
+class Block(types.Type):
+    """``BLOCK`` vectors of ``lanes`` numbers of ``dtype`` each, kept in registers."""
+
+    def __init__(self, dtype, lanes):
+        self.dtype = dtype
+        self.lanes = lanes
+        super().__init__(name=f"Block({dtype}, {BLOCK}x{lanes})")
+
+
+@register_model(Block)
+class _BlockModel(models.PrimitiveModel):
+    def __init__(self, dmm, fe_type):
+        vector = ir.VectorType(dmm.lookup(fe_type.dtype).get_value_type(), fe_type.lanes)
+        super().__init__(dmm, fe_type, ir.ArrayType(vector, BLOCK))
+
+
+def _flat(array_type):
+    """Whether the operations take this array: one dimension (the kernels pass
+    ``reshape(-1)`` of contiguous arrays; the operations index its memory flat)."""
+    return isinstance(array_type, types.Array) and array_type.ndim == 1
+
+
+def _pointer(context, builder, array_type, array, index, index_type):
+    """The address of ``array.flat[index]`` (``array`` C-contiguous)."""
+    index = context.cast(builder, index, index_type, types.intp)
+    return builder.gep(context.make_array(array_type)(context, builder, array).data, [index])
+
+
+def _offset(builder, index, k):
+    return builder.add(index, ir.Constant(index.type, k))
+
+
+def _splat(builder, scalar, lanes):
+    """``scalar`` in every lane of a vector."""
+    vector = ir.VectorType(scalar.type, lanes)
+    first = builder.insert_element(ir.Constant(vector, ir.Undefined), scalar,
+                                   ir.Constant(ir.IntType(32), 0))
+    return builder.shuffle_vector(first, ir.Constant(vector, ir.Undefined),
+                                  ir.Constant(ir.VectorType(ir.IntType(32), lanes), [0] * lanes))
+
+
+def _suffix(vector):
+    """LLVM's name for a vector type in intrinsic names: ``v16f32``, ``v8f64``."""
+    bits = 32 if isinstance(vector.element, ir.FloatType) else 64
+    return f"v{vector.count}f{bits}"
+
+
+@intrinsic
+def filled(typingctx, values, start):
+    """A block whose vector ``f`` is ``values[start + f]`` in every lane (a register
+    of 16 float32 or 8 float64 numbers a filter)."""
+    if not _flat(values):
+        return None
+    block = Block(values.dtype, VECTOR_BYTES // (values.dtype.bitwidth // 8))
+
+    def codegen(context, builder, signature, args):
+        array, index = args
+        element = context.get_value_type(block.dtype)
+        result = ir.Constant(ir.ArrayType(ir.VectorType(element, block.lanes), BLOCK),
+                             ir.Undefined)
+        for f in range(BLOCK):
+            at = _pointer(context, builder, signature.args[0], array,
+                          _offset(builder, index, f), signature.args[1])
+            result = builder.insert_value(result, _splat(builder, builder.load(at), block.lanes), f)
+        return result
+    return block(values, start), codegen
+
+
+@intrinsic
+def multiply_add(typingctx, block, source, at, weights, start):
+    """``block[f] + source[at:at + lanes] * weights[start + f]`` for every filter ``f``.
+
+    One vector load of the input (no alignment needed), then ``BLOCK`` fused
+    multiply-adds by single weights, which the processor broadcasts from memory.
+    """
+    if not (isinstance(block, Block) and _flat(source) and _flat(weights)):
+        return None
+
+    def codegen(context, builder, signature, args):
+        accumulators, array, index, weight_array, weight_index = args
+        first = _pointer(context, builder, signature.args[1], array, index, signature.args[2])
+        vector = ir.VectorType(first.type.pointee, block.lanes)
+        x = builder.load(builder.bitcast(first, vector.as_pointer()), align=1)
+        fma = cgutils.get_or_insert_function(builder.module, ir.FunctionType(vector, [vector] * 3),
+                                             f"llvm.fma.{_suffix(vector)}")
+        for f in range(BLOCK):
+            w = builder.load(_pointer(context, builder, signature.args[3], weight_array,
+                                      _offset(builder, weight_index, f), signature.args[4]))
+            total = builder.call(fma, [x, _splat(builder, w, block.lanes),
+                                       builder.extract_value(accumulators, f)])
+            accumulators = builder.insert_value(accumulators, total, f)
+        return accumulators
+    return block(block, source, at, weights, start), codegen
+
+
+@intrinsic
+def store(typingctx, target, start, stride, block, filters, first, end):
+    """``target[start + f * stride + l] = block[f][l]`` for ``f < filters`` and
+    ``first <= l < end``.
+
+    A whole vector a filter when the lanes are all of the block's, else a
+    masked store of those lanes (the others are not touched, so ``start`` may
+    lie before the array as long as lane ``first`` does not); filters past
+    ``filters`` (the zero filters that pad a layer's filters to whole blocks)
+    are not written.
+    """
+    if not (isinstance(block, Block) and _flat(target)):
+        return None
+
+    def codegen(context, builder, signature, args):
+        array, index, step, accumulators, written, lo, hi = args
+        index, step, written, lo, hi = (
+            context.cast(builder, value, value_type, types.intp)
+            for value, value_type in zip((index, step, written, lo, hi),
+                                         signature.args[1:3] + signature.args[4:]))
+        lanes = block.lanes
+        vector = ir.VectorType(context.get_value_type(block.dtype), lanes)
+        lane_numbers = ir.Constant(ir.VectorType(lo.type, lanes), list(range(lanes)))
+        mask = builder.and_(builder.icmp_signed(">=", lane_numbers, _splat(builder, lo, lanes)),
+                            builder.icmp_signed("<", lane_numbers, _splat(builder, hi, lanes)))
+        masked_store = cgutils.get_or_insert_function(
+            builder.module,
+            ir.FunctionType(ir.VoidType(), [vector, vector.as_pointer(), ir.IntType(32), mask.type]),
+            f"llvm.masked.store.{_suffix(vector)}.p0{_suffix(vector)}")
+        whole = builder.and_(builder.icmp_signed("==", lo, ir.Constant(lo.type, 0)),
+                             builder.icmp_signed("==", hi, ir.Constant(hi.type, lanes)))
+        for f in range(BLOCK):
+            with builder.if_then(builder.icmp_signed("<", ir.Constant(written.type, f), written),
+                                 likely=True):
+                row = builder.add(index, builder.mul(step, ir.Constant(step.type, f)))
+                at = builder.bitcast(builder.gep(
+                    context.make_array(signature.args[0])(context, builder, array).data, [row]),
+                    vector.as_pointer())
+                value = builder.extract_value(accumulators, f)
+                with builder.if_else(whole, likely=True) as (all_lanes, some_lanes):
+                    with all_lanes:
+                        builder.store(value, at, align=1)
+                    with some_lanes:
+                        builder.call(masked_store, [value, at, ir.Constant(ir.IntType(32), 1), mask])
+        return context.get_dummy_value()
+    return types.none(target, start, stride, block, filters, first, end), codegen
