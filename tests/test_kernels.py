@@ -274,7 +274,7 @@ def test_3x3_weight_gradient_stacks_the_whole_batch_or_one_image_at_a_time():
                                   (16, 25),
                                   (3, 7)])      # fewer filters than a block; a vector spans 3 rows
 def test_3x3_forward_blocks_of_filters_and_columns(dtype, F, W):
-    """The forward pass (and dx, the same kernel) in blocks of 16 filters and a vector of
+    """The forward pass (and dx, the same kernel) in blocks of filters and a vector of
     positions: rows of whole vectors, vectors that run across rows, filters that end in
     part of a block all give the definition's numbers."""
     x, Wt, b, dy = conv_arrays((3, 2, 5, W, 3, 3, 1, 1), dtype, 11, F)
@@ -289,11 +289,14 @@ def test_3x3_forward_blocks_of_filters_and_columns(dtype, F, W):
 def test_3x3_forward_weights_put_one_taps_filters_side_by_side():
     Wt = np.arange(20 * 2 * 9, dtype=np.float32).reshape(20, 2, 3, 3)
     blocked = jit._filters_in_blocks(Wt, np.float32)
-    assert blocked.shape == (2, 2, 3, 3, 16) and blocked.flags.c_contiguous
-    assert np.array_equal(blocked[0, 1, 2, 0], Wt[:16, 1, 2, 0])
-    assert np.array_equal(blocked[1, 0, 1, 2, :4], Wt[16:, 0, 1, 2])
-    assert not blocked[1, ..., 4:].any()                      # zero filters fill the last block
-    assert np.array_equal(jit._padded_bias(np.ones(20, np.float32), 20), [1] * 20 + [0] * 12)
+    B = jit.BLOCK                                             # 16 with AVX-512, else 8
+    blocks, last = -(-20 // B), 20 - (-(-20 // B) - 1) * B    # the last block's filters
+    assert blocked.shape == (blocks, 2, 3, 3, B) and blocked.flags.c_contiguous
+    assert np.array_equal(blocked[0, 1, 2, 0], Wt[:B, 1, 2, 0])
+    assert np.array_equal(blocked[-1, 0, 1, 2, :last], Wt[20 - last:, 0, 1, 2])
+    assert not blocked[-1, ..., last:].any()                  # zero filters fill the last block
+    assert np.array_equal(jit._padded_bias(np.ones(20, np.float32), 20),
+                          [1] * 20 + [0] * (blocks * B - 20))
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])

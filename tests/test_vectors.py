@@ -1,9 +1,24 @@
-"""The vector operations of the 3x3 kernels (numcnn.kernels.vectors), one by one."""
+"""The vector operations of the 3x3 kernels (numcnn.kernels.vectors), one by one.
+
+The block's size follows the processor (16 filters of 64-byte vectors with
+AVX-512, 8 of 32-byte vectors elsewhere), so the tests read it from the
+module; ``test_the_blocks_of_an_avx2_processor`` runs them, and the forward
+kernel's tests, again with numba compiling for a processor without AVX-512.
+"""
+import os
+import subprocess
+import sys
+from pathlib import Path
+
 import numpy as np
 import pytest
 from numba import njit
+from numba.core.codegen import get_host_cpu_features
 
-from numcnn.kernels.vectors import BLOCK, filled, multiply_add, store
+from numcnn.kernels import vectors
+from numcnn.kernels.vectors import BLOCK, VECTOR_BYTES, filled, multiply_add, store
+
+LANES = VECTOR_BYTES // 4                      # float32 numbers in a vector
 
 
 @njit
@@ -13,7 +28,7 @@ def block_of(bias, first_bias, source, at, weights, first_weight, taps):
     block = filled(bias, first_bias)
     for t in range(taps):
         block = multiply_add(block, source, at + t, weights, first_weight + t * BLOCK)
-    lanes = 64 // source.itemsize
+    lanes = VECTOR_BYTES // source.itemsize
     out = np.full(BLOCK * lanes, np.nan, dtype=source.dtype)
     store(out, 0, lanes, block, BLOCK, 0, lanes)
     return out.reshape(BLOCK, lanes)
@@ -30,7 +45,7 @@ def stored(block_value, filters, lo, hi, start, stride, size):
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 def test_a_block_sums_bias_and_products_filter_by_filter(dtype):
     rng = np.random.default_rng(0)
-    lanes = 64 // np.dtype(dtype).itemsize
+    lanes = VECTOR_BYTES // np.dtype(dtype).itemsize
     source = rng.standard_normal(40).astype(dtype)
     weights = rng.standard_normal(3 * BLOCK + 5).astype(dtype)
     bias = rng.standard_normal(BLOCK + 2).astype(dtype)
@@ -44,21 +59,53 @@ def test_a_block_sums_bias_and_products_filter_by_filter(dtype):
 
 
 def test_store_writes_only_its_filters_and_lanes():
-    # 3 filters, lanes 4..10 of each, rows 20 apart, starting at 7
-    out = stored(1.5, 3, 4, 11, 7, 20, 80)
+    # 3 filters, lanes lo..hi-1 of each (the middle half), rows 20 apart, starting at 7
+    lo, hi = LANES // 4, LANES - LANES // 4
+    out = stored(1.5, 3, lo, hi, 7, 20, 80)
     written = np.zeros(80, bool)
     for f in range(3):
-        written[7 + 20 * f + 4:7 + 20 * f + 11] = True
+        written[7 + 20 * f + lo:7 + 20 * f + hi] = True
     assert np.all(out[written] == 1.5)
     assert np.isnan(out[~written]).all()
 
 
 def test_store_may_start_before_the_array_when_its_first_lane_does_not():
-    # lanes 10..15 of a vector that would start 10 places before the array
-    out = stored(2.0, 1, 10, 16, -10, 0, 8)
+    # the last 6 lanes of a vector that would start LANES - 6 places before the array
+    out = stored(2.0, 1, LANES - 6, LANES, 6 - LANES, 0, 8)
     assert np.all(out[:6] == 2.0) and np.isnan(out[6:]).all()
 
 
 def test_whole_vectors_of_all_filters():
-    out = stored(3.0, BLOCK, 0, 16, 0, 16, BLOCK * 16 + 3)
-    assert np.all(out[:BLOCK * 16] == 3.0) and np.isnan(out[BLOCK * 16:]).all()
+    out = stored(3.0, BLOCK, 0, LANES, 0, LANES, BLOCK * LANES + 3)
+    assert np.all(out[:BLOCK * LANES] == 3.0) and np.isnan(out[BLOCK * LANES:]).all()
+
+
+def test_the_block_fits_the_registers():
+    has_avx512 = "+avx512f" in (os.environ.get("NUMBA_CPU_FEATURES")
+                                or get_host_cpu_features()).split(",")
+    assert (VECTOR_BYTES, BLOCK) == ((64, 16) if has_avx512 else (32, 8))
+    assert vectors._has_avx512() == has_avx512
+
+
+#: What numba compiles for in the next test: a Haswell (AVX2 and FMA, no AVX-512).
+AVX2_FEATURES = "+avx,+avx2,+fma,+sse4.2,+popcnt,+f16c,+bmi,+bmi2,+lzcnt,+movbe,+cx16,+xsave"
+
+
+@pytest.mark.skipif(os.environ.get("NUMBA_CPU_FEATURES") == AVX2_FEATURES,
+                    reason="already compiling for AVX2 (this is the inner run)")
+@pytest.mark.skipif(not {"+avx2", "+fma"} <= set(get_host_cpu_features().split(",")),
+                    reason="the processor cannot run AVX2 code")
+def test_the_blocks_of_an_avx2_processor(tmp_path):
+    """This file's tests and the forward kernel's, with numba compiling for a
+    processor without AVX-512 (blocks of 8 filters of 32-byte vectors), in a
+    process of their own with an empty numba cache."""
+    env = dict(os.environ, NUMBA_CPU_NAME="haswell", NUMBA_CPU_FEATURES=AVX2_FEATURES,
+               NUMBA_CACHE_DIR=str(tmp_path))
+    tests = Path(__file__).parent
+    run = subprocess.run(
+        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider",
+         str(tests / "test_vectors.py"), str(tests / "test_kernels.py"), "-k",
+         "not avx2_processor and (vectors or block or 3x3_forward)"],
+        env=env, capture_output=True, text=True, cwd=tests.parent)
+    assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
+    assert " passed" in run.stdout and "failed" not in run.stdout

@@ -20,7 +20,7 @@ import numpy as np
 from numba import njit, prange
 
 from .reference import conv_output_size
-from .vectors import BLOCK, filled, multiply_add, store
+from .vectors import BLOCK, VECTOR_BYTES, filled, multiply_add, store
 
 if "NUMBA_THREADING_LAYER" not in os.environ:
     numba.config.THREADING_LAYER = "workqueue"
@@ -97,7 +97,7 @@ def conv2d_direct(x, W, b, stride, pad):
     """Convolution by its definition; see :func:`numcnn.kernels.reference.conv2d_direct`.
 
     3x3 kernels with stride 1 and padding up to 2 run :func:`_conv3x3` (a
-    block of 16 filters' outputs at a vector of columns kept in registers while
+    block of filters' outputs at a vector of columns kept in registers while
     every channel's nine taps add to it). Other shapes run loops over output rows, the innermost over an
     output row's columns, so that each weight multiplies a contiguous run of
     pixels; each output element sums its products in the order (c, i, j).
@@ -205,16 +205,17 @@ def conv2d_direct_backward(dy, x, W, stride, pad, input_grad=True):
 # (oh + i, ow + j), which sit at flat index q + i * WP + j with q = oh * WP + ow.
 #
 # The forward pass (and the input gradient, the same convolution) keeps a block
-# of outputs in registers: 16 filters at `lanes` neighbouring columns of one
-# output row (16 in float32), one vector a filter (numcnn.kernels.vectors).
+# of outputs in registers: BLOCK filters at `lanes` neighbouring columns of one
+# output row, one vector register a filter (numcnn.kernels.vectors; with
+# AVX-512 16 filters at 16 float32 columns, with AVX2 8 at 8).
 # Every channel c and tap (i, j) then adds one input vector, loaded once, times
 # each filter's weight:
 #     acc[f] += xp[c, (oh + i) * WP + ow + j : ... + lanes] * W[f0 + f, c, i, j],
-# 16 multiply-adds a load; the block is written to y once, when all 9C taps are
-# in. The weights are laid out so that one tap's 16 filters are adjacent
-# (_filters_in_blocks). Each image is padded into a buffer of its own; the end
-# of a row that is not a whole vector goes as a masked vector (half a one when
-# half covers it).
+# BLOCK multiply-adds a load; the block is written to y once, when all 9C taps
+# are in. The weights are laid out so that one tap's BLOCK filters are adjacent
+# (_filters_in_blocks). Each image is padded into a buffer of its own. When a
+# row is not a whole number of vectors wide, the vectors run on across rows at
+# width WP instead, and each row's part of a block goes as a masked store.
 #
 # The weight gradient is the same sums read the other way:
 #     dW[f, c, i, j] = sum over q of g[f, q] * xp[c, q + i*WP + j],
@@ -256,7 +257,7 @@ def _blocked_count(F, block=FILTER_BLOCK):
 def _filters_in_blocks(W, dtype):
     """``W`` (F, C, 3, 3) as the forward kernel reads it: blocks of ``BLOCK`` filters
     (zero filters appended to fill the last), the block's filters last, so that one
-    tap's 16 weights are adjacent: (F / BLOCK, C, 3, 3, BLOCK), as ``dtype``."""
+    tap's ``BLOCK`` weights are adjacent: (F / BLOCK, C, 3, 3, BLOCK), as ``dtype``."""
     F, C = W.shape[:2]
     blocked = np.zeros((_blocked_count(F, BLOCK), C, 3, 3), dtype=dtype)
     blocked[:F] = W
@@ -348,11 +349,11 @@ def _taps(acc, xp, at, plane, WP, W, first, C):
 @njit(**_pjit)
 def _conv3x3(x, W, b, pad, y):
     """y = x convolved with ``W`` (from _filters_in_blocks, flat) plus ``b`` (padded
-    to whole blocks), a block of 16 filters x one vector of columns at a time."""
+    to whole blocks), a block of ``BLOCK`` filters x one vector of columns at a time."""
     N, C, H, Wd = x.shape
     F, OH, OW = y.shape[1:]
     HP, WP = H + 2 * pad, Wd + 2 * pad
-    lanes = 64 // x.itemsize
+    lanes = VECTOR_BYTES // x.itemsize
     plane = _ceil_div(HP * WP + lanes, 16) * 16   # room for a vector read past the end
     y_flat = y.reshape(-1)
     for n in prange(N):

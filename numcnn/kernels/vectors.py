@@ -7,9 +7,10 @@ does not write that from plain loops (it broadcasts every weight into a
 register of its own, and 32 registers do not hold them all), so this module
 gives the kernels one value type and three operations that say it directly:
 
-- a :class:`Block` is ``BLOCK`` (16) vectors, one a filter: vector ``f``
-  holds filter ``f``'s outputs at ``lanes`` neighbouring positions (16 in
-  float32, 8 in float64: one 64-byte register each);
+- a :class:`Block` is ``BLOCK`` vectors, one a filter: vector ``f`` holds
+  filter ``f``'s outputs at ``lanes`` neighbouring positions, one register
+  each (with AVX-512: 16 filters, 16 float32 or 8 float64 lanes; with AVX2:
+  8 filters, 8 or 4 lanes);
 - :func:`filled` starts a block at the biases,
 - :func:`multiply_add` adds one input vector times each filter's weight
   (``acc[f] += x[at:at + lanes] * w[start + f]``),
@@ -17,21 +18,40 @@ gives the kernels one value type and three operations that say it directly:
   row a filter.
 
 Each is an ``@intrinsic``: a few lines that emit LLVM's vector instructions
-(fused multiply-add, masked store), so that numba compiles a kernel loop
-written with them into the registers and instructions the comments promise.
-The arithmetic is that of the plain loop: one fused multiply-add a product,
-in the order the kernel calls them, so results do not depend on threads.
+(multiply-add, masked store), so that numba compiles a kernel loop written
+with them into the registers and instructions the comments promise. The
+arithmetic is that of the plain loop: one multiply-add a product (fused
+where the processor has FMA), in the order the kernel calls them, so
+results do not depend on threads.
 """
 from llvmlite import ir
 from numba import types
-from numba.core import cgutils
+from numba.core import cgutils, config
+from numba.core.codegen import get_host_cpu_features
 from numba.core.datamodel import models
 from numba.extending import intrinsic, register_model
 
-#: Filters in a block: 16 accumulating registers, with room left for the
-#: input vector and the weights among the 32 vector registers of AVX-512.
-BLOCK = 16
-VECTOR_BYTES = 64  # one AVX-512 register; LLVM splits it on narrower processors
+
+def _has_avx512():
+    """Whether the processor numba compiles for has AVX-512 (its features as numba
+    sees them: ``NUMBA_CPU_FEATURES`` when set, else the host's)."""
+    features = config.CPU_FEATURES
+    if features is None:
+        features = get_host_cpu_features()
+    return "+avx512f" in features.split(",")
+
+
+#: Bytes in one vector register, and filters in a block: the block's
+#: accumulators must leave registers free for the input vector and a weight.
+#: AVX-512 has 32 registers of 64 bytes: blocks of 16 filters. Elsewhere
+#: (AVX2: 16 registers of 32 bytes) blocks of 8: with blocks of 16 there the
+#: compiler spills accumulators to memory, and the forward kernel took
+#: 1.3-1.4x the time of blocks of 8 (1.5-1.8x with 64-byte vectors; measured
+#: with numba compiling for Haswell).
+if _has_avx512():
+    VECTOR_BYTES, BLOCK = 64, 16
+else:
+    VECTOR_BYTES, BLOCK = 32, 8
 
 
 class Block(types.Type):
@@ -118,7 +138,7 @@ def multiply_add(typingctx, block, source, at, weights, start):
         vector = ir.VectorType(first.type.pointee, block.lanes)
         x = builder.load(builder.bitcast(first, vector.as_pointer()), align=1)
         fma = cgutils.get_or_insert_function(builder.module, ir.FunctionType(vector, [vector] * 3),
-                                             f"llvm.fma.{_suffix(vector)}")
+                                             f"llvm.fmuladd.{_suffix(vector)}")
         for f in range(BLOCK):
             w = builder.load(_pointer(context, builder, signature.args[3], weight_array,
                                       _offset(builder, weight_index, f), signature.args[4]))
