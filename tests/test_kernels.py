@@ -185,8 +185,8 @@ def geometry_3x3(draw):
     pad = draw(st.integers(0, 2))
     H = draw(st.integers(max(1, 3 - 2 * pad), 12))
     W = draw(st.integers(max(1, 3 - 2 * pad), 12))
-    return (draw(st.integers(1, 11)), draw(st.integers(1, 5)), draw(st.integers(1, 9)), H, W,
-            pad)
+    F = draw(st.integers(1, 2 * jit.BLOCK + 1))      # up to three blocks of the forward kernel
+    return (draw(st.integers(1, 11)), draw(st.integers(1, 5)), F, H, W, pad)
 
 
 @contextlib.contextmanager
@@ -272,18 +272,29 @@ def test_3x3_weight_gradient_stacks_the_whole_batch_or_one_image_at_a_time():
                                   (17, 20),     # one filter past a block; vectors across rows
                                   (40, 40),
                                   (16, 25),
-                                  (3, 7)])      # fewer filters than a block; a vector spans 3 rows
-def test_3x3_forward_blocks_of_filters_and_columns(dtype, F, W):
+                                  (3, 7)])      # fewer filters than a block; a vector spans rows
+@pytest.mark.parametrize("pad", [0, 1, 2])
+def test_3x3_forward_blocks_of_filters_and_columns(dtype, F, W, pad):
     """The forward pass (and dx, the same kernel) in blocks of filters and a vector of
     positions: rows of whole vectors, vectors that run across rows, filters that end in
     part of a block all give the definition's numbers."""
-    x, Wt, b, dy = conv_arrays((3, 2, 5, W, 3, 3, 1, 1), dtype, 11, F)
-    y = jit.conv2d_direct(x, Wt, b, 1, 1)
-    assert_close(y, reference.conv2d_direct(x, Wt, b, 1, 1), dtype,
+    x, Wt, b, dy = conv_arrays((3, 2, 5, W, 3, 3, 1, pad), dtype, 11, F)
+    y = jit.conv2d_direct(x, Wt, b, 1, pad)
+    assert_close(y, reference.conv2d_direct(x, Wt, b, 1, pad), dtype,
                  scale=2 * 9 * np.abs(x).max() * np.abs(Wt).max() + np.abs(b).max())
-    dx, _, _ = jit.conv2d_direct_backward(dy, x, Wt, 1, 1)
-    dx_ref, _, _ = reference.conv2d_direct_backward(dy, x, Wt, 1, 1)
+    dx, _, _ = jit.conv2d_direct_backward(dy, x, Wt, 1, pad)
+    dx_ref, _, _ = reference.conv2d_direct_backward(dy, x, Wt, 1, pad)
     assert_close(dx, dx_ref, dtype, scale=F * 9 * np.abs(dy).max() * np.abs(Wt).max())
+
+
+def test_3x3_backward_takes_an_output_gradient_of_another_dtype():
+    """A float64 ``dy`` for a float32 ``x`` (as a loss in float64 would give) is taken
+    in x's dtype: the gradients are float32 and those of the float32 ``dy``."""
+    x, Wt, b, dy = conv_arrays((2, 3, 6, 9, 3, 3, 1, 1), np.float32, 5, 20)
+    got = jit.conv2d_direct_backward(dy.astype(np.float64), x, Wt, 1, 1)
+    want = jit.conv2d_direct_backward(dy, x, Wt, 1, 1)
+    for a, w in zip(got, want):
+        assert a.dtype == np.float32 and np.array_equal(a, w)
 
 
 def test_3x3_forward_weights_put_one_taps_filters_side_by_side():

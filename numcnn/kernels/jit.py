@@ -183,8 +183,8 @@ def conv2d_direct_backward(dy, x, W, stride, pad, input_grad=True):
     ``dW`` sums each image's products (vectorised) and adds the images in
     float64, so that it stays accurate over hundreds of thousands of terms.
     """
-    dy = np.ascontiguousarray(dy)
     x = np.ascontiguousarray(x)
+    dy = np.ascontiguousarray(dy, dtype=x.dtype)
     W = np.ascontiguousarray(W, dtype=x.dtype)
     if _is_direct_3x3(W.shape, stride, pad):
         return _conv3x3_backward(dy, x, W, pad, input_grad)
@@ -333,28 +333,36 @@ def _stack_of(x, k, per_stack, pad, OH):
 
 
 @njit(inline="always")
-def _taps(acc, xp, at, plane, WP, W, first, C):
-    """``acc`` plus the 9C taps of the outputs whose first input is ``xp[at]``:
-    channel c, tap (i, j) reads ``xp[c * plane + (oh + i) * WP + ow + j]``."""
+def _taps(acc, xp, at, plane, WP, weights, w_start, C):
+    """``acc`` plus the 9C taps of the outputs at ``at = oh * WP + ow`` and after:
+    channel c, tap (i, j) reads ``xp[c * plane + at + i * WP + j]`` times the
+    block's weights for that tap, ``weights[w_start + ((c * 3 + i) * 3 + j) * BLOCK:]``."""
     for c in range(C):
         for i in range(3):
             row = at + c * plane + i * WP
-            k = first + (c * 3 + i) * 3 * BLOCK
-            acc = multiply_add(acc, xp, row, W, k)
-            acc = multiply_add(acc, xp, row + 1, W, k + BLOCK)
-            acc = multiply_add(acc, xp, row + 2, W, k + 2 * BLOCK)
+            k = w_start + (c * 3 + i) * 3 * BLOCK
+            acc = multiply_add(acc, xp, row, weights, k)
+            acc = multiply_add(acc, xp, row + 1, weights, k + BLOCK)
+            acc = multiply_add(acc, xp, row + 2, weights, k + 2 * BLOCK)
     return acc
 
 
 @njit(**_pjit)
-def _conv3x3(x, W, b, pad, y):
-    """y = x convolved with ``W`` (from _filters_in_blocks, flat) plus ``b`` (padded
-    to whole blocks), a block of ``BLOCK`` filters x one vector of columns at a time."""
+def _conv3x3(x, weights, b, pad, y):
+    """y = x convolved with ``weights`` (from _filters_in_blocks, flat) plus ``b``
+    (padded to whole blocks), a block of ``BLOCK`` filters x one vector of columns
+    at a time."""
     N, C, H, Wd = x.shape
     F, OH, OW = y.shape[1:]
+    if len(b) % BLOCK != 0 or len(weights) != len(b) * C * 9:
+        # BLOCK is compiled in: a cached kernel from before an edit of vectors.BLOCK
+        raise ValueError("weights not in blocks of BLOCK filters: clear numba's cache")
     HP, WP = H + 2 * pad, Wd + 2 * pad
     lanes = VECTOR_BYTES // x.itemsize
-    plane = _ceil_div(HP * WP + lanes, 16) * 16   # room for a vector read past the end
+    # The last vector read starts at most at HP * WP - 1 (vectors across rows), so
+    # a plane of HP * WP + lanes numbers holds it; whole cache lines of 64 bytes
+    # (16 float32, 8 float64) so that every channel starts on one.
+    plane = _ceil_div(HP * WP + lanes, 16) * 16
     y_flat = y.reshape(-1)
     for n in prange(N):
         xp = _aligned_zeros(C, plane, x)
@@ -364,24 +372,27 @@ def _conv3x3(x, W, b, pad, y):
                 xp[c, start:start + Wd] = x[n, c, h]
         xp = xp.reshape(-1)
         for f0 in range(0, F, BLOCK):
-            first = f0 * C * 9                     # the block's weights
+            w_start = f0 * C * 9                   # the block's weights
             filters = min(BLOCK, F - f0)
             out = (n * F + f0) * OH * OW           # y[n, f0, 0, 0]
             if OW % lanes == 0:                    # rows of whole vectors: a vector of a row
                 for oh in range(OH):
                     for ow in range(0, OW, lanes):
-                        outputs = _taps(filled(b, f0), xp, oh * WP + ow, plane, WP, W, first, C)
+                        outputs = _taps(filled(b, f0), xp, oh * WP + ow, plane, WP, weights,
+                                        w_start, C)
                         store(y_flat, out + oh * OW + ow, OH * OW, outputs, filters, 0, lanes)
             else:  # vectors run on across rows (the two padding columns are wasted work)
                 for q in range(0, (OH - 1) * WP + OW, lanes):     # outputs q .. q + lanes - 1
-                    outputs = _taps(filled(b, f0), xp, q, plane, WP, W, first, C)
-                    # lanes in output row r go to y[n, f, r, q + l - r * WP]: one store a row
+                    outputs = _taps(filled(b, f0), xp, q, plane, WP, weights, w_start, C)
+                    # lane l is column q + l - r * WP of output row r: one store a row, of
+                    # the lanes lo..hi-1 that fall in its OW columns (the vector's start
+                    # may lie before the row, even before y; lane lo does not)
                     for r in range(q // WP, min(OH, _ceil_div(q + lanes, WP))):
                         lo = max(0, r * WP - q)
                         hi = min(lanes, r * WP + OW - q)
                         if hi > lo:
-                            store(y_flat, out + r * (OW - WP) + q, OH * OW, outputs, filters,
-                                  lo, hi)
+                            store(y_flat, out + r * OW + (q - r * WP), OH * OW, outputs,
+                                  filters, lo, hi)
 
 
 @njit(**_fma_sum_jit)

@@ -4,7 +4,7 @@ A convolution is fastest when a block of outputs stays in the processor's
 vector registers while every input channel and kernel tap adds to it, and
 each input vector loaded feeds many multiply-adds. numba's loop vectoriser
 does not write that from plain loops (it broadcasts every weight into a
-register of its own, and 32 registers do not hold them all), so this module
+register of its own, and the registers do not hold them all), so this module
 gives the kernels one value type and three operations that say it directly:
 
 - a :class:`Block` is ``BLOCK`` vectors, one a filter: vector ``f`` holds
@@ -70,10 +70,13 @@ class _BlockModel(models.PrimitiveModel):
         super().__init__(dmm, fe_type, ir.ArrayType(vector, BLOCK))
 
 
-def _flat(array_type):
-    """Whether the operations take this array: one dimension (the kernels pass
-    ``reshape(-1)`` of contiguous arrays; the operations index its memory flat)."""
-    return isinstance(array_type, types.Array) and array_type.ndim == 1
+def _flat(array_type, dtype=None):
+    """Whether the operations take this array: one contiguous dimension of
+    floats (the kernels pass ``reshape(-1)`` of contiguous arrays; the
+    operations index its memory flat), of ``dtype`` when given."""
+    return (isinstance(array_type, types.Array) and array_type.ndim == 1
+            and array_type.layout == "C" and isinstance(array_type.dtype, types.Float)
+            and (dtype is None or array_type.dtype == dtype))
 
 
 def _pointer(context, builder, array_type, array, index, index_type):
@@ -97,14 +100,14 @@ def _splat(builder, scalar, lanes):
 
 def _suffix(vector):
     """LLVM's name for a vector type in intrinsic names: ``v16f32``, ``v8f64``."""
-    bits = 32 if isinstance(vector.element, ir.FloatType) else 64
+    bits = {ir.FloatType: 32, ir.DoubleType: 64}[type(vector.element)]
     return f"v{vector.count}f{bits}"
 
 
 @intrinsic
 def filled(typingctx, values, start):
-    """A block whose vector ``f`` is ``values[start + f]`` in every lane (a register
-    of 16 float32 or 8 float64 numbers a filter)."""
+    """A block whose vector ``f`` is ``values[start + f]`` in every lane (one register
+    a filter, of ``VECTOR_BYTES / itemsize`` numbers of ``values``' dtype)."""
     if not _flat(values):
         return None
     block = Block(values.dtype, VECTOR_BYTES // (values.dtype.bitwidth // 8))
@@ -126,16 +129,18 @@ def filled(typingctx, values, start):
 def multiply_add(typingctx, block, source, at, weights, start):
     """``block[f] + source[at:at + lanes] * weights[start + f]`` for every filter ``f``.
 
-    One vector load of the input (no alignment needed), then ``BLOCK`` fused
-    multiply-adds by single weights, which the processor broadcasts from memory.
+    One vector load of the input (no alignment needed), then ``BLOCK``
+    multiply-adds by single weights (fused where the processor has FMA), each
+    weight broadcast to all lanes.
     """
-    if not (isinstance(block, Block) and _flat(source) and _flat(weights)):
+    if not (isinstance(block, Block) and _flat(source, block.dtype)
+            and _flat(weights, block.dtype)):
         return None
 
     def codegen(context, builder, signature, args):
         accumulators, array, index, weight_array, weight_index = args
         first = _pointer(context, builder, signature.args[1], array, index, signature.args[2])
-        vector = ir.VectorType(first.type.pointee, block.lanes)
+        vector = ir.VectorType(context.get_value_type(block.dtype), block.lanes)
         x = builder.load(builder.bitcast(first, vector.as_pointer()), align=1)
         fma = cgutils.get_or_insert_function(builder.module, ir.FunctionType(vector, [vector] * 3),
                                              f"llvm.fmuladd.{_suffix(vector)}")
@@ -160,30 +165,30 @@ def store(typingctx, target, start, stride, block, filters, first, end):
     ``filters`` (the zero filters that pad a layer's filters to whole blocks)
     are not written.
     """
-    if not (isinstance(block, Block) and _flat(target)):
+    if not (isinstance(block, Block) and _flat(target, block.dtype)):
         return None
 
     def codegen(context, builder, signature, args):
-        array, index, step, accumulators, written, lo, hi = args
-        index, step, written, lo, hi = (
+        array, start, stride, accumulators, filters, first, end = args
+        start, stride, filters, first, end = (
             context.cast(builder, value, value_type, types.intp)
-            for value, value_type in zip((index, step, written, lo, hi),
+            for value, value_type in zip((start, stride, filters, first, end),
                                          signature.args[1:3] + signature.args[4:]))
         lanes = block.lanes
         vector = ir.VectorType(context.get_value_type(block.dtype), lanes)
-        lane_numbers = ir.Constant(ir.VectorType(lo.type, lanes), list(range(lanes)))
-        mask = builder.and_(builder.icmp_signed(">=", lane_numbers, _splat(builder, lo, lanes)),
-                            builder.icmp_signed("<", lane_numbers, _splat(builder, hi, lanes)))
+        lane_numbers = ir.Constant(ir.VectorType(first.type, lanes), list(range(lanes)))
+        mask = builder.and_(builder.icmp_signed(">=", lane_numbers, _splat(builder, first, lanes)),
+                            builder.icmp_signed("<", lane_numbers, _splat(builder, end, lanes)))
         masked_store = cgutils.get_or_insert_function(
             builder.module,
             ir.FunctionType(ir.VoidType(), [vector, vector.as_pointer(), ir.IntType(32), mask.type]),
             f"llvm.masked.store.{_suffix(vector)}.p0{_suffix(vector)}")
-        whole = builder.and_(builder.icmp_signed("==", lo, ir.Constant(lo.type, 0)),
-                             builder.icmp_signed("==", hi, ir.Constant(hi.type, lanes)))
+        whole = builder.and_(builder.icmp_signed("==", first, ir.Constant(first.type, 0)),
+                             builder.icmp_signed("==", end, ir.Constant(end.type, lanes)))
         for f in range(BLOCK):
-            with builder.if_then(builder.icmp_signed("<", ir.Constant(written.type, f), written),
+            with builder.if_then(builder.icmp_signed("<", ir.Constant(filters.type, f), filters),
                                  likely=True):
-                row = builder.add(index, builder.mul(step, ir.Constant(step.type, f)))
+                row = builder.add(start, builder.mul(stride, ir.Constant(stride.type, f)))
                 at = builder.bitcast(builder.gep(
                     context.make_array(signature.args[0])(context, builder, array).data, [row]),
                     vector.as_pointer())
