@@ -301,7 +301,8 @@ def test_3x3_forward_weights_put_one_taps_filters_side_by_side():
     Wt = np.arange(20 * 2 * 9, dtype=np.float32).reshape(20, 2, 3, 3)
     blocked = jit._filters_in_blocks(Wt, np.float32)
     B = jit.BLOCK                                             # 16 with AVX-512, else 8
-    blocks, last = -(-20 // B), 20 - (-(-20 // B) - 1) * B    # the last block's filters
+    blocks = -(-20 // B)
+    last = 20 - (blocks - 1) * B                              # the last block's filters
     assert blocked.shape == (blocks, 2, 3, 3, B) and blocked.flags.c_contiguous
     assert np.array_equal(blocked[0, 1, 2, 0], Wt[:B, 1, 2, 0])
     assert np.array_equal(blocked[-1, 0, 1, 2, :last], Wt[20 - last:, 0, 1, 2])

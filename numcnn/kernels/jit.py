@@ -360,8 +360,9 @@ def _conv3x3(x, weights, b, pad, y):
     HP, WP = H + 2 * pad, Wd + 2 * pad
     lanes = VECTOR_BYTES // x.itemsize
     # The last vector read starts at most at HP * WP - 1 (vectors across rows), so
-    # a plane of HP * WP + lanes numbers holds it; whole cache lines of 64 bytes
-    # (16 float32, 8 float64) so that every channel starts on one.
+    # a plane of HP * WP + lanes numbers holds it; rounded up to a multiple of 16
+    # numbers (one 64-byte cache line of float32, two of float64) so that every
+    # channel starts on a line.
     plane = _ceil_div(HP * WP + lanes, 16) * 16
     y_flat = y.reshape(-1)
     for n in prange(N):
