@@ -25,10 +25,11 @@ from .allocator import keep_freed_memory  # noqa: E402
 from .backend import get_backend, set_backend, use_backend  # noqa: E402
 from .finite_differences import gradcheck, gradcheck_loss, numerical_gradient  # noqa: E402
 from .model import Sequential  # noqa: E402
+from .routes import route, set_route  # noqa: E402
 from .saving import load_model as load  # noqa: E402
 from .saving import load_weights, save_weights  # noqa: E402
 
 __all__ = ["Sequential", "load", "save_weights", "load_weights", "layers", "losses", "optim",
            "callbacks", "init", "explain", "metrics", "errors",
            "gradcheck", "gradcheck_loss", "numerical_gradient", "set_backend", "get_backend",
-           "use_backend", "keep_freed_memory", "__version__"]
+           "use_backend", "route", "set_route", "keep_freed_memory", "__version__"]

@@ -228,11 +228,13 @@ class DirectConvolutionStep(Step):
 def runs_direct(conv):
     """Whether the plan computes ``conv`` with :class:`DirectConvolutionStep`.
 
-    3x3 kernels, stride 1, padding at most 2: the shapes the numba backend's
-    ``conv2d_direct`` runs with its fast kernels (other shapes fall back to
-    its plain loops, which only the tests use).
+    The kernels answer (:func:`numcnn.kernels.jit.conv3x3.takes`): 3x3
+    kernels, stride 1, padding at most 2, on the vectors route
+    (:func:`numcnn.route`). The portable route runs every convolution as
+    im2col and one matrix multiply.
     """
-    return (conv.KH, conv.KW) == (3, 3) and conv.stride == 1 and conv.padding <= 2
+    from .kernels.jit.conv3x3 import takes
+    return takes(conv.params["W"].shape, conv.stride, conv.padding)
 
 
 class BatchNormReLUStep(Step):

@@ -76,7 +76,7 @@ class Trainer:
         self.epoch = 0
         self.stop_training = False
         self._before_step = None        # Snapshot of the state before an update
-        self._plan = None               # (backend, layer ids, Plan) of the last pass
+        self._plan = None               # (backend, route, layer ids, Plan) of the last pass
 
     def compile(self, optimizer, loss):
         """Attach the optimizer (e.g. ``AdamW()``) and the loss (e.g. ``SoftmaxCrossEntropy()``).
@@ -102,7 +102,8 @@ class Trainer:
         backend or the layers change)."""
         from .backend import get_backend
         from .plan import build_plan
-        key = (get_backend(), tuple(id(layer) for layer in self.layers))
+        from .routes import route
+        key = (get_backend(), route(), tuple(id(layer) for layer in self.layers))
         if self._plan is None or self._plan[0] != key:
             self._plan = (key, build_plan(self.layers))
         return self._plan[1]

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 import numcnn
-from numcnn import backend
+from numcnn import backend, routes
 from numcnn.kernels import reference
 
 
@@ -34,7 +34,9 @@ def test_without_numba_a_warning_and_the_numpy_kernels(monkeypatch):
         return real_import(name, *args, **kwargs)
 
     previous = numcnn.get_backend()
-    monkeypatch.delitem(sys.modules, "numcnn.kernels.jit", raising=False)
+    monkeypatch.setattr(routes, "_state", dict(routes._state))   # the route found without numba
+    for name in [name for name in sys.modules if name.startswith("numcnn.kernels.jit")]:
+        monkeypatch.delitem(sys.modules, name)                 # the package and its rooms
     monkeypatch.delattr(numcnn.kernels, "jit", raising=False)
     monkeypatch.setattr(builtins, "__import__", no_numba)
     try:

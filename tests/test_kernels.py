@@ -18,7 +18,9 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+import numcnn
 from numcnn.kernels import jit, reference
+from numcnn.kernels.jit import conv3x3
 from numcnn.kernels.reference import conv_output_size
 
 SETTINGS = settings(max_examples=40, deadline=None, database=None,
@@ -74,10 +76,12 @@ def assert_close(actual, expected, dtype, scale=None):
 # Both modules offer the same functions with the same signatures
 # ---------------------------------------------------------------------------
 def public_functions(module):
-    """Public functions defined in ``module`` itself (not imported helpers like njit)."""
+    """Public functions defined in ``module`` or the modules of its package (the rooms of
+    ``numcnn.kernels.jit``), not imported helpers like njit."""
     return {name: obj for name, obj in vars(module).items()
             if not name.startswith("_") and inspect.isfunction(obj)
-            and obj.__module__ == module.__name__}
+            and (obj.__module__ == module.__name__
+                 or obj.__module__.startswith(module.__name__ + "."))}
 
 
 def test_kernel_modules_define_the_same_functions():
@@ -185,7 +189,7 @@ def geometry_3x3(draw):
     pad = draw(st.integers(0, 2))
     H = draw(st.integers(max(1, 3 - 2 * pad), 12))
     W = draw(st.integers(max(1, 3 - 2 * pad), 12))
-    F = draw(st.integers(1, 2 * jit.BLOCK + 1))      # up to three blocks of the forward kernel
+    F = draw(st.integers(1, 2 * conv3x3.BLOCK + 1))      # up to three blocks of the forward kernel
     return (draw(st.integers(1, 11)), draw(st.integers(1, 5)), F, H, W, pad)
 
 
@@ -193,23 +197,23 @@ def geometry_3x3(draw):
 def stacking(stack_bytes, parts):
     """The 3x3 weight gradient with ``GRADIENT_STACK_BYTES`` ``stack_bytes`` and
     ``GRADIENT_PARTS`` ``parts``, for a while."""
-    saved = jit.GRADIENT_STACK_BYTES, jit.GRADIENT_PARTS
-    jit.GRADIENT_STACK_BYTES, jit.GRADIENT_PARTS = stack_bytes, parts
+    saved = conv3x3.GRADIENT_STACK_BYTES, conv3x3.GRADIENT_PARTS
+    conv3x3.GRADIENT_STACK_BYTES, conv3x3.GRADIENT_PARTS = stack_bytes, parts
     try:
         yield
     finally:
-        jit.GRADIENT_STACK_BYTES, jit.GRADIENT_PARTS = saved
+        conv3x3.GRADIENT_STACK_BYTES, conv3x3.GRADIENT_PARTS = saved
 
 
 def gradient_stack(x_shape, itemsize=4):
     """Images a stack of the 3x3 weight gradient at the current budget (padding 1)."""
-    return jit._images_per_stack(x_shape, 1, itemsize, jit.GRADIENT_STACK_BYTES, jit.FILTER_BLOCK)
+    return conv3x3._images_per_stack(x_shape, 1, itemsize, conv3x3.GRADIENT_STACK_BYTES, conv3x3.FILTER_BLOCK)
 
 
 @SETTINGS
 @given(geometry=geometry_3x3(), dtype=dtypes, seed=seeds,
-       stack_bytes=st.sampled_from([1, 600, 4000, jit.GRADIENT_STACK_BYTES]),
-       parts=st.sampled_from([1, 3, jit.GRADIENT_PARTS]))
+       stack_bytes=st.sampled_from([1, 600, 4000, conv3x3.GRADIENT_STACK_BYTES]),
+       parts=st.sampled_from([1, 3, conv3x3.GRADIENT_PARTS]))
 def test_3x3_kernels_match_the_reference(geometry, dtype, seed, stack_bytes, parts):
     """Forward, dx, dW and db of the 3x3 kernels against the definition, for any number of
     images a stack of the weight gradient (``GRADIENT_STACK_BYTES`` and ``GRADIENT_PARTS``
@@ -218,7 +222,7 @@ def test_3x3_kernels_match_the_reference(geometry, dtype, seed, stack_bytes, par
     0, 1 or 2."""
     N, C, F, H, W, pad = geometry
     x, Wt, b, dy = conv_arrays((N, C, H, W, 3, 3, 1, pad), dtype, seed, F)
-    assert jit._is_direct_3x3(Wt.shape, 1, pad)
+    assert conv3x3.takes(Wt.shape, 1, pad) == (numcnn.route() == "vectors")
     with stacking(stack_bytes, parts):
         y = jit.conv2d_direct(x, Wt, b, 1, pad)
         dx, dW, db = jit.conv2d_direct_backward(dy, x, Wt, 1, pad)
@@ -236,15 +240,15 @@ def test_3x3_kernels_match_the_reference(geometry, dtype, seed, stack_bytes, par
 
 def test_3x3_weight_gradient_splits_images_into_stacks_both_threads_share():
     # conv1 of the blood-cell network: 64 images of 3x66x66 padded, and the four rows of g
-    huge = 2 * jit.GRADIENT_STACK_BYTES // 4                              # one image > budget
-    assert jit._images_per_stack((5, 1, huge, 1), 0, 4, jit.GRADIENT_STACK_BYTES) == 1
+    huge = 2 * conv3x3.GRADIENT_STACK_BYTES // 4                              # one image > budget
+    assert conv3x3._images_per_stack((5, 1, huge, 1), 0, 4, conv3x3.GRADIENT_STACK_BYTES) == 1
     assert gradient_stack((1, 3, 64, 64)) == 1
     for N, C, H in [(64, 3, 64), (64, 32, 32), (7, 5, 9), (100, 1, 3)]:
         # the weight gradient's stacks: input and the four rows of g within their budget
         per_stack = gradient_stack((N, C, H, H))
         image = (C + 4) * (H + 2) ** 2 * 4
-        assert per_stack * image <= max(jit.GRADIENT_STACK_BYTES, image)
-        assert jit._ceil_div(N, per_stack) >= min(N, jit.GRADIENT_PARTS)
+        assert per_stack * image <= max(conv3x3.GRADIENT_STACK_BYTES, image)
+        assert conv3x3._ceil_div(N, per_stack) >= min(N, conv3x3.GRADIENT_PARTS)
     # conv1 and conv2 of the network: 3 and 2 images a stack in the weight gradient
     assert gradient_stack((64, 3, 64, 64)) == 3
     assert gradient_stack((64, 32, 32, 32)) == 2
@@ -299,15 +303,15 @@ def test_3x3_backward_takes_an_output_gradient_of_another_dtype():
 
 def test_3x3_forward_weights_put_one_taps_filters_side_by_side():
     Wt = np.arange(20 * 2 * 9, dtype=np.float32).reshape(20, 2, 3, 3)
-    blocked = jit._filters_in_blocks(Wt, np.float32)
-    B = jit.BLOCK                                             # 16 with AVX-512, else 8
+    blocked = conv3x3._filters_in_blocks(Wt, np.float32)
+    B = conv3x3.BLOCK                                             # 16 with AVX-512, else 8
     blocks = -(-20 // B)
     last = 20 - (blocks - 1) * B                              # the last block's filters
     assert blocked.shape == (blocks, 2, 3, 3, B) and blocked.flags.c_contiguous
     assert np.array_equal(blocked[0, 1, 2, 0], Wt[:B, 1, 2, 0])
     assert np.array_equal(blocked[-1, 0, 1, 2, :last], Wt[20 - last:, 0, 1, 2])
     assert not blocked[-1, ..., last:].any()                  # zero filters fill the last block
-    assert np.array_equal(jit._padded_bias(np.ones(20, np.float32), 20),
+    assert np.array_equal(conv3x3._padded_bias(np.ones(20, np.float32), 20),
                           [1] * 20 + [0] * (blocks * B - 20))
 
 
@@ -317,7 +321,7 @@ def test_3x3_buffers_start_on_a_cache_line(dtype, rows, cols):
     """Every row of the kernels' buffers starts on a 64-byte line (rows of whole
     vectors), whatever the allocator gives; the numbers are zeros."""
     for _ in range(20):                                  # several allocations, several offsets
-        buffer = jit._aligned_zeros(rows, cols, np.zeros(1, dtype))
+        buffer = conv3x3._aligned_zeros(rows, cols, np.zeros(1, dtype))
         assert buffer.shape == (rows, cols) and buffer.dtype == dtype
         assert not buffer.any() and buffer.flags.c_contiguous
         assert all(row.ctypes.data % 64 == 0 for row in buffer)
@@ -374,9 +378,9 @@ def test_the_plan_runs_direct_exactly_the_shapes_the_3x3_kernels_take():
         for stride in (1, 2):
             for padding in (0, 1, 2, 3):
                 conv = Conv2D(2, 3, kernel, stride=stride, padding=padding)
-                assert runs_direct(conv) == jit._is_direct_3x3(conv.params["W"].shape, stride,
-                                                               padding)
-    assert runs_direct(Conv2D(3, 32, 3, padding=1))
+                assert runs_direct(conv) == (kernel == 3 and stride == 1 and padding <= 2
+                                             and numcnn.route() == "vectors")
+    assert runs_direct(Conv2D(3, 32, 3, padding=1)) == (numcnn.route() == "vectors")
 
 
 # ---------------------------------------------------------------------------

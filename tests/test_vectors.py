@@ -1,4 +1,4 @@
-"""The vector operations of the 3x3 kernels (numcnn.kernels.vectors), one by one.
+"""The vector operations of the 3x3 kernels (numcnn.kernels.jit.vectors), one by one.
 
 The block's size follows the processor (16 filters of 64-byte vectors with
 AVX-512, 8 of 32-byte vectors elsewhere), so the tests read it from the
@@ -6,6 +6,7 @@ module; ``test_the_blocks_of_an_avx2_processor`` runs them, and the forward
 kernel's tests, again with numba compiling for a processor without AVX-512.
 """
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -15,8 +16,8 @@ import numpy as np
 import pytest
 from numba import njit
 
-from numcnn.kernels import vectors
-from numcnn.kernels.vectors import BLOCK, VECTOR_BYTES, filled, multiply_add, store
+from numcnn.kernels.jit import vectors
+from numcnn.kernels.jit.vectors import BLOCK, VECTOR_BYTES, filled, multiply_add, store
 
 LANES = VECTOR_BYTES // 4                      # float32 numbers in a vector
 
@@ -82,10 +83,11 @@ def test_whole_vectors_of_all_filters():
 
 def test_the_block_follows_the_processor_numba_compiles_for():
     """16 filters of 64-byte vectors with AVX-512, else 8 of 32 bytes: read from
-    NUMBA_CPU_FEATURES when it is set (the AVX2 run below sets it), else from
-    the processor as LLVM reports it."""
-    if "NUMBA_CPU_FEATURES" in os.environ:
-        has_avx512 = "+avx512f" in os.environ["NUMBA_CPU_FEATURES"].split(",")
+    NUMBA_CPU_FEATURES when it is set (the AVX2 run below sets it; numba sets it
+    empty for NUMBA_CPU_NAME=generic), else from the processor as LLVM reports it."""
+    from numba.core import config
+    if config.CPU_FEATURES is not None:
+        has_avx512 = "+avx512f" in config.CPU_FEATURES.split(",")
     else:
         has_avx512 = bool(llvm.get_host_cpu_features().get("avx512f"))
     assert vectors._has_avx512() == has_avx512
@@ -115,3 +117,64 @@ def test_the_blocks_of_an_avx2_processor(tmp_path):
         env=env, capture_output=True, text=True, cwd=tests.parent)
     assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
     assert " passed" in run.stdout and "failed" not in run.stdout
+
+
+#: A Skylake server processor's features: AVX-512 (and all of AVX2's).
+AVX512_FEATURES = "+avx512f,+avx512cd,+avx512bw,+avx512dq,+avx512vl," + AVX2_FEATURES
+
+
+def test_the_avx512_kernels_compile_to_zmm_registers(tmp_path):
+    """The AVX-512 kernels cannot run on a processor without AVX-512, but numba can build
+    them anywhere: compiled for a Skylake server processor, the forward 3x3 kernel takes
+    the vectors route in blocks of 16 filters of 64-byte vectors, and its machine code
+    multiply-adds in zmm (512-bit) registers."""
+    code = """
+import numba, numcnn
+from numba import types
+from numcnn.kernels.jit import conv3x3, vectors
+array = lambda ndim: types.Array(types.float32, ndim, "C")
+signature = (array(4), array(1), array(1), types.int64, array(4))
+conv3x3._conv3x3.compile(signature)
+assembly = conv3x3._conv3x3.inspect_asm(signature)
+fmas = [line for line in assembly.splitlines() if "vfmadd" in line]
+print(numcnn.route(), vectors.BLOCK, vectors.VECTOR_BYTES, len(fmas),
+      sum("zmm" in line for line in fmas))
+"""
+    env = dict(os.environ, NUMBA_CPU_NAME="skylake-avx512", NUMBA_CPU_FEATURES=AVX512_FEATURES,
+               NUMBA_CACHE_DIR=str(tmp_path), NUMCNN_ROUTE="auto",
+               PYTHONPATH=str(Path(__file__).resolve().parent.parent))
+    run = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True,
+                         cwd=tmp_path)
+    assert run.returncode == 0, run.stderr[-3000:]
+    route, block, vector_bytes, fmas, zmm_fmas = run.stdout.split()
+    assert (route, block, vector_bytes) == ("vectors", "16", "64")
+    assert int(fmas) >= 16 and int(zmm_fmas) == int(fmas)
+
+
+def test_an_edit_of_the_vector_operations_recompiles_the_kernels_built_from_them(tmp_path):
+    """numba's cache keys a kernel on its own file; the kernels are also keyed on every
+    source of numcnn.kernels.jit, so a student's edit of vectors.py is not hidden by a
+    kernel compiled from the file before the edit."""
+    package = tmp_path / "checkout"
+    shutil.copytree(Path(__file__).resolve().parent.parent / "numcnn", package / "numcnn",
+                    ignore=shutil.ignore_patterns("__pycache__"))
+    code = """
+from numba import types
+from numcnn.kernels.jit import conv3x3
+array = lambda ndim: types.Array(types.float32, ndim, "C")
+signature = (array(4), array(1), array(1), types.int64, array(4))
+conv3x3._conv3x3.compile(signature)
+print(sum(conv3x3._conv3x3.stats.cache_hits.values()))
+"""
+    env = dict(os.environ, NUMBA_CACHE_DIR=str(tmp_path / "cache"), PYTHONPATH=str(package))
+
+    def cache_hits():
+        run = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True,
+                             text=True, cwd=tmp_path)
+        assert run.returncode == 0, run.stderr[-3000:]
+        return int(run.stdout)
+
+    assert [cache_hits(), cache_hits()] == [0, 1]         # compiled, then read from the cache
+    with open(package / "numcnn" / "kernels" / "jit" / "vectors.py", "a") as source:
+        source.write("\n# a student's edit\n")
+    assert [cache_hits(), cache_hits()] == [0, 1]         # compiled again after the edit

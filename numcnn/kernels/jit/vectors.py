@@ -1,4 +1,4 @@
-"""Explicit vectors for the 3x3 convolution kernels of :mod:`numcnn.kernels.jit`.
+"""Explicit vectors for the 3x3 convolution kernels of :mod:`numcnn.kernels.jit.conv3x3`.
 
 A convolution is fastest when a block of outputs stays in the processor's
 vector registers while every input channel and kernel tap adds to it, and
@@ -23,22 +23,25 @@ with them into the registers and instructions the comments promise. The
 arithmetic is that of the plain loop: one multiply-add a product (fused
 where the processor has FMA), in the order the kernel calls them, so
 results do not depend on threads.
+
+The IR they build is valid in both of LLVM's pointer models: intrinsic names
+are mangled by llvmlite from the types (``llvm.masked.store.v8f32.p0v8f32``
+with typed pointers, ``...v8f32.p0`` with opaque ones), and every load names
+the type it loads.
 """
 from llvmlite import ir
 from numba import types
-from numba.core import cgutils, config
-from numba.core.codegen import get_host_cpu_features
+from numba.core import cgutils
 from numba.core.datamodel import models
 from numba.extending import intrinsic, register_model
+
+from ...routes import compile_target
 
 
 def _has_avx512():
     """Whether the processor numba compiles for has AVX-512 (its features as numba
     sees them: ``NUMBA_CPU_FEATURES`` when set, else the host's)."""
-    features = config.CPU_FEATURES
-    if features is None:
-        features = get_host_cpu_features()
-    return "+avx512f" in features.split(",")
+    return "avx512f" in compile_target()["features"]
 
 
 #: Bytes in one vector register, and filters in a block: the block's
@@ -98,10 +101,22 @@ def _splat(builder, scalar, lanes):
                                   ir.Constant(ir.VectorType(ir.IntType(32), lanes), [0] * lanes))
 
 
-def _suffix(vector):
-    """LLVM's name for a vector type in intrinsic names: ``v16f32``, ``v8f64``."""
-    bits = {ir.FloatType: 32, ir.DoubleType: 64}[type(vector.element)]
-    return f"v{vector.count}f{bits}"
+def _mangled(llvm_type):
+    """A type's part of an overloaded intrinsic's name: ``v16f32``; a pointer ``p0``
+    when pointers are opaque, ``p0v16f32`` when they are typed (as they print)."""
+    if isinstance(llvm_type, ir.VectorType):
+        return f"v{llvm_type.count}{_mangled(llvm_type.element)}"
+    if isinstance(llvm_type, ir.PointerType):
+        opaque = not str(llvm_type).endswith("*")
+        return f"p{llvm_type.addrspace}" + ("" if opaque else _mangled(llvm_type.pointee))
+    return {ir.FloatType: "f32", ir.DoubleType: "f64"}[type(llvm_type)]
+
+
+def _declare(builder, name, overloaded, returns, arguments):
+    """The LLVM intrinsic ``name``, its name mangled from the ``overloaded`` types."""
+    return cgutils.get_or_insert_function(
+        builder.module, ir.FunctionType(returns, arguments),
+        ".".join([name] + [_mangled(t) for t in overloaded]))
 
 
 @intrinsic
@@ -120,7 +135,8 @@ def filled(typingctx, values, start):
         for f in range(BLOCK):
             at = _pointer(context, builder, signature.args[0], array,
                           _offset(builder, index, f), signature.args[1])
-            result = builder.insert_value(result, _splat(builder, builder.load(at), block.lanes), f)
+            value = builder.load(at, typ=element)
+            result = builder.insert_value(result, _splat(builder, value, block.lanes), f)
         return result
     return block(values, start), codegen
 
@@ -141,12 +157,12 @@ def multiply_add(typingctx, block, source, at, weights, start):
         accumulators, array, index, weight_array, weight_index = args
         first = _pointer(context, builder, signature.args[1], array, index, signature.args[2])
         vector = ir.VectorType(context.get_value_type(block.dtype), block.lanes)
-        x = builder.load(builder.bitcast(first, vector.as_pointer()), align=1)
-        fma = cgutils.get_or_insert_function(builder.module, ir.FunctionType(vector, [vector] * 3),
-                                             f"llvm.fmuladd.{_suffix(vector)}")
+        x = builder.load(builder.bitcast(first, vector.as_pointer()), align=1, typ=vector)
+        fma = _declare(builder, "llvm.fmuladd", [vector], vector, [vector] * 3)
         for f in range(BLOCK):
             w = builder.load(_pointer(context, builder, signature.args[3], weight_array,
-                                      _offset(builder, weight_index, f), signature.args[4]))
+                                      _offset(builder, weight_index, f), signature.args[4]),
+                             typ=vector.element)
             total = builder.call(fma, [x, _splat(builder, w, block.lanes),
                                        builder.extract_value(accumulators, f)])
             accumulators = builder.insert_value(accumulators, total, f)
@@ -179,10 +195,9 @@ def store(typingctx, target, start, stride, block, filters, first, end):
         lane_numbers = ir.Constant(ir.VectorType(first.type, lanes), list(range(lanes)))
         mask = builder.and_(builder.icmp_signed(">=", lane_numbers, _splat(builder, first, lanes)),
                             builder.icmp_signed("<", lane_numbers, _splat(builder, end, lanes)))
-        masked_store = cgutils.get_or_insert_function(
-            builder.module,
-            ir.FunctionType(ir.VoidType(), [vector, vector.as_pointer(), ir.IntType(32), mask.type]),
-            f"llvm.masked.store.{_suffix(vector)}.p0{_suffix(vector)}")
+        masked_store = _declare(builder, "llvm.masked.store", [vector, vector.as_pointer()],
+                                ir.VoidType(),
+                                [vector, vector.as_pointer(), ir.IntType(32), mask.type])
         whole = builder.and_(builder.icmp_signed("==", first, ir.Constant(first.type, 0)),
                              builder.icmp_signed("==", end, ir.Constant(end.type, lanes)))
         for f in range(BLOCK):

@@ -1,0 +1,102 @@
+"""Element-wise kernels: ReLU, dropout and its random numbers (flattened, split across the cores).
+
+The numba twins of the element-wise section of :mod:`numcnn.kernels.reference`.
+Dropout's uniform numbers are made on the fly from one 64-bit seed with the
+reference's SplitMix64 (its constants ``SPLITMIX_STEP``, ``SPLITMIX_MIX1``
+and ``SPLITMIX_MIX2``, named once there), so that both backends draw the
+same mask.
+"""
+import numpy as np
+from numba import njit, prange
+
+from ..reference import SPLITMIX_MIX1, SPLITMIX_MIX2, SPLITMIX_STEP
+from .compiling import kernel
+
+__all__ = ["relu_forward", "relu_backward", "uniform_from_seed", "dropout_forward",
+           "dropout_backward"]
+
+
+@kernel(parallel=True)
+def _relu_forward(x, y):
+    for i in prange(x.size):
+        v = x[i]
+        y[i] = v if v > 0 else 0
+
+
+def relu_forward(x):
+    """``max(x, 0)``, any shape."""
+    x = np.ascontiguousarray(x)
+    y = np.empty_like(x)
+    _relu_forward(x.reshape(-1), y.reshape(-1))
+    return y
+
+
+@kernel(parallel=True)
+def _relu_backward(dy, y, dx):
+    for i in prange(dy.size):
+        dx[i] = dy[i] if y[i] > 0 else 0
+
+
+def relu_backward(dy, y):
+    """``dy * (y > 0)``."""
+    dy = np.ascontiguousarray(dy)
+    dx = np.empty_like(dy)
+    _relu_backward(dy.reshape(-1), np.ascontiguousarray(y).reshape(-1), dx.reshape(-1))
+    return dx
+
+
+@njit(inline="always")
+def _splitmix_uniform(seed, i):
+    """The ``i``-th uniform of :func:`numcnn.kernels.reference.uniform_from_seed` (0-based)."""
+    z = seed + np.uint64(i + 1) * SPLITMIX_STEP
+    z = (z ^ (z >> np.uint64(30))) * SPLITMIX_MIX1
+    z = (z ^ (z >> np.uint64(27))) * SPLITMIX_MIX2
+    z = z ^ (z >> np.uint64(31))
+    return np.float32(z >> np.uint64(40)) * np.float32(2.0 ** -24)
+
+
+@kernel(parallel=True)
+def _uniform_from_seed(seed, u):
+    for i in prange(u.size):
+        u[i] = _splitmix_uniform(seed, i)
+
+
+def uniform_from_seed(seed, shape):
+    """Uniform float32 numbers in [0, 1) from one 64-bit seed; see the reference twin."""
+    u = np.empty(shape, dtype=np.float32)
+    _uniform_from_seed(np.uint64(seed), u.reshape(-1))
+    return u
+
+
+@kernel(parallel=True)
+def _dropout_forward(x, seed, p, scale, y, mask):
+    for i in prange(x.size):
+        u = _splitmix_uniform(seed, i)  # made here, never stored
+        m = scale if u >= p else 0
+        mask[i] = m
+        y[i] = x[i] * m
+
+
+def dropout_forward(x, seed, p):
+    """Inverted dropout, its uniform numbers made on the fly; see the reference twin."""
+    x = np.ascontiguousarray(x)
+    y = np.empty_like(x)
+    mask = np.empty_like(x)
+    scale = x.dtype.type(1.0 / (1.0 - p))
+    _dropout_forward(x.reshape(-1), np.uint64(seed), np.float32(p), scale,
+                     y.reshape(-1), mask.reshape(-1))
+    return y, mask
+
+
+@kernel(parallel=True)
+def _multiply(a, b, out):
+    for i in prange(a.size):
+        out[i] = a[i] * b[i]
+
+
+def dropout_backward(dy, mask):
+    """``dy * mask``."""
+    dy = np.ascontiguousarray(dy)
+    dx = np.empty_like(dy)
+    _multiply(dy.reshape(-1), mask.reshape(-1), dx.reshape(-1))
+    return dx
