@@ -9,12 +9,10 @@ standard deviation, the recipe, the machine) and ``summary.txt``.
 
 from __future__ import annotations
 
-import os
-import platform
 
 import numpy as np
 
-import numcnn
+from numcnn import info as numcnn_info
 from numcnn import metrics
 from numcnn.files import write_atomically, write_text_atomically
 
@@ -157,24 +155,9 @@ def sample_std(numbers):
 
 
 def machine_info(freed_memory_kept=None):
-    """Platform, processor, library versions, backend and thread settings."""
-    try:
-        import numba
-        numba_version = numba.__version__
-    except ImportError:
-        numba_version = None
-    try:
-        cores_usable = len(os.sched_getaffinity(0))
-    except AttributeError:
-        cores_usable = None
-    return {"platform": platform.platform(), "processor": platform.processor(),
-            "machine": platform.machine(), "python": platform.python_version(),
-            "cpu_count": os.cpu_count(), "cpus_usable": cores_usable,
-            "numpy": np.__version__, "numba": numba_version, "numcnn": numcnn.__version__,
-            "numcnn_backend": numcnn.get_backend(), "keep_freed_memory": freed_memory_kept,
-            "environment": {key: os.environ[key] for key in
-                            ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "OPENBLAS_CORETYPE",
-                             "NUMBA_NUM_THREADS", "NUMBA_THREADING_LAYER") if key in os.environ}}
+    """What ``python -m numcnn info`` reports (:func:`numcnn.info.machine_info`), and
+    whether freed memory was kept for reuse."""
+    return dict(numcnn_info.machine_info(), keep_freed_memory=freed_memory_kept)
 
 
 def protocol_text(skip_test):
