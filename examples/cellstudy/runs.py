@@ -12,9 +12,10 @@
 
 Every file is written whole or not at all (numcnn's atomic writer). One run
 at a time holds a folder: :meth:`RunFolder.locked` takes an operating-system
-lock on ``<out>/.lock`` (``fcntl.flock``), which dies with its process, so a
-killed run never blocks ``--resume``; the holder's process id is written in it
-for the message a second run gets. The run that takes the lock removes the
+lock on ``<out>/.lock`` (``filelock``: ``fcntl.flock`` on Unix, ``msvcrt`` on
+Windows), which dies with its process, so a killed run never blocks
+``--resume``; the holder's process id is written in ``<out>/.lock.holder`` for
+the message a second run gets. The run that takes the lock removes the
 temporary files a killed run left (``.<name>.<random>.tmp``: no other run can
 be writing them). A seed trained anew (no ``--resume``) first removes the
 model, checkpoints and reports an earlier run left in its folder
@@ -33,6 +34,7 @@ import warnings
 from pathlib import Path
 
 import numpy as np
+from filelock import FileLock, Timeout
 
 import numcnn
 from numcnn.files import write_atomically, write_json_atomically
@@ -73,26 +75,25 @@ class RunFolder:
     @contextlib.contextmanager
     def locked(self):
         """Hold ``<out>/.lock`` for the block; :class:`FolderInUse` if another process holds it."""
-        import fcntl
         self.prepare()
-        lock = self.out / ".lock"
-        handle = open(lock, "a+")
+        lock = FileLock(self.out / ".lock", timeout=0)
+        holder = self.out / ".lock.holder"
         try:
+            lock.acquire()
+        except Timeout:
             try:
-                fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except BlockingIOError:
-                handle.seek(0)
-                holder = handle.read().strip() or "unknown"
-                raise FolderInUse(f"the output folder {self.out} is in use by another run "
-                                  f"(process {holder}); wait for it, or use another --out") from None
-            handle.seek(0)
-            handle.truncate()
-            handle.write(f"{os.getpid()}\n")
-            handle.flush()
+                who = holder.read_text(encoding="utf-8").strip() or "unknown"
+            except OSError:
+                who = "unknown"
+            raise FolderInUse(f"the output folder {self.out} is in use by another run "
+                              f"(process {who}); wait for it, or use another --out") from None
+        try:
+            holder.write_text(f"{os.getpid()}\n", encoding="utf-8")
             self._remove_temporaries()
             yield self
         finally:
-            handle.close()                  # closing releases the lock
+            lock.release()                  # the operating system releases it if we die
+
 
     def _remove_temporaries(self):
         """Remove what a killed run's atomic writes left: only the lock holder writes here."""
