@@ -62,6 +62,19 @@ def private_cache(tmp_path, monkeypatch):
     monkeypatch.setenv("NUMCNN_CACHE", str(tmp_path / "default-cache"))
 
 
+def test_the_cache_folder_follows_the_platform_unless_numcnn_cache_says(tmp_path, monkeypatch):
+    import platform
+
+    import platformdirs
+    from numcnn.data import default_cache_dir
+    assert default_cache_dir() == tmp_path / "default-cache"            # NUMCNN_CACHE wins
+    monkeypatch.delenv("NUMCNN_CACHE")
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
+    assert default_cache_dir() == Path(platformdirs.user_cache_dir("numcnn", appauthor=False))
+    if platform.system() == "Linux":                                     # the XDG convention
+        assert default_cache_dir() == tmp_path / "xdg" / "numcnn"
+
+
 # ----------------------------------------------------------------------------
 # Folders of images
 # ----------------------------------------------------------------------------

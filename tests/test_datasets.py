@@ -337,9 +337,9 @@ def test_locate_not_found_explains_where_to_get_it(nowhere):
     for text in ("paultimothymooney/blood-cells", "kaggle datasets download",
                  "dhruvp/wbc-classification", "--data", DATA_ENV_VAR,
                  "dataset2-master/images/TRAIN",
-                 str(nowhere / "shared" / "blood-cells"),
                  str(nowhere / "home" / "data" / "blood-cells")):
         assert text in message
+    assert "shared" not in message                              # no folder of the project's CI
     with pytest.raises(FileNotFoundError):                      # DataNotFoundError is one
         bloodcells.load_data("TRAIN", progress=False)
 
@@ -373,19 +373,18 @@ def test_locate_refuses_other_layouts(nowhere, layout):
 
 
 def test_locate_order_environment_then_defaults(nowhere, monkeypatch):
-    default = nowhere / "shared" / "blood-cells"               # ../shared/blood-cells from cwd
-    (default / "dataset2-master" / "images" / "TRAIN").mkdir(parents=True)
-    assert bloodcells.locate() == default.resolve()
+    beside = nowhere / "shared" / "blood-cells"                # ../shared/blood-cells from cwd:
+    (beside / "dataset2-master" / "images" / "TRAIN").mkdir(parents=True)   # not a default
+    with pytest.raises(DataNotFoundError):
+        bloodcells.locate()
+    home = nowhere / "home" / "data" / "blood-cells"           # the default: ~/data/blood-cells
+    (home / "images" / "TRAIN").mkdir(parents=True)
+    assert bloodcells.locate() == home.resolve()
     pointed = nowhere / "elsewhere" / "dataset2-master"       # pointing at dataset2-master itself
     (pointed / "images" / "TEST").mkdir(parents=True)
     monkeypatch.setenv(DATA_ENV_VAR, str(pointed))
-    assert bloodcells.locate() == pointed.resolve()
-    assert bloodcells.locate(default) == default.resolve()    # the argument beats the variable
-    home = nowhere / "home" / "data" / "blood-cells"           # then ~/data/blood-cells
-    (home / "images" / "TRAIN").mkdir(parents=True)
-    monkeypatch.delenv(DATA_ENV_VAR)
-    shutil.rmtree(default)
-    assert bloodcells.locate() == home.resolve()
+    assert bloodcells.locate() == pointed.resolve()          # the variable beats the default
+    assert bloodcells.locate(beside) == beside.resolve()     # the argument beats the variable
 
 
 def test_labels_csv_path(nowhere):

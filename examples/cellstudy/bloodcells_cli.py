@@ -26,7 +26,7 @@ def parse_args(argv=None):
     parser = cli.build_parser(
         "bloodcells.py", DESCRIPTION, defaults, EXAMPLES,
         data_help="the unpacked Kaggle archive (holding dataset2-master/); default: "
-                  "$NUMCNN_BLOODCELLS, else ../shared/blood-cells, else ~/data/blood-cells")
+                  "$NUMCNN_BLOODCELLS, else ~/data/blood-cells")
     prep = parser.add_argument_group("preprocessing")
     prep.add_argument("--crop", metavar="PX", type=int, default=defaults.crop,
                       help="side of the window cut around the stained cell before downscaling; "

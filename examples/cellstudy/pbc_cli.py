@@ -38,7 +38,7 @@ def parse_args(argv=None):
     parser = cli.build_parser(
         "pbc.py", DESCRIPTION, defaults, EXAMPLES,
         data_help="the PBC folder (holding images/ and splits.csv); default: $NUMCNN_PBC, "
-                  "else ../shared/pbc, else ~/data/pbc")
+                  "else ~/data/pbc")
     prep = parser.add_argument_group("preprocessing")
     prep.add_argument("--size", metavar="PX", type=cli.positive_int, default=defaults.size,
                       help="image side after block means of the 128x128 images (a divisor of 128)")

@@ -18,8 +18,8 @@ are not cached (a warning says so), nor are sets that decode to more than
 atomic writer; a damaged or unreadable one is rebuilt, and a read-only or
 full disk only warns: a cache must never lose a run.
 
-Where: ``cache_dir`` if given, else ``$NUMCNN_CACHE``, else ``~/.cache/numcnn``
-(:func:`default_cache_dir`).
+Where: ``cache_dir`` if given, else ``$NUMCNN_CACHE``, else the platform's
+cache folder (``~/.cache/numcnn`` on Linux; :func:`default_cache_dir`).
 """
 
 from __future__ import annotations
@@ -32,6 +32,7 @@ from pathlib import Path
 from typing import Callable, List, Optional, Sequence, Tuple
 
 import numpy as np
+import platformdirs
 
 from ..files import write_atomically
 from .decode import decode_images
@@ -47,11 +48,16 @@ _CHUNK = 1 << 20
 
 
 def default_cache_dir() -> Path:
-    """``$NUMCNN_CACHE`` if set, else ``~/.cache/numcnn``."""
+    """``$NUMCNN_CACHE`` if set, else the platform's cache folder for numcnn.
+
+    That is ``platformdirs.user_cache_dir("numcnn")``: ``~/.cache/numcnn`` on
+    Linux (or ``$XDG_CACHE_HOME/numcnn``), ``~/Library/Caches/numcnn`` on
+    macOS, ``%LOCALAPPDATA%\\numcnn\\Cache`` on Windows.
+    """
     from_environment = os.environ.get(CACHE_ENV_VAR)
     if from_environment:
         return Path(from_environment).expanduser()
-    return Path.home() / ".cache" / "numcnn"
+    return Path(platformdirs.user_cache_dir("numcnn", appauthor=False))
 
 
 def file_digest(path) -> str:

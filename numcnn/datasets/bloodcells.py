@@ -11,8 +11,7 @@ TEST_SIMPLE (71) holds TEST's originals, one image each.
 ((9957, 3, 30, 40), ['EOSINOPHIL', 'LYMPHOCYTE', 'MONOCYTE', 'NEUTROPHIL'])
 
 Where it is: the ``path`` argument (``--data`` in the examples), else the
-environment variable ``NUMCNN_BLOODCELLS``, else ``../shared/blood-cells``
-from the current directory, else ``~/data/blood-cells``. The folder may be the
+environment variable ``NUMCNN_BLOODCELLS``, else ``~/data/blood-cells``. The folder may be the
 unpacked Kaggle archive (holding ``dataset2-master/images/TRAIN``), a clone of
 the GitHub repository ``dhruvp/wbc-classification`` (holding ``images/TRAIN``),
 or the ``images`` folder itself.
@@ -66,13 +65,12 @@ Unpack it so that <folder>/dataset2-master/images/TRAIN/EOSINOPHIL/*.jpeg exists
 (for the GitHub clone: <folder>/images/TRAIN/...), then tell numcnn where <folder> is:
   1. pass it: bloodcells.load_data(path="<folder>"), or --data <folder> in the examples;
   2. or set the environment variable: export {DATA_ENV_VAR}=<folder>;
-  3. or put it at a default place: ../shared/blood-cells (from the current
-     directory), then ~/data/blood-cells."""
+  3. or put it at the default place: ~/data/blood-cells."""
 
 
 def default_data_dirs() -> List[Path]:
-    """``../shared/blood-cells`` from the current directory, then ``~/data/blood-cells``."""
-    return [Path.cwd().parent / "shared" / "blood-cells", Path.home() / "data" / "blood-cells"]
+    """``~/data/blood-cells``."""
+    return [Path.home() / "data" / "blood-cells"]
 
 
 def _images_folder(root: Path) -> Optional[Path]:
