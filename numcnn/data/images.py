@@ -21,7 +21,7 @@ from __future__ import annotations
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, List, Optional, Sequence, Tuple
+from typing import Callable, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
 from skimage import io
@@ -59,14 +59,17 @@ class ImageSet:
 
     Attributes
     ----------
-    x : ndarray, shape (N, 3, H, W), float32
-        Images in NCHW layout, values in [0, 1].
+    x : ndarray, shape (N, C, H, W), float32
+        Images in NCHW layout, values in [0, 1]; C is 3 for the RGB photographs
+        of the folder loaders, 1 for grey images (:mod:`numcnn.datasets.digits`).
     y : ndarray, shape (N,), int64
         Labels, ``classes[y[i]]`` is the class name of image i.
     classes : list of str
         Class names in label order.
-    paths : list of Path
-        The file each row of ``x`` came from.
+    paths : list of Path (or str)
+        The file each row of ``x`` came from; for images that have no file of
+        their own, a string naming where the row came from (the digits:
+        ``"load_digits[i]"``).
     skipped : list of (Path, str)
         Files that were left out, with the reason.
     """
@@ -74,7 +77,7 @@ class ImageSet:
     x: np.ndarray
     y: np.ndarray
     classes: List[str]
-    paths: List[Path]
+    paths: List[Union[Path, str]]
     skipped: List[Tuple[Path, str]] = field(default_factory=list)
 
     def __len__(self) -> int:
