@@ -11,8 +11,10 @@ folder (NUMCNN_CACHE).
 """
 
 import configparser
+import contextlib
 import csv
 import gzip
+import importlib.util
 import io
 import os
 import re
@@ -271,3 +273,22 @@ def test_a_folder_without_originals_says_where_to_get_them(tmp_path):
     with pytest.raises(DataNotFoundError) as error:
         pbc.load_data("train", tmp_path / "empty", progress=False)
     assert f"{ORIGINALS_FOLDER}.zip" in str(error.value) and "Mendeley" in str(error.value)
+
+
+# ----------------------------------------------------------------------------
+# docs/pbc.md shows what docs/pbc_originals.py prints
+# ----------------------------------------------------------------------------
+
+def test_docs_table_is_current(originals, prepared):
+    spec = importlib.util.spec_from_file_location("docs_pbc_originals",
+                                                  REPO_ROOT / "docs" / "pbc_originals.py")
+    script = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(script)
+    printed = io.StringIO()
+    with contextlib.redirect_stdout(printed):
+        script.main(originals, prepared)
+    rows = [line for line in printed.getvalue().splitlines() if line.startswith("|")]
+    assert len(rows) == 2 + len(script.CANDIDATES)
+    page = (REPO_ROOT / "docs" / "pbc.md").read_text(encoding="utf-8")
+    stale = [row for row in rows if row not in page]
+    assert not stale, f"docs/pbc.md shows other figures; rerun docs/pbc_originals.py: {stale}"
