@@ -16,7 +16,7 @@ if [ -z "$PYTHON" ]; then
 fi
 VENV="${FLOORS_VENV:-.ci/floors-venv}"
 FLOORS=(numpy==1.24.4 numba==0.61.0 scikit-image==0.20.0 scikit-learn==1.2.2 tqdm==4.60.0
-        filelock==3.12.0 platformdirs==3.0.0 threadpoolctl==3.1.0)
+        filelock==3.12.0 platformdirs==3.0.0 threadpoolctl==3.1.0 pillow==9.1.0)
 
 "$PYTHON" -m venv "$VENV"
 "$VENV/bin/python" -m pip install --quiet "${FLOORS[@]}" scipy==1.9.3 pytest pytest-benchmark \

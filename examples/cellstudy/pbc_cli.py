@@ -37,7 +37,9 @@ def parse_args(argv=None):
     defaults = PBCSettings()
     parser = cli.build_parser(
         "pbc.py", DESCRIPTION, defaults, EXAMPLES,
-        data_help="the PBC folder (holding images/ and splits.csv); default: $NUMCNN_PBC, "
+        data_help="the PBC folder: the unpacked public download (PBC_dataset_normal_DIB/ or "
+                  "the folder holding it) or a prepared copy (images/ and splits.csv); "
+                  "default: $NUMCNN_PBC, "
                   "else ~/data/pbc")
     prep = parser.add_argument_group("preprocessing")
     prep.add_argument("--size", metavar="PX", type=cli.positive_int, default=defaults.size,

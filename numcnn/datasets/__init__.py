@@ -3,7 +3,9 @@
 - :mod:`numcnn.datasets.bloodcells`: the Kaggle blood-cell images (four
   classes of white blood cells, 12,444 augmented 320x240 JPEGs).
 - :mod:`numcnn.datasets.pbc`: the PBC dataset of Acevedo et al. (2020):
-  17,092 single blood cells of eight classes, 128x128, with a fixed split.
+  17,092 single blood cells of eight classes, 128x128, with a fixed split;
+  read from a prepared copy or from the public download, whose originals
+  :mod:`numcnn.datasets.pbc_originals` checks and prepares.
 - :mod:`numcnn.datasets.digits`: scikit-learn's 8x8 handwritten digits
   (1,797 grey images of ten classes, shipped with scikit-learn), with a fixed
   split: a dataset that trains in seconds.
