@@ -17,7 +17,7 @@ if "numpy" not in sys.modules:
     # OpenBLAS, and a value the user chose is kept. See docs/performance.md.
     os.environ.setdefault("OPENBLAS_THREAD_TIMEOUT", "4")
 
-__version__ = "0.2.0"
+__version__ = "0.3.0"
 """numcnn's version (setup.cfg reads it from here)."""
 
 from . import callbacks, errors, explain, init, layers, losses, metrics, optim  # noqa: E402

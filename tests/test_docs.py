@@ -92,7 +92,9 @@ def test_readme_example_runs(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     namespace = run_blocks(path, blocks)
     assert (tmp_path / "model.npz").is_file()
-    assert namespace["probabilities"].shape == (5, 2)
+    assert namespace["probabilities"].shape == (5, 10)              # ten digits
+    test = namespace["test"]
+    assert namespace["model"].evaluate(test.x, test.y)["accuracy"] > 0.9   # it learned them
 
 
 @pytest.mark.parametrize("page", ["index.md", "im2col.md"])
