@@ -14,13 +14,17 @@ command-line program maps these types to its exit statuses.
   version).
 - :class:`NonFiniteOutputError`: a model whose outputs are not finite, so
   that no class can be predicted.
+- :class:`NonFiniteModelError`: a model whose weights, BatchNorm statistics
+  or optimizer state are not finite (or whose running variance is negative),
+  found before it is trained or used.
 - :class:`DivergenceWarning` (a warning, not an error): training stopped
   because it stopped being finite; :class:`RunawayLossWarning`: its loss ran
   away, but training goes on.
 """
 
 __all__ = ["NumcnnError", "DataError", "DataNotFoundError", "ModelFileError",
-           "NonFiniteOutputError", "DivergenceWarning", "RunawayLossWarning"]
+           "NonFiniteOutputError", "NonFiniteModelError", "DivergenceWarning",
+           "RunawayLossWarning"]
 
 
 class NumcnnError(Exception):
@@ -49,3 +53,9 @@ class RunawayLossWarning(RuntimeWarning):
 
 class NonFiniteOutputError(NumcnnError, ValueError):
     """A model gave NaN or infinite outputs: no prediction can be made from them."""
+
+
+class NonFiniteModelError(NumcnnError, ValueError):
+    """A model whose weights, statistics or optimizer state cannot be used: NaN or
+    infinite values (after the cast to the model's float32, too), or a negative
+    BatchNorm running variance. The message names the layer and the array."""

@@ -8,6 +8,7 @@ Training (``compile``, ``fit``, ``evaluate``, ``predict``) comes from
 import numpy as np
 
 from . import validation
+from .errors import NonFiniteModelError
 from .layers.activation import Softmax
 from .layers.base import Layer
 from .training import Trainer
@@ -49,6 +50,17 @@ class Sequential(Trainer):
             if not isinstance(layer, Layer):
                 raise TypeError(f"Sequential: item {i} is a {type(layer).__name__}, not a "
                                 "numcnn layer")
+            if any(other is layer for other in layers[:i]):
+                raise ValueError(f"Sequential: item {i} is the same layer object as an earlier "
+                                 f"item; a layer is one step of one model: make another "
+                                 f"({type(layer).__name__}(...)) or copy it (copy.deepcopy)")
+            owner = layer.owner()
+            if owner is not None:
+                raise ValueError(
+                    f"Sequential: item {i}, {layer.describe()}, already belongs to another "
+                    f"model, whose weights it holds; a second model would re-initialise "
+                    f"them. Make a new layer, or copy this one with its weights: "
+                    f"copy.deepcopy(layer), or copy.deepcopy(model) for the whole model")
             kind = type(layer).__name__.lower()
             counts[kind] = counts.get(kind, 0) + 1
             layer.name = f"{kind}_{counts[kind]}"
@@ -63,10 +75,17 @@ class Sequential(Trainer):
         self.rng = np.random.default_rng(seed)
         for layer in self.layers:
             layer.build(self.rng)
+            layer.set_owner(self)
         self.input_shape = None
         self.output_shapes = None
         if input_shape is not None:
             self.build(input_shape)
+
+    def __setstate__(self, state):
+        """A copy (``copy.deepcopy``, pickle) owns its own copies of the layers."""
+        self.__dict__.update(state)
+        for layer in self.layers:
+            layer.set_owner(self)
 
     # -- structure -------------------------------------------------------------
     def build(self, input_shape):
@@ -74,13 +93,19 @@ class Sequential(Trainer):
 
         Returns the list of output shapes (one per layer, without the batch axis).
         """
+        shapes = self.shapes_for(input_shape)
+        self.input_shape = tuple(int(s) for s in input_shape)
+        self.output_shapes = shapes
+        return shapes
+
+    def shapes_for(self, input_shape):
+        """The output shape of every layer for samples of ``input_shape``, checked, without
+        building the model for them (ValueError naming the layer that cannot take them)."""
         shape = validation.sample_shape(input_shape, "input_shape", "Sequential.build")
         shapes = []
         for layer in self.layers:
             shape = layer.output_shape(shape)
             shapes.append(shape)
-        self.input_shape = tuple(int(s) for s in input_shape)
-        self.output_shapes = shapes
         return shapes
 
     @property
@@ -88,12 +113,14 @@ class Sequential(Trainer):
         """Number of outputs (logits) per sample; None before the model is built."""
         return None if self.output_shapes is None else self.output_shapes[-1][0]
 
-    def check_input(self, x, where="model", build=True):
+    def check_input(self, x, where="model", build=True, adopt=False):
         """Check type, dtype, shape and values of a batch; return it as float32.
 
-        Builds the model for ``x``'s sample shape if needed. ``build=False``
-        checks only what does not depend on the image size (an augmentation
-        may still crop it).
+        Builds the model for ``x``'s sample shape if it is not built yet, or
+        if ``adopt`` (training data: ``fit``); otherwise a batch of another
+        shape must pass through every layer, and the model's ``input_shape``
+        stays what it was built for. ``build=False`` checks only what does not
+        depend on the image size (an augmentation may still crop it).
         """
         first = self.layers[0]
         if not isinstance(x, np.ndarray):
@@ -110,7 +137,10 @@ class Sequential(Trainer):
             first.check_sample_shape(x.shape[1:])  # the rank; sizes are checked after augmenting
         x = validation.image_batch(x, "x", where)
         if build and self.input_shape != x.shape[1:]:
-            self.build(x.shape[1:])
+            if self.input_shape is None or adopt:
+                self.build(x.shape[1:])
+            else:
+                self.shapes_for(x.shape[1:])
         return x
 
     # -- passes --------------------------------------------------------------------
@@ -154,7 +184,8 @@ class Sequential(Trainer):
                 for store in (layer.params, layer.buffers) for name, value in store.items()}
 
     def load_state_dict(self, state):
-        """Set every parameter and buffer from a :meth:`state_dict` (shapes must match)."""
+        """Set every parameter and buffer from a :meth:`state_dict` (shapes must match, values
+        finite once cast to the model's dtype: :class:`numcnn.errors.NonFiniteModelError`)."""
         expected = self.state_dict()
         missing = sorted(set(expected) - set(state))
         unexpected = sorted(set(state) - set(expected))
@@ -168,7 +199,16 @@ class Sequential(Trainer):
                     if value.shape != current.shape:
                         raise ValueError(f"load_state_dict: {i}.{name} of {layer.describe()} "
                                          f"has shape {value.shape}; expected {current.shape}")
-                    store[name] = value.astype(current.dtype, copy=True)
+                    with np.errstate(over="ignore", invalid="ignore"):
+                        cast = value.astype(current.dtype, copy=True)
+                    if not np.isfinite(cast).all():
+                        raise NonFiniteModelError(
+                            f"load_state_dict: {i}.{name} of {layer.describe()} holds NaN or "
+                            f"infinite values"
+                            + (f" once cast to {current.dtype} (beyond its range)"
+                               if np.isfinite(value).all() else "")
+                            + ": a model cannot use them")
+                    store[name] = cast
 
     def get_weights(self):
         """The parameters and buffers as a list of arrays, layer by layer (Keras' order)."""

@@ -26,6 +26,9 @@ class Optimizer:
     one raises ValueError).
     """
 
+    #: The arrays of one parameter's state (each of the parameter's shape).
+    state_names = ()
+
     def __init__(self, lr):
         self._lr = positive_float(lr, "lr", type(self).__name__)
         self.iterations = 0
@@ -85,6 +88,8 @@ class SGD(Optimizer):
     then ``param -= lr * v``, or with Nesterov ``param -= lr * (g + momentum * v)``.
     """
 
+    state_names = ("velocity",)
+
     def __init__(self, lr, momentum=0.0, nesterov=False, weight_decay=0.0):
         super().__init__(lr)
         self.momentum = fraction(momentum, "momentum", "SGD")
@@ -120,6 +125,8 @@ class Adam(Optimizer):
     step size: weights with large gradients are hardly decayed. For decay that
     acts on the weights directly, use :class:`AdamW`.
     """
+
+    state_names = ("m", "v")
 
     def __init__(self, lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.0):
         super().__init__(lr)

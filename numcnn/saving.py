@@ -16,6 +16,7 @@ dropped (a model ends in logits now).
 """
 import json
 import os
+import stat
 import zipfile
 
 import numpy as np
@@ -111,6 +112,9 @@ def _read(path, kind, expected_format, versions):
     path = os.fspath(path)
     if not os.path.exists(path):
         raise FileNotFoundError(f"load: no {kind} file at {path!r}")
+    if not stat.S_ISREG(os.stat(path).st_mode):       # a FIFO would block, a device never end
+        raise ModelFileError(f"load: {path!r} is not a regular file (a folder, a pipe or a "
+                             f"device), so not a numcnn {kind} file")
     try:
         archive = np.load(path, allow_pickle=False)
         if not isinstance(archive, np.lib.npyio.NpzFile):     # a .npy: an array, no `with`
@@ -125,8 +129,9 @@ def _read(path, kind, expected_format, versions):
                              "(it has no '__numcnn__' header)")
     try:
         header = json.loads(str(arrays.pop("__numcnn__")))
-    except json.JSONDecodeError as error:
-        raise ModelFileError(f"load: {path!r} has a damaged numcnn header ({error})") from None
+    except (json.JSONDecodeError, RecursionError) as error:
+        raise ModelFileError(f"load: {path!r} has a damaged numcnn header "
+                             f"({type(error).__name__}: {error})") from None
     if not isinstance(header, dict) or header.get("format") != expected_format \
             or header.get("version") not in versions:
         got = header.get("format") if isinstance(header, dict) else None
@@ -152,15 +157,26 @@ def _fill(store, arrays, prefix, layer, path):
         key = f"{prefix}/{name}"
         if key not in arrays:
             raise ModelFileError(f"load: {path!r} lacks {key} for {layer.describe()}")
-        value = arrays[key]
-        if value.shape != current.shape:
-            raise ModelFileError(f"load: {path!r}: {key} of {layer.describe()} has shape "
-                                 f"{value.shape}; the architecture expects {current.shape}")
-        if np.issubdtype(value.dtype, np.floating) and not np.isfinite(value).all():
-            raise ModelFileError(f"load: {path!r}: {key} of {layer.describe()} holds NaN or "
-                                 f"infinite values (a model whose training diverged): it "
-                                 f"cannot be used")
-        store[name] = value.astype(current.dtype)
+        store[name] = _as_stored(arrays[key], current, f"{key} of {layer.describe()}", path)
+
+
+def _as_stored(value, current, what, path):
+    """``value`` cast to ``current``'s dtype, once its shape, kind and finiteness (after the
+    cast: float64 beyond 3.4e38 becomes infinite in float32) are checked."""
+    if value.shape != current.shape:
+        raise ModelFileError(f"load: {path!r}: {what} has shape {value.shape}; the "
+                             f"architecture expects {current.shape}")
+    if not (np.issubdtype(value.dtype, np.floating) or np.issubdtype(value.dtype, np.integer)):
+        raise ModelFileError(f"load: {path!r}: {what} is of dtype {value.dtype}; numbers "
+                             f"were expected")
+    with np.errstate(over="ignore", invalid="ignore"):
+        cast = value.astype(current.dtype)
+    if not np.isfinite(cast).all():
+        raise ModelFileError(f"load: {path!r}: {what} holds NaN or infinite values "
+                             f"{'once cast to ' + str(current.dtype) + ' ' if np.isfinite(value).all() else ''}"
+                             f"(a model whose training diverged, or a damaged file): it "
+                             f"cannot be used")
+    return cast
 
 
 def load_model(path):
@@ -186,13 +202,14 @@ def load_model(path):
             cls = LAYER_CLASSES.get(spec["class"])
             if cls is None:
                 raise ModelFileError(f"load: {path!r} layer {i} has unknown class {spec['class']!r}")
+            _check_declared_arrays(cls, spec["config"], arrays, i, path)
             layers.append(cls(**spec["config"]))
         model = Sequential(layers, seed=header["seed"])
         for i, layer in enumerate(model.layers):
             _fill(layer.params, arrays, f"layer{i}/param", layer, path)
             _fill(layer.buffers, arrays, f"layer{i}/buffer", layer, path)
         if header["loss"] is not None and header["optimizer"] is not None:
-            model.compile(_optimizer_from(header["optimizer"], arrays),
+            model.compile(_optimizer_from(header["optimizer"], arrays, model, path),
                           LOSS_CLASSES[header["loss"]["class"]](**header["loss"]["config"]))
         model.rng.bit_generator.state = header["rng_state"]
         model.epoch = int(header["epoch"])
@@ -201,24 +218,59 @@ def load_model(path):
             model.build(header["input_shape"])
     except ModelFileError:
         raise
-    except (KeyError, TypeError, ValueError) as error:
+    except (KeyError, TypeError, ValueError, AttributeError, RecursionError) as error:
         raise ModelFileError(f"load: {path!r} describes a model this numcnn cannot build "
                              f"({type(error).__name__}: {error})") from None
     return model
 
 
-def _optimizer_from(spec, arrays):
-    """The optimizer of a header, with its state; the learning rate may have reached 0."""
+def _check_declared_arrays(cls, config, arrays, i, path):
+    """The arrays layer ``i``'s header declares are the ones the file holds for it (names
+    and shapes), before the layer is made: a hand-edited header cannot make numcnn
+    allocate what the file does not hold."""
+    if not isinstance(config, dict):
+        raise ModelFileError(f"load: {path!r} layer {i} has a config that is not a mapping")
+    declared = {f"layer{i}/{name}": tuple(shape)
+                for name, shape in cls.array_shapes(config).items()}
+    held = {key: value.shape for key, value in arrays.items() if key.startswith(f"layer{i}/")}
+    layer = f"{cls.__name__} layer {i}"
+    for key, shape in declared.items():
+        if key not in held:
+            raise ModelFileError(f"load: {path!r} lacks {key} for {layer}")
+        if held[key] != shape:
+            raise ModelFileError(f"load: {path!r}: {key} of {layer} has shape {held[key]}; "
+                                 f"the header declares the layer with {shape}")
+    for key in sorted(set(held) - set(declared)):
+        raise ModelFileError(f"load: {path!r} holds {key}, which {layer} does not have")
+
+
+def _optimizer_from(spec, arrays, model, path):
+    """The optimizer of a header, with its state checked against ``model``'s parameters
+    (names, shapes, dtype, finite once cast); the learning rate may have reached 0."""
     config = dict(spec["config"])
     if "betas" in config:
         config["betas"] = tuple(config["betas"])
     lr = config.pop("lr")
     optimizer = optim_module.OPTIMIZERS[spec["class"]](lr=1.0, **config)
     optimizer.lr = lr                                 # a schedule may have brought it to 0
-    state = {k[len("optim/"):]: v for k, v in arrays.items() if k.startswith("optim/")}
-    for name, value in state.items():
-        if np.issubdtype(value.dtype, np.floating) and not np.isfinite(value).all():
-            raise ModelFileError(f"load: the optimizer state {name} holds NaN or infinite values")
+    params = {key: param for key, param, _ in model.param_slots()}
+    state = {}
+    for name, value in arrays.items():
+        if not name.startswith("optim/"):
+            continue
+        flat = name[len("optim/"):]
+        if flat == "iterations":
+            if value.shape != () or not np.issubdtype(value.dtype, np.integer) or value < 0:
+                raise ModelFileError(f"load: {path!r}: the optimizer's step counter is "
+                                     f"{value!r}; a whole number >= 0 was expected")
+            state[flat] = value
+            continue
+        key, _, slot = flat.rpartition("/")
+        if key not in params or slot not in optimizer.state_names:
+            raise ModelFileError(f"load: {path!r}: the optimizer state {flat!r} belongs to no "
+                                 f"parameter of the model ({type(optimizer).__name__} keeps "
+                                 f"{list(optimizer.state_names)} per parameter)")
+        state[flat] = _as_stored(value, params[key], f"the optimizer state {flat}", path)
     optimizer.load_state_arrays(state)
     return optimizer
 

@@ -27,8 +27,10 @@ import numpy as np
 
 from . import validation
 from .callbacks import Callback, History, ProgressBar
-from .errors import DivergenceWarning, NonFiniteOutputError, RunawayLossWarning
+from .errors import (DivergenceWarning, NonFiniteModelError, NonFiniteOutputError,
+                     RunawayLossWarning)
 from .layers.activation import softmax
+from .layers.norm import BatchNorm
 from .losses import Loss
 from .optim import Optimizer
 from .snapshot import Snapshot
@@ -154,6 +156,37 @@ class Trainer:
                 and all(np.isfinite(value).all() for slot in self.optimizer.state.values()
                         for value in slot.values()))
 
+    def check_state(self, where):
+        """Raise :class:`numcnn.errors.NonFiniteModelError` unless the model can be used.
+
+        Every parameter and buffer must be finite, every BatchNorm running
+        variance >= 0, and the optimizer's state finite: a NaN set in place, or
+        an infinity made by a cast to float32, would otherwise flow through
+        BatchNorm and ReLU into confident answers. The message names the layer
+        and the array. ``fit``, ``evaluate`` and ``predict`` call it first.
+        """
+        for layer in self.layers:
+            for kind, store in (("parameter", layer.params), ("buffer", layer.buffers)):
+                for name, value in store.items():
+                    bad = int(value.size - np.count_nonzero(np.isfinite(value)))
+                    if bad:
+                        raise NonFiniteModelError(
+                            f"{where}: {layer.describe()} has {bad} NaN or infinite value(s) in "
+                            f"its {kind} {name!r}: the model cannot be used (load a good "
+                            f"checkpoint, or train it anew)")
+            variance = layer.buffers.get("running_var")
+            if variance is not None and (variance < 0).any():
+                raise NonFiniteModelError(
+                    f"{where}: {layer.describe()} has a negative running variance "
+                    f"({float(variance.min()):g}); a variance is >= 0: the model cannot be used")
+        if self.optimizer is not None:
+            for key, slot in self.optimizer.state.items():
+                for name, value in slot.items():
+                    if not np.isfinite(value).all():
+                        raise NonFiniteModelError(
+                            f"{where}: the optimizer's state {key}/{name} holds NaN or infinite "
+                            f"values: training cannot go on from it")
+
     # -- the loop ----------------------------------------------------------------
     def fit(self, x, y, batch_size=32, epochs=1, verbose=1, callbacks=None,
             validation_data=None, shuffle=True, initial_epoch=0, augment=None):
@@ -194,6 +227,7 @@ class Trainer:
         """
         where = "fit"
         self._require_compiled(where)
+        self.check_state(where)
         batch_size = validation.positive_int(batch_size, "batch_size", where)
         epochs = validation.non_negative_int(epochs, "epochs", where)
         initial_epoch = validation.non_negative_int(initial_epoch, "initial_epoch", where)
@@ -203,10 +237,11 @@ class Trainer:
             raise TypeError(f"{where}: augment must be a function (x_batch, rng) -> x_batch; "
                             f"got {type(augment).__name__}")
         if augment is None:
-            x = self.check_input(x, where)
+            x = self.check_input(x, where, adopt=True)
         else:  # the layers see augmented batches, which may be smaller (random crops)
             x = self.check_input(x, where, build=False)
-            self.check_input(augment(x[:2], np.random.default_rng(0)), "fit: augmented batch")
+            self.check_input(augment(x[:2], np.random.default_rng(0)), "fit: augmented batch",
+                             adopt=True)
         validation.class_labels(y, len(x), self.num_classes, f"{where}: y")
         if validation_data is not None:
             x_val, y_val = validation.pair_of_arrays(validation_data, "validation_data", where)
@@ -221,6 +256,7 @@ class Trainer:
                 raise TypeError(f"{where}: {type(callback).__name__} is not a numcnn Callback")
         callbacks = [self.history] + ([ProgressBar()] if verbose else []) + callbacks
         starts = batch_starts(len(x), batch_size)
+        self._check_batches_for_batchnorm(np.diff(starts).min(), len(x), batch_size, where)
         metrics = ["loss", "accuracy", "lr", "seconds"]
         if validation_data is not None:
             metrics += ["val_loss", "val_accuracy"]
@@ -258,6 +294,20 @@ class Trainer:
         for callback in callbacks:
             callback.on_train_end({})
         return self.history
+
+    def _check_batches_for_batchnorm(self, smallest, N, batch_size, where):
+        """ValueError before any step if a batch of ``smallest`` samples would give a
+        BatchNorm one value per channel (a BatchNorm1D, or 1x1 feature maps)."""
+        if smallest > 1:
+            return
+        shapes = [self.input_shape] + list(self.output_shapes[:-1])
+        for layer, shape in zip(self.layers, shapes):
+            if isinstance(layer, BatchNorm) and int(np.prod(shape[1:])) * smallest < 2:
+                raise ValueError(
+                    f"{where}: with {N} samples and batch_size {batch_size} a batch holds a "
+                    f"single sample, which gives {layer.describe()} one value per channel: its "
+                    f"statistics would have no spread. Choose a batch_size of at least 2 that "
+                    f"does not leave one sample over")
 
     def _train_epoch(self, x, y, starts, shuffle, augment, callbacks, epoch):
         """One pass over the training set; the epoch's logs, or None if training diverged."""
@@ -321,6 +371,7 @@ class Trainer:
         """
         where = "evaluate"
         self._require_compiled(where)
+        self.check_state(where)
         batch_size = validation.positive_int(batch_size, "batch_size", where)
         x = self.check_input(x, where)
         validation.class_labels(y, len(x), self.num_classes, f"{where}: y")
@@ -328,10 +379,23 @@ class Trainer:
         plan = self.plan()
         for start, xb in self._batches(x, batch_size):
             yb = y[start:start + len(xb)]
-            logits = plan.forward(xb, training=False)
+            with np.errstate(over="ignore", invalid="ignore"):
+                logits = plan.forward(xb, training=False)
+            self._refuse_non_finite(logits, start, len(x), where)
             loss_sum += self.loss.forward(logits, yb) * len(xb)
             correct += int((logits.argmax(axis=1) == yb).sum())
         return {"loss": loss_sum / len(x), "accuracy": correct / len(x)}
+
+    @staticmethod
+    def _refuse_non_finite(outputs, start, total, where):
+        """:class:`NonFiniteOutputError` if a row of ``outputs`` (images ``start``...) is not
+        finite: no class, loss or accuracy comes from such a model."""
+        bad = ~np.isfinite(outputs).reshape(len(outputs), -1).all(axis=1)
+        if bad.any():
+            raise NonFiniteOutputError(
+                f"{where}: the model gives non-finite outputs for {int(bad.sum())} of "
+                f"{total} images (first: image {start + int(np.flatnonzero(bad)[0])}); its "
+                f"weights or these inputs are out of range, so no class can be given")
 
     def predict(self, x, batch_size=256):
         """Class probabilities (N, K), float32: the softmax of the logits, in evaluation mode.
@@ -340,18 +404,15 @@ class Trainer:
         not finite (a model that cannot be trusted), naming how many images.
         """
         where = "predict"
+        self.check_state(where)
         batch_size = validation.positive_int(batch_size, "batch_size", where)
         x = self.check_input(x, where)
         outputs = []
         plan = self.plan()
-        for _, xb in self._batches(x, batch_size):
-            logits = plan.forward(xb, training=False)
-            outputs.append(softmax(logits.astype(np.float64), axis=1).astype(np.float32))
+        with np.errstate(over="ignore", invalid="ignore"):
+            for _, xb in self._batches(x, batch_size):
+                logits = plan.forward(xb, training=False)
+                outputs.append(softmax(logits.astype(np.float64), axis=1).astype(np.float32))
         probabilities = np.concatenate(outputs)
-        bad = ~np.isfinite(probabilities).all(axis=1)
-        if bad.any():
-            raise NonFiniteOutputError(
-                f"predict: the model gives non-finite outputs for {int(bad.sum())} of "
-                f"{len(x)} images (first: image {int(np.flatnonzero(bad)[0])}); its weights or "
-                f"these inputs are out of range, so no class can be given")
+        self._refuse_non_finite(probabilities, 0, len(x), where)
         return probabilities

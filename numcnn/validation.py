@@ -103,7 +103,14 @@ def image_batch(x, name, where):
         bad = int((~np.isfinite(x)).reshape(len(x), -1).any(axis=1).sum())
         raise ValueError(f"{where}: {name} must hold finite values; got NaN or infinite values "
                          f"in {bad} of {len(x)} samples")
-    return x if x.dtype == np.float32 else x.astype(np.float32)
+    if x.dtype != np.float32:
+        with np.errstate(over="ignore"):
+            x = x.astype(np.float32)                 # float64 beyond 3.4e38 becomes infinite
+        if not np.isfinite(x).all():
+            bad = int((~np.isfinite(x)).reshape(len(x), -1).any(axis=1).sum())
+            raise ValueError(f"{where}: {name} must hold values that float32 can hold (at most "
+                             f"3.4e38 in size); got larger values in {bad} of {len(x)} samples")
+    return x
 
 
 def class_labels(labels, n, num_classes, where):

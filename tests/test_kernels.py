@@ -673,6 +673,32 @@ def test_relu_matches_reference_exactly(shape, dtype, seed):
     assert dx_ref.flat[0] == 0
 
 
+@pytest.mark.parametrize("module", [reference, jit], ids=["reference", "numba"])
+def test_nan_reaches_the_output_of_relu_maxpool_and_batchnorm_relu(module):
+    """A NaN is never turned into a number on its way through (as in PyTorch): the ReLU
+    keeps it, it is the maximum of its pooling window, BatchNorm-ReLU keeps it; so a
+    broken value shows in the model's output, whose check then refuses it."""
+    x = np.arange(2 * 3 * 4 * 6, dtype=np.float32).reshape(2, 3, 4, 6) - 50
+    x[0, 1, 2, 3] = np.nan
+    x[1, 2, 0, 0] = np.nan                                   # first in its window
+    y = module.relu_forward(x)
+    assert np.isnan(y[0, 1, 2, 3]) and np.isnan(y).sum() == 2
+    for K, stride in [(2, 2), (3, 1)]:                       # the 2x2 kernel and the general one
+        pooled, argmax = module.maxpool_forward(x, K, stride)
+        want, _ = reference.maxpool_forward(x, K, stride)
+        np.testing.assert_array_equal(pooled, want)          # NaN where a window holds one
+        assert np.isnan(pooled[0, 1]).any() and np.isnan(pooled[1, 2, 0, 0])
+        assert np.isnan(pooled).sum() == sum(np.isnan(window).any() for window in (
+            x[n, c, i:i + K, j:j + K] for n in range(2) for c in range(3)
+            for i in range(0, 4 - K + 1, stride) for j in range(0, 6 - K + 1, stride)))
+    gamma, beta = np.ones(3, np.float32), np.zeros(3, np.float32)
+    y, _, _ = module.batchnorm_relu_forward(x, gamma, beta, 1e-5)
+    assert np.isnan(y[0, 1]).all() and np.isnan(y[1, 2]).all()  # NaN statistics: all NaN
+    mean, var = np.zeros(3, np.float32), np.ones(3, np.float32)
+    y = module.batchnorm_relu_inference(x, gamma, beta, mean, var, 1e-5)
+    assert np.isnan(y).sum() == 2 and np.isnan(y[0, 1, 2, 3])
+
+
 @SETTINGS
 @given(shape=st.lists(st.integers(1, 6), min_size=1, max_size=4).map(tuple), dtype=dtypes,
        p=st.sampled_from([0.0, 0.1, 0.5, 0.9]), seed=seeds)

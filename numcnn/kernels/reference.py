@@ -242,7 +242,8 @@ def maxpool_forward(x, K, stride):
     y : ndarray, shape (N, C, OH, OW)
     argmax : ndarray of int32, shape (N, C, OH, OW)
         Position ``i * K + j`` of the maximum inside each window (the first one
-        on ties), kept for the backward pass.
+        on ties), kept for the backward pass. A NaN is a window's maximum (the
+        first NaN, as in PyTorch), so that it reaches the output.
     """
     N, C, H, W = x.shape
     OH = conv_output_size(H, K, stride, 0)
@@ -252,7 +253,7 @@ def maxpool_forward(x, K, stride):
     for i in range(K):
         for j in range(K):
             window = x[:, :, i:i + stride * OH:stride, j:j + stride * OW:stride]
-            bigger = window > y  # strict: the first maximum wins ties
+            bigger = (window > y) | (np.isnan(window) & ~np.isnan(y))  # the first maximum, or NaN
             y[bigger] = window[bigger]
             argmax[bigger] = i * K + j
     return y, argmax
@@ -414,7 +415,7 @@ def rows_batchnorm_relu_backward(dy, y, rows, bias, gamma, mean, var, eps):
 # Element-wise steps
 # ---------------------------------------------------------------------------
 def relu_forward(x):
-    """``max(x, 0)``, any shape."""
+    """``max(x, 0)``, any shape (NaN stays NaN, as in PyTorch: a broken value is not hidden)."""
     return np.maximum(x, 0)
 
 

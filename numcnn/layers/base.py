@@ -14,6 +14,8 @@ A layer is a pair of functions and two dicts:
 ``buffers`` holds state that is saved with a model but not trained (the running
 statistics of BatchNorm).
 """
+import weakref
+
 import numpy as np
 
 FLOAT_DTYPES = (np.float32, np.float64)
@@ -93,6 +95,13 @@ class Layer:
         """Constructor arguments, enough to rebuild the layer (for save/load)."""
         return {}
 
+    @classmethod
+    def array_shapes(cls, config):
+        """``{"param/<name>" or "buffer/<name>": shape}`` of a layer made from ``config``,
+        worked out without making it: a model file's header is checked against the
+        arrays it holds before any layer allocates its weights."""
+        return {}
+
     def num_params(self):
         """Number of trainable values (the sizes of ``params``)."""
         return int(sum(p.size for p in self.params.values()))
@@ -140,6 +149,22 @@ class Layer:
     def __repr__(self):
         args = ", ".join(f"{k}={v!r}" for k, v in self.config().items())
         return f"{type(self).__name__}({args})"
+
+    # -- the model that holds it ---------------------------------------------
+    def owner(self):
+        """The model this layer is a step of, or None (a layer belongs to one model)."""
+        owner = self.__dict__.get("_owner")
+        return None if owner is None else owner()
+
+    def set_owner(self, model):
+        """Record ``model`` as the layer's one owner (weakly: a model that is gone frees it)."""
+        self._owner = weakref.ref(model)
+
+    def __getstate__(self):
+        """A copy of a layer (``copy.deepcopy``, pickle) belongs to no model yet."""
+        state = dict(self.__dict__)
+        state.pop("_owner", None)
+        return state
 
 
 def as_generator(rng):

@@ -82,6 +82,13 @@ class Conv2D(Layer):
         self.params = {"W": W, "b": np.zeros(F, dtype=np.float32)}
         self.grads = {"W": np.zeros_like(W), "b": np.zeros(F, dtype=np.float32)}
 
+    @classmethod
+    def array_shapes(cls, config):
+        size = config["kernel_size"]
+        KH, KW = (size, size) if np.isscalar(size) else size
+        F, C = int(config["out_channels"]), int(config["in_channels"])
+        return {"param/W": (F, C, int(KH), int(KW)), "param/b": (F,)}
+
     def config(self):
         return dict(in_channels=self.in_channels, out_channels=self.out_channels,
                     kernel_size=(self.KH, self.KW), stride=self.stride,

@@ -46,6 +46,11 @@ class Dense(Layer):
         self.params = {"W": W, "b": np.zeros(self.out_features, dtype=np.float32)}
         self.grads = {"W": np.zeros_like(W), "b": np.zeros(self.out_features, dtype=np.float32)}
 
+    @classmethod
+    def array_shapes(cls, config):
+        features_in, features_out = int(config["in_features"]), int(config["out_features"])
+        return {"param/W": (features_in, features_out), "param/b": (features_out,)}
+
     def config(self):
         return dict(in_features=self.in_features, out_features=self.out_features, init=self.init)
 

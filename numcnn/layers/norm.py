@@ -58,6 +58,12 @@ class BatchNorm(Layer):
         self.buffers = {"running_mean": np.zeros(C, dtype=np.float32),
                         "running_var": np.ones(C, dtype=np.float32)}
 
+    @classmethod
+    def array_shapes(cls, config):
+        C = (int(config["num_features"]),)
+        return {"param/gamma": C, "param/beta": C, "buffer/running_mean": C,
+                "buffer/running_var": C}
+
     def config(self):
         return dict(num_features=self.num_features, eps=self.eps, momentum=self.momentum)
 
@@ -73,9 +79,7 @@ class BatchNorm(Layer):
         self._x, self._training = x4, training
         if training:
             M = x4.shape[0] * x4.shape[2] * x4.shape[3]
-            if M < 2:
-                raise ValueError(f"{self.describe()} needs more than one value per channel "
-                                 f"in training mode; got input of shape {x.shape}")
+            self.check_values_per_channel(M, x.shape)
             y, self._mean, self._var = kernels().batchnorm_forward(x4, gamma, beta, self.eps)
             self.update_running_statistics(self._mean, self._var, M)
         else:
@@ -84,12 +88,21 @@ class BatchNorm(Layer):
             y = kernels().batchnorm_inference(x4, gamma, beta, self._mean, self._var, self.eps)
         return y.reshape(x.shape)
 
+    def check_values_per_channel(self, M, shape):
+        """ValueError unless a training batch gives each channel ``M`` >= 2 values: one value
+        has no spread (and the unbiased variance would divide by ``M - 1 = 0``)."""
+        if M < 2:
+            raise ValueError(f"{self.describe()} needs more than one value per channel in "
+                             f"training mode; got input of shape {tuple(shape)} (a batch of "
+                             f"one feature vector): train with batches of at least 2")
+
     def update_running_statistics(self, mean, var, M):
         """Fold a training batch's ``mean`` and biased ``var`` (over ``M`` values) into the buffers.
 
         ``running = (1 - momentum) * running + momentum * batch``, the variance
         made unbiased (``var * M / (M - 1)``) first, as PyTorch does.
         """
+        self.check_values_per_channel(M, (M,))
         m, running = self.momentum, self.buffers
         running["running_mean"] = ((1 - m) * running["running_mean"] + m * mean).astype(np.float32)
         running["running_var"] = ((1 - m) * running["running_var"]

@@ -20,7 +20,7 @@ __all__ = ["relu_forward", "relu_backward", "uniform_from_seed", "dropout_forwar
 def _relu_forward(x, y):
     for i in prange(x.size):
         v = x[i]
-        y[i] = v if v > 0 else 0
+        y[i] = 0 if v <= 0 else v       # NaN stays NaN, as in max(x, 0)
 
 
 def relu_forward(x):

@@ -45,7 +45,7 @@ def _channel_affine(x, scale, shift, relu, y):
         t = shift[c]
         for i in range(L):
             v = x[n, c, i] * s + t
-            y[n, c, i] = (v if v > 0 else 0) if relu else v   # relu: the ReLU after it, fused
+            y[n, c, i] = (0 if v <= 0 else v) if relu else v   # relu: the ReLU after it, fused
 
 
 def _affine_from_stats(gamma, beta, mean, var, eps, dtype):
@@ -188,7 +188,7 @@ def _rows_affine(rows, bias, scale, shift, relu, y):
         t = shift[f]
         for p in range(P):
             v = (source[p] + b) * s + t
-            target[p] = (v if v > 0 else 0) if relu else v
+            target[p] = (0 if v <= 0 else v) if relu else v
 
 
 def rows_batchnorm_relu_forward(rows, bias, gamma, beta, eps, N):

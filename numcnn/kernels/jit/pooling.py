@@ -2,15 +2,23 @@
 
 ``prange`` runs over (image, channel) planes: each iteration owns its plane of
 the output, so the backward pass is race-free. 2x2 windows with stride 2 have
-kernels of their own (the same comparisons, written out).
+kernels of their own (the same comparisons, written out). A NaN in a window
+is its maximum, as in the reference.
 """
 import numpy as np
-from numba import prange
+from numba import njit, prange
 
 from ..reference import conv_output_size
 from .compiling import kernel
 
 __all__ = ["maxpool_forward", "maxpool_backward"]
+
+
+@njit(inline="always")
+def _bigger(v, best):
+    """Whether ``v`` takes the window's maximum from ``best``: larger, or the first NaN
+    (a NaN is the maximum, as in PyTorch, so that it reaches the output)."""
+    return v > best or (v != v and best == best)
 
 
 @kernel(parallel=True)
@@ -28,7 +36,7 @@ def _maxpool_forward(x, K, stride, y, argmax):
                 for i in range(K):
                     for j in range(K):
                         v = x[n, c, h0 + i, w0 + j]
-                        if v > best:  # strict: the first maximum wins ties
+                        if _bigger(v, best):  # strict: the first maximum wins ties
                             best = v
                             best_at = i * K + j
                 y[n, c, oh, ow] = best
@@ -50,13 +58,13 @@ def _maxpool2_forward(x, y, argmax):
                 best = top[2 * ow]
                 where = 0
                 v = top[2 * ow + 1]
-                if v > best:
+                if _bigger(v, best):
                     best, where = v, 1
                 v = bottom[2 * ow]
-                if v > best:
+                if _bigger(v, best):
                     best, where = v, 2
                 v = bottom[2 * ow + 1]
-                if v > best:
+                if _bigger(v, best):
                     best, where = v, 3
                 out[ow] = best
                 at[ow] = where
