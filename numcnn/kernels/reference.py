@@ -350,68 +350,6 @@ def batchnorm_backward(dy, x, gamma, mean, var, eps):
 
 
 # ---------------------------------------------------------------------------
-# BatchNorm followed by ReLU: one call (the numba twins fuse the passes)
-# ---------------------------------------------------------------------------
-def batchnorm_relu_forward(x, gamma, beta, eps):
-    """:func:`batchnorm_forward`, then :func:`relu_forward`: ``max(0, BN(x))``.
-
-    Returns ``(y, mean, var)`` as :func:`batchnorm_forward` does, ``y`` after the ReLU.
-    """
-    y, mean, var = batchnorm_forward(x, gamma, beta, eps)
-    return relu_forward(y), mean, var
-
-
-def batchnorm_relu_inference(x, gamma, beta, mean, var, eps):
-    """:func:`batchnorm_inference`, then :func:`relu_forward`."""
-    return relu_forward(batchnorm_inference(x, gamma, beta, mean, var, eps))
-
-
-def batchnorm_relu_backward(dy, y, x, gamma, mean, var, eps):
-    """Gradients of :func:`batchnorm_relu_forward`: the ReLU's, then the BatchNorm's.
-
-    ``dz = relu_backward(dy, y)`` is the gradient w.r.t. BatchNorm's output;
-    then :func:`batchnorm_backward` of ``dz``. Returns ``(dx, dgamma, dbeta)``.
-    """
-    return batchnorm_backward(relu_backward(dy, y), x, gamma, mean, var, eps)
-
-
-# ---------------------------------------------------------------------------
-# A convolution's matrix-multiply result straight into BatchNorm and ReLU
-# ---------------------------------------------------------------------------
-def rows_batchnorm_relu_forward(rows, bias, gamma, beta, eps, N):
-    """``max(0, BN(x))`` of a convolution's output still in the GEMM's layout.
-
-    ``x = nchw_from_rows(rows, N, bias=bias)`` (the convolution's output, bias
-    added), then :func:`batchnorm_relu_forward`. The numba twin reads ``rows``
-    (shape ``(F, N * P)``) once, without making ``x``.
-
-    Returns ``(y, mean, var)``, ``y`` of shape (N, F, P).
-    """
-    x = nchw_from_rows(rows, N, bias=bias)
-    y, mean, var = batchnorm_relu_forward(x[..., None], gamma, beta, eps)
-    return y[..., 0], mean, var
-
-
-def rows_batchnorm_relu_inference(rows, bias, gamma, beta, mean, var, eps, N):
-    """As :func:`rows_batchnorm_relu_forward`, with fixed statistics: ``y`` of shape (N, F, P)."""
-    x = nchw_from_rows(rows, N, bias=bias)
-    return batchnorm_relu_inference(x[..., None], gamma, beta, mean, var, eps)[..., 0]
-
-
-def rows_batchnorm_relu_backward(dy, y, rows, bias, gamma, mean, var, eps):
-    """Gradients of :func:`rows_batchnorm_relu_forward`, ``dx`` in the GEMM's layout.
-
-    Returns ``(dx_rows, dgamma, dbeta)`` where ``dx_rows = rows_from_nchw(dx)``
-    (shape ``(F, N * P)``): what the convolution's backward pass multiplies next.
-    """
-    N = dy.shape[0]
-    x = nchw_from_rows(rows, N, bias=bias)
-    dx, dgamma, dbeta = batchnorm_relu_backward(dy[..., None], y[..., None], x[..., None],
-                                                gamma, mean, var, eps)
-    return rows_from_nchw(dx[..., 0]), dgamma, dbeta
-
-
-# ---------------------------------------------------------------------------
 # Element-wise steps
 # ---------------------------------------------------------------------------
 def relu_forward(x):
@@ -475,3 +413,71 @@ def dropout_forward(x, seed, p):
 def dropout_backward(dy, mask):
     """``dy * mask``: the same units are dropped and scaled on the way back."""
     return dy * mask
+
+
+# ===========================================================================
+# The plan's fused steps (numcnn.plan): what each computes, in one call.
+# Training and prediction on the numba backend run these where a BatchNorm and
+# a ReLU follow each other or a convolution; their numba twins make fewer
+# passes over the data. Each is written here as the layers one after the other.
+# ===========================================================================
+# ---------------------------------------------------------------------------
+# BatchNorm followed by ReLU: one call (the numba twins fuse the passes)
+# ---------------------------------------------------------------------------
+def batchnorm_relu_forward(x, gamma, beta, eps):
+    """:func:`batchnorm_forward`, then :func:`relu_forward`: ``max(0, BN(x))``.
+
+    Returns ``(y, mean, var)`` as :func:`batchnorm_forward` does, ``y`` after the ReLU.
+    """
+    y, mean, var = batchnorm_forward(x, gamma, beta, eps)
+    return relu_forward(y), mean, var
+
+
+def batchnorm_relu_inference(x, gamma, beta, mean, var, eps):
+    """:func:`batchnorm_inference`, then :func:`relu_forward`."""
+    return relu_forward(batchnorm_inference(x, gamma, beta, mean, var, eps))
+
+
+def batchnorm_relu_backward(dy, y, x, gamma, mean, var, eps):
+    """Gradients of :func:`batchnorm_relu_forward`: the ReLU's, then the BatchNorm's.
+
+    ``dz = relu_backward(dy, y)`` is the gradient w.r.t. BatchNorm's output;
+    then :func:`batchnorm_backward` of ``dz``. Returns ``(dx, dgamma, dbeta)``.
+    """
+    return batchnorm_backward(relu_backward(dy, y), x, gamma, mean, var, eps)
+
+
+# ---------------------------------------------------------------------------
+# A convolution's matrix-multiply result straight into BatchNorm and ReLU
+# ---------------------------------------------------------------------------
+def rows_batchnorm_relu_forward(rows, bias, gamma, beta, eps, N):
+    """``max(0, BN(x))`` of a convolution's output still in the GEMM's layout.
+
+    ``x = nchw_from_rows(rows, N, bias=bias)`` (the convolution's output, bias
+    added), then :func:`batchnorm_relu_forward`. The numba twin reads ``rows``
+    (shape ``(F, N * P)``) once, without making ``x``.
+
+    Returns ``(y, mean, var)``, ``y`` of shape (N, F, P).
+    """
+    x = nchw_from_rows(rows, N, bias=bias)
+    y, mean, var = batchnorm_relu_forward(x[..., None], gamma, beta, eps)
+    return y[..., 0], mean, var
+
+
+def rows_batchnorm_relu_inference(rows, bias, gamma, beta, mean, var, eps, N):
+    """As :func:`rows_batchnorm_relu_forward`, with fixed statistics: ``y`` of shape (N, F, P)."""
+    x = nchw_from_rows(rows, N, bias=bias)
+    return batchnorm_relu_inference(x[..., None], gamma, beta, mean, var, eps)[..., 0]
+
+
+def rows_batchnorm_relu_backward(dy, y, rows, bias, gamma, mean, var, eps):
+    """Gradients of :func:`rows_batchnorm_relu_forward`, ``dx`` in the GEMM's layout.
+
+    Returns ``(dx_rows, dgamma, dbeta)`` where ``dx_rows = rows_from_nchw(dx)``
+    (shape ``(F, N * P)``): what the convolution's backward pass multiplies next.
+    """
+    N = dy.shape[0]
+    x = nchw_from_rows(rows, N, bias=bias)
+    dx, dgamma, dbeta = batchnorm_relu_backward(dy[..., None], y[..., None], x[..., None],
+                                                gamma, mean, var, eps)
+    return rows_from_nchw(dx[..., 0]), dgamma, dbeta

@@ -11,7 +11,14 @@ class ReLU(Layer):
     Notes
     -----
     Forward ``y = max(x, 0)``; backward ``dx = dy * [y > 0]`` (the gradient at
-    exactly 0 is taken as 0). Kernels: ``relu_forward`` / ``relu_backward``.
+    exactly 0 is taken as 0). A NaN stays NaN, as in PyTorch, so that a broken
+    value reaches the output's check instead of becoming a zero.
+
+    Which code runs it: :func:`numcnn.kernels.reference.relu_forward` and
+    ``relu_backward``, or their twins in :mod:`numcnn.kernels.jit.elementwise`
+    on the ``"numba"`` backend; in ``fit``, ``evaluate`` and ``predict`` on
+    ``"numba"`` a ReLU right after a BatchNorm runs inside the BatchNorm's
+    fused kernel (see :class:`numcnn.layers.BatchNorm`).
     """
 
     def _forward(self, x, training):

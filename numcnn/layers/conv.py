@@ -44,9 +44,24 @@ class Conv2D(Layer):
     - ``dW = dY @ cols.T``
     - ``dx = col2im(Wm.T @ dY)`` (col2im sums the patches that overlap).
 
-    Kernels: :func:`numcnn.kernels.reference.im2col` and ``col2im``. Large
-    batches run in chunks of images that share one column buffer
-    (:class:`numcnn.layers.columns.ColumnWorkspace`).
+    Which code runs it:
+
+    - One layer at a time (``layer(x)``, ``model(x)``, ``model.profile``,
+      Grad-CAM): the maths above, im2col, one matrix multiply, col2im, with
+      :func:`numcnn.kernels.reference.im2col` and ``col2im`` on the
+      ``"numpy"`` backend and their twins in :mod:`numcnn.kernels.jit.columns`
+      on ``"numba"``. Large batches run in chunks of images that share one
+      column buffer (:class:`numcnn.layers.columns.ColumnWorkspace`).
+    - ``fit``, ``evaluate`` and ``predict`` on the ``"numba"`` backend run the
+      model's plan (:mod:`numcnn.plan`). On the vectors route
+      (:func:`numcnn.route`) a 3x3 convolution with stride 1 and padding up to
+      2 runs the direct kernels of :mod:`numcnn.kernels.jit.conv3x3`, no
+      column matrix (:class:`numcnn.plan.DirectConvolutionStep`). Every other
+      convolution, and every one on the portable route, runs the same product
+      as here, with the BatchNorm and ReLU after it fused into it when they
+      follow (:class:`numcnn.plan.ConvolutionBlockStep`, else
+      :class:`numcnn.plan.ConvolutionStep`). The values are the same to
+      float32 rounding; on ``"numpy"`` the plan runs the layers one by one.
     """
 
     sample_ndim = 3

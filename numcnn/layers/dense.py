@@ -22,6 +22,9 @@ class Dense(Layer):
     Notes
     -----
     Backward: ``dW = x.T @ dy``, ``db = sum_n dy``, ``dx = dy @ W.T``.
+
+    Which code runs it: the three products above, in NumPy (BLAS), on either
+    backend and in the plan alike: no kernel of numcnn's own.
     """
 
     sample_ndim = 1

@@ -31,7 +31,11 @@ class Dropout(Layer):
     layer's Generator, and the kernel computes ``u`` for every unit from it
     (:func:`numcnn.kernels.reference.uniform_from_seed`, the SplitMix64
     sequence), without drawing or storing millions of numbers one by one.
-    Kernels: ``dropout_forward`` / ``dropout_backward``.
+
+    Which code runs it, one layer at a time and in the plan alike:
+    :func:`numcnn.kernels.reference.dropout_forward` and ``dropout_backward``,
+    or their twins in :mod:`numcnn.kernels.jit.elementwise` on ``"numba"``
+    (the same masks, bit for bit).
     """
 
     def __init__(self, p, rng=None):

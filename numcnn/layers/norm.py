@@ -37,8 +37,17 @@ class BatchNorm(Layer):
     Evaluation uses the running statistics, so ``y`` is a fixed affine map
     of ``x`` and ``dx = dy * gamma / sqrt(running_var + eps)``.
 
-    Kernels: :func:`numcnn.kernels.reference.batchnorm_forward`,
-    ``batchnorm_inference`` and ``batchnorm_backward``.
+    Which code runs it: one layer at a time (``model(x)``, Grad-CAM),
+    :func:`numcnn.kernels.reference.batchnorm_forward`, ``batchnorm_inference``
+    and ``batchnorm_backward``, or their twins in
+    :mod:`numcnn.kernels.jit.normalisation` on the ``"numba"`` backend. In
+    ``fit``, ``evaluate`` and ``predict`` on ``"numba"`` (the plan,
+    :mod:`numcnn.plan`), a BatchNorm followed by a ReLU runs fused with it,
+    one pass each way (``batchnorm_relu_*``,
+    :class:`numcnn.plan.BatchNormReLUStep`), or straight from the product of
+    the convolution before it (``rows_batchnorm_relu_*``,
+    :class:`numcnn.plan.ConvolutionBlockStep`); the same values to float32
+    rounding, the same running statistics.
     """
 
     def __init__(self, num_features, eps=1e-5, momentum=0.1):

@@ -26,8 +26,13 @@ class MaxPool2D(Layer):
     other input of the window gets zero (the max is locally the identity on the
     winner and constant in the others). Overlapping windows add up.
 
-    Kernels: :func:`numcnn.kernels.reference.maxpool_forward` and
-    ``maxpool_backward``.
+    A NaN is the maximum of its window (as in PyTorch), so that it reaches the
+    output.
+
+    Which code runs it, one layer at a time and in the plan alike:
+    :func:`numcnn.kernels.reference.maxpool_forward` and ``maxpool_backward``,
+    or their twins in :mod:`numcnn.kernels.jit.pooling` on the ``"numba"``
+    backend (2x2 windows with stride 2 have a kernel of their own there).
     """
 
     sample_ndim = 3

@@ -13,11 +13,11 @@ from ..reference import conv_output_size
 from .compiling import kernel
 
 __all__ = ["im2col", "col2im", "nchw_from_rows", "rows_from_nchw", "add_channel_bias",
-           "channel_sums", "valid_range"]
+           "channel_sums"]
 
 
 @njit(inline="always")
-def valid_range(offset, stride, pad, size, out_size):
+def _valid_range(offset, stride, pad, size, out_size):
     """The outputs ``o`` whose input ``o * stride + offset - pad`` lies in [0, size)."""
     lo = max(0, (pad - offset + stride - 1) // stride)
     hi = min(out_size, (size - 1 - offset + pad) // stride + 1)
@@ -33,7 +33,7 @@ def _im2col(x, KH, KW, stride, pad, OH, OW, cols):
             for i in range(KH):
                 for j in range(KW):
                     k = (c * KH + i) * KW + j
-                    left, right = valid_range(j, stride, pad, W, OW)   # columns inside the image
+                    left, right = _valid_range(j, stride, pad, W, OW)   # columns inside the image
                     right = max(left, right)
                     start = left * stride + j - pad
                     for oh in range(OH):
@@ -74,7 +74,7 @@ def _col2im(cols, KH, KW, stride, pad, OH, OW, dx):
             for i in range(KH):
                 for j in range(KW):
                     k = (c * KH + i) * KW + j
-                    left, right = valid_range(j, stride, pad, W, OW)
+                    left, right = _valid_range(j, stride, pad, W, OW)
                     start = left * stride + j - pad
                     for oh in range(OH):
                         ih = oh * stride + i - pad
