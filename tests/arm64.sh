@@ -20,7 +20,9 @@
 # Test sets (paths are relative to the checkout):
 #   default    tests/test_kernels.py tests/test_plan.py tests/test_model.py
 #              tests/test_layers.py tests/test_vectors.py
-#   --full     the whole tests/ folder (tests needing ../shared or torch skip)
+#   --full     the whole tests/ folder (tests needing ../shared or torch skip) less
+#              tests/test_docs.py::test_tutorial_runs_as_one_script, whose 60-second
+#              bound emulation cannot meet (it took 492 s)
 #   --vectors  only today's explicit-vector 3x3 kernels: tests/test_vectors.py and
 #              the `3x3` tests of tests/test_kernels.py (whether they compile and
 #              give right answers on arm64)
@@ -39,7 +41,7 @@
 #   tests/test_backend.py::test_import_sets_a_short_openblas_spin_unless_the_user_chose
 #   tests/test_backend.py::test_keep_freed_memory_reports_whether_it_took_effect
 #   tests/test_faults.py::test_two_processes_saving_one_model_path_at_once
-# (the last three are in --full only). The tmpfs tests of tests/test_faults.py run
+# (only --full or a named file collects the last three). The tmpfs tests of tests/test_faults.py run
 # the host's own `mount`, an x86-64 binary that execs natively: they are kept.
 #
 # Environment:
@@ -47,11 +49,16 @@
 #                     (default: <checkout>/.ci/arm64, git-ignored)
 #   PYTHON            the host Python whose pip downloads the wheels (default:
 #                     python3, or /usr/bin/python3 when that has no pip)
+#   ARM64_NUMBA_CPU_NAME, ARM64_NUMBA_CPU_FEATURES
+#                     NUMBA_CPU_NAME / NUMBA_CPU_FEATURES for the arm64 process (by
+#                     default numba compiles for "generic" aarch64), e.g.
+#                     neoverse-v1 and +neon,+sve
 #
 # Host requirements: qemu-user-static (installed with apt-get when missing and we are
 # root), dpkg-deb and apt-get (Debian), a Python with pip, and network access to
 # Debian's archive and PyPI for the first run only. numba under qemu is slow: the
-# default set takes about half an hour on 2 cores, --full longer.
+# default set took 18 minutes on 2 cores (AMD EPYC), --vectors 8, --full 22 (+1 to 2
+# minutes the first time, for the root and the wheels).
 set -euo pipefail
 
 CHECKOUT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -77,7 +84,10 @@ WHEELS=(
 
 DEFAULT_SET=(tests/test_kernels.py tests/test_plan.py tests/test_model.py
              tests/test_layers.py tests/test_vectors.py)
-FULL_SET=(tests)
+# The tutorial test asserts its run takes under 60 s: emulated it took 492 s (its
+# other assertions, a saved model and accuracy above 0.4, held); named on the
+# command line it runs.
+FULL_SET=(tests --deselect tests/test_docs.py::test_tutorial_runs_as_one_script)
 VECTORS_SET=(tests/test_vectors.py tests/test_kernels.py -k "vectors or 3x3")
 DESELECT=(
   --deselect tests/test_vectors.py::test_the_blocks_of_an_avx2_processor
@@ -207,13 +217,14 @@ run_env=(env -u NUMBA_CPU_NAME -u NUMBA_CPU_FEATURES -u OPENBLAS_CORETYPE
 if [[ -n "${ARM64_NUMBA_CPU_NAME:-}" ]]; then run_env+=(NUMBA_CPU_NAME="$ARM64_NUMBA_CPU_NAME"); fi
 if [[ -n "${ARM64_NUMBA_CPU_FEATURES:-}" ]]; then run_env+=(NUMBA_CPU_FEATURES="$ARM64_NUMBA_CPU_FEATURES"); fi
 
-say "arm64 Python: $("${run_env[@]}" "${PY[@]}" -c 'import platform, sys; print(platform.machine(), sys.version.split()[0])')"
 "${run_env[@]}" "${PY[@]}" -c '
+import platform, sys
+print("Python", sys.version.split()[0], "on", platform.machine())
 import llvmlite, llvmlite.binding as llvm, numba, numpy, numcnn
 print("numcnn", numcnn.__version__, "numpy", numpy.__version__, "numba", numba.__version__,
       "llvmlite", llvmlite.__version__, "| numba compiles for", numba.config.CPU_NAME or llvm.get_host_cpu_name(),
       "| backend", numcnn.get_backend())
-' 2>&1 | sed 's/^/    /' >&2 || true
+' 2>&1 | sed 's/^/[arm64] /' >&2 || true
 
 say "pytest set: $set_name; log: $log"
 cd "$CHECKOUT"
