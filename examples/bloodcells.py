@@ -32,6 +32,9 @@ from pathlib import Path
 os.environ.setdefault("OPENBLAS_THREAD_TIMEOUT", "4")
 ROOT = Path(__file__).resolve().parent
 sys.path[:0] = [str(ROOT), str(ROOT.parent)]       # cellstudy, and numcnn from a checkout
+if __name__ == "__main__":           # Ctrl-C from here on: one line, status 130 (cellstudy.cli)
+    from cellstudy.cli import start_command
+    start_command()
 
 import numpy as np  # noqa: E402
 
@@ -45,11 +48,12 @@ from numcnn.layers import (BatchNorm1D, BatchNorm2D, Conv2D, Dense, Dropout,  # 
 from numcnn.losses import SoftmaxCrossEntropy  # noqa: E402
 from numcnn.optim import AdamW  # noqa: E402
 
-from cellstudy import bloodcells_commands, cells, reports, splits  # noqa: E402
+from cellstudy import bloodcells_commands, cells, datacheck, reports, splits  # noqa: E402
 from cellstudy.bloodcells_cli import parse_args  # noqa: E402
-from cellstudy.cli import guarded  # noqa: E402
+from cellstudy.cli import COMMAND_STOPPED, guarded, run_command  # noqa: E402
 from cellstudy.colour import normalise_colour  # noqa: E402
-from cellstudy.runs import RunFolder  # noqa: E402
+from cellstudy.predict import model_path  # noqa: E402
+from cellstudy.runs import RunFolder, keep_out_of_data  # noqa: E402
 from cellstudy.study import announce, plots_wanted, run_seeds, speaker  # noqa: E402
 from cellstudy.stain import StainCrop  # noqa: E402
 from cellstudy.evaluation import evaluate_seed  # noqa: E402
@@ -72,6 +76,7 @@ def load_images(settings, say):
             data[split].x = normalise_colour(data[split].x)
         say(f"{split.upper()}: {len(data[split])} images of shape {data[split].x.shape[1:]} "
             f"(skipped {len(data[split].skipped)}), per class {data[split].class_counts()}")
+    data["files"] = datacheck.check_data(data, ("train", "test"))   # TEST is not TRAIN, ...
     # Which original cell each image was made from: estimated from the pixels.
     if settings.validation == "cells":
         data["train_cells"] = cells.training_cells(data["train"], settings.cache_dir,
@@ -106,19 +111,19 @@ def train_seed(settings, seed, data, run, say):
         train_index, val_index = splits.split_whole_groups(y, data["train_cells"], seed)
     else:                                     # 10% of the images (sharing cells with training)
         train_index, val_index = splits.split_by_images(y, seed)
-    if settings.resume:
-        run.check_resumable(folder, settings, splits.validation_digest(val_index))
+    if settings.resume:                       # only on the same data, recipe, seed and network
+        model, note = run.resume(folder, settings, network(settings, seed),
+                                 data["files"]["identity"], splits.validation_digest(val_index))
     else:                                     # no model of an earlier run may pass for this one's
         run.start_afresh(folder)
+        model, note = None, "new"
 
     mean = MeanImage().fit(x[train_index])    # the mean training image, subtracted everywhere
     x_train, y_train = mean.transform(x[train_index], copy=False), y[train_index]
     x_val, y_val = mean.transform(x[val_index], copy=False), y[val_index]
     x_test, y_test = mean.transform(data["test"].x), data["test"].y
-    run.save_array(folder / "mean_image.npy", mean.mean)
-    run.write_json(folder / "recipe.json", recipe_of(settings, splits.validation_digest(val_index)))
-
-    model, note = run.resume(folder, settings.epochs) if settings.resume else (None, "new")
+    run.write_seed_files(folder, recipe_of(settings, splits.validation_digest(val_index)),
+                         mean.mean, data["files"]["identity"])    # recipe.json, mean_image.npy
     if model is None:
         model = network(settings, seed)
         weights = (len(y_train) / (len(CLASSES) * np.bincount(y_train, minlength=len(CLASSES)))
@@ -155,7 +160,7 @@ def train_seed(settings, seed, data, run, say):
                                               if "train_cells" in data else None,
                                               "test": data.get("test_cells")},
                            began, say, plot=plots_wanted(settings))
-    return {**result, "resumed_from_epoch": resumed_from}
+    return {**result, "resumed_from_epoch": resumed_from, **run.continuation(folder)}
 
 
 def titles(settings):
@@ -190,9 +195,11 @@ def main(argv=None):
     settings, actions = parse_args(argv)
     numcnn.set_backend(settings.backend)
     if actions.predict:
-        return bloodcells_commands.predict(settings, actions)
+        return guarded(lambda s: bloodcells_commands.predict(s, actions), settings,
+                       stopped=COMMAND_STOPPED)
     if actions.explain:
-        return bloodcells_commands.explain(settings, actions)
+        return guarded(lambda s: bloodcells_commands.explain(s, actions), settings,
+                       outputs=[model_path(settings, actions).parent], stopped=COMMAND_STOPPED)
     return guarded(study, settings)
 
 
@@ -200,6 +207,7 @@ def study(settings):
     """The whole study: class counts, images, every seed, results over seeds."""
     say = speaker(settings)
     data_dir = bloodcells.locate(settings.data)
+    keep_out_of_data(settings, [data_dir])    # no output among the images
     with RunFolder(settings.out).locked() as run:
         announce(run, data_dir, say)
         bloodcells_commands.show_class_counts(settings, data_dir, run.out, say,
@@ -220,4 +228,4 @@ if __name__ == "__main__":
     # instead of fresh zero-filled pages every time (docs/performance.md). It changes
     # the whole process, so only when run as a script, not when imported.
     freed_memory_kept = numcnn.keep_freed_memory()
-    sys.exit(main())
+    sys.exit(run_command(main))

@@ -32,6 +32,9 @@ from pathlib import Path
 os.environ.setdefault("OPENBLAS_THREAD_TIMEOUT", "4")
 ROOT = Path(__file__).resolve().parent
 sys.path[:0] = [str(ROOT), str(ROOT.parent)]       # cellstudy, and numcnn from a checkout
+if __name__ == "__main__":           # Ctrl-C from here on: one line, status 130 (cellstudy.cli)
+    from cellstudy.cli import start_command
+    start_command()
 
 import numpy as np  # noqa: E402
 
@@ -45,12 +48,12 @@ from numcnn.layers import (BatchNorm1D, BatchNorm2D, Conv2D, Dense, Dropout,  # 
 from numcnn.losses import SoftmaxCrossEntropy  # noqa: E402
 from numcnn.optim import AdamW  # noqa: E402
 
-from cellstudy import pbc_commands, reports, splits  # noqa: E402
-from cellstudy.cli import guarded  # noqa: E402
+from cellstudy import datacheck, pbc_commands, reports, splits  # noqa: E402
+from cellstudy.cli import COMMAND_STOPPED, guarded, run_command  # noqa: E402
 from cellstudy.colour import normalise_colour  # noqa: E402
 from cellstudy.evaluation import evaluate_seed  # noqa: E402
 from cellstudy.pbc_cli import parse_args  # noqa: E402
-from cellstudy.runs import RunFolder  # noqa: E402
+from cellstudy.runs import RunFolder, keep_out_of_data  # noqa: E402
 from cellstudy.study import announce, plots_wanted, run_seeds, speaker  # noqa: E402
 from cellstudy.views import evaluation_view  # noqa: E402
 
@@ -69,6 +72,7 @@ def load_images(settings, say):
     for split, images in data.items():
         say(f"{split}: {len(images)} images of shape {images.x.shape[1:]}, "
             f"per class {images.class_counts()}")
+    data["files"] = datacheck.check_data(data, pbc.SPLITS)   # test is not train, ...
     return data
 
 
@@ -92,17 +96,17 @@ def train_seed(settings, seed, data, run, say):
     began = time.perf_counter()
     folder = run.seed_folder(seed)
     classes = data["train"].classes
-    if settings.resume:
-        run.check_resumable(folder, settings)
+    if settings.resume:                       # only on the same data, recipe, seed and network
+        model, note = run.resume(folder, settings, network(settings, seed, classes),
+                                 data["files"]["identity"])
     else:                                     # no model of an earlier run may pass for this one's
         run.start_afresh(folder)
+        model, note = None, "new"
     mean = MeanImage().fit(data["train"].x)   # the mean training image, subtracted everywhere
     arrays = {split: (mean.transform(data[split].x), data[split].y) for split in pbc.SPLITS}
     (x_train, y_train), (x_val, y_val) = arrays["train"], arrays["val"]
-    run.save_array(folder / "mean_image.npy", mean.mean)
-    run.write_json(folder / "recipe.json", recipe_of(settings, classes))
-
-    model, note = run.resume(folder, settings.epochs) if settings.resume else (None, "new")
+    run.write_seed_files(folder, recipe_of(settings, classes), mean.mean,
+                         data["files"]["identity"])               # recipe.json, mean_image.npy
     if model is None:
         model = network(settings, seed, classes)
         model.compile(AdamW(settings.lr, weight_decay=settings.weight_decay),
@@ -139,7 +143,7 @@ def train_seed(settings, seed, data, run, say):
                             "test": "TEST set (splits.csv, evaluated once)"},
                            {split: np.arange(len(arrays[split][1])) for split in ("val", "test")},
                            began, say, plot=plots_wanted(settings), unit="images")
-    return {**result, "resumed_from_epoch": resumed_from}
+    return {**result, "resumed_from_epoch": resumed_from, **run.continuation(folder)}
 
 
 def recipe_of(settings, classes):
@@ -162,7 +166,8 @@ def main(argv=None):
     settings, actions = parse_args(argv)
     numcnn.set_backend(settings.backend)
     if actions.predict:
-        return pbc_commands.predict(settings, actions)
+        return guarded(lambda s: pbc_commands.predict(s, actions), settings,
+                       stopped=COMMAND_STOPPED)
     return guarded(study, settings)
 
 
@@ -170,6 +175,7 @@ def study(settings):
     """The whole study: counts, images, every seed, results over seeds."""
     say = speaker(settings)
     data_dir = pbc.locate(settings.data)
+    keep_out_of_data(settings, [data_dir])    # no output among the images
     with RunFolder(settings.out).locked() as run:
         announce(run, data_dir, say, note=f"data: {pbc.CITATION}")
         pbc_commands.show_class_counts(data_dir, say)
@@ -187,4 +193,4 @@ freed_memory_kept = None    # what numcnn.keep_freed_memory() returned, when run
 
 if __name__ == "__main__":
     freed_memory_kept = numcnn.keep_freed_memory()
-    sys.exit(main())
+    sys.exit(run_command(main))

@@ -30,6 +30,9 @@ from pathlib import Path
 os.environ.setdefault("OPENBLAS_THREAD_TIMEOUT", "4")   # before numpy: see docs/performance.md
 ROOT = Path(__file__).resolve().parent
 sys.path[:0] = [str(ROOT), str(ROOT.parent)]       # cellstudy, and numcnn from a checkout
+if __name__ == "__main__":           # Ctrl-C from here on: one line, status 130 (cellstudy.cli)
+    from cellstudy.cli import start_command
+    start_command()
 
 import numpy as np  # noqa: E402
 
@@ -38,11 +41,11 @@ from numcnn.data import load_image_folder  # noqa: E402
 from numcnn.datasets import bloodcells, pbc  # noqa: E402
 
 from cellstudy import cells, reports, scale  # noqa: E402
-from cellstudy.cli import guarded  # noqa: E402
+from cellstudy.cli import COMMAND_STOPPED, guarded, positive_int, run_command  # noqa: E402
 from cellstudy.colour import normalise_colour  # noqa: E402
 from cellstudy.predict import load_saved_model  # noqa: E402
-from cellstudy.runs import RunFolder  # noqa: E402
-from cellstudy.settings import BloodCellSettings, PBCSettings  # noqa: E402
+from cellstudy.runs import RunFolder, keep_out_of_data  # noqa: E402
+from cellstudy.settings import BloodCellSettings, PBCSettings, SettingsError  # noqa: E402
 from cellstudy.stain import StainCrop  # noqa: E402
 from cellstudy.study import plots_wanted, speaker  # noqa: E402
 from cellstudy.transfer import ScaledStainCrop, ScaledToWindow  # noqa: E402
@@ -101,33 +104,53 @@ def bloodcells_as_pbc(recipe, ratio, settings):
     return images, np.concatenate(groups)
 
 
-def test_models(run_dir, settings_class, make_images, ratio, out, direction, settings, say):
+def saved_models(run_dir, settings_class):
+    """Every seed of one run folder: ``(path, model, recipe, labels, mean)``, each checked first.
+
+    ``labels`` maps the model's outputs to the shared order (a PBC model may list
+    the four classes in any order); a model of other classes is refused (exit 2).
+    """
+    paths = sorted(Path(run_dir).glob("seed*/model.npz"))
+    if not paths:
+        raise FileNotFoundError(f"{run_dir} holds no seed*/model.npz: train first")
+    loaded = []
+    for path in paths:
+        model, recipe, classes, mean = load_saved_model(
+            path, settings_class, (BLOODCELL_NAMES, True) if settings_class is BloodCellSettings
+            else (pbc.CLASSES, False))
+        if sorted(name.lower() for name in classes) != sorted(SHARED):
+            raise SettingsError(f"{path} is a model of the classes {classes}; the transfer "
+                                f"tests models of the four shared ones, {', '.join(SHARED)} "
+                                f"(examples/pbc.py --classes {','.join(SHARED)})")
+        labels = np.array([SHARED.index(name.lower()) for name in classes])
+        loaded.append((path, model, recipe, labels, mean))
+    return loaded
+
+
+def test_models(run_dir, models, make_images, ratio, out, direction, settings, say):
     """Every seed of one run folder on the other dataset; the per-seed results and the pooled interval."""
     results, folder = [], out / direction / Path(run_dir).name
-    seeds = sorted(Path(run_dir).glob("seed*/model.npz"))
-    if not seeds:
-        raise FileNotFoundError(f"{run_dir} holds no seed*/model.npz: train first")
     images = None
-    for model_path in seeds:
-        model, recipe_dict, mean = load_saved_model(model_path)
-        recipe = settings_class.from_recipe(recipe_dict)
+    for model_path, model, recipe, labels, mean in models:
         if images is None:                                   # the same for every seed
             images, groups = make_images(recipe, ratio, settings)
             x = normalise_colour(images.x) if recipe.colour_norm == "image" else images.x
         seed_folder = folder / model_path.parent.name
         seed_folder.mkdir(parents=True, exist_ok=True)
-        predicted = np.concatenate([predict_probabilities(model, x[i:i + 1024] - mean, recipe.tta,
-                                                          recipe.input_size)
-                                    for i in range(0, len(x), 1024)]).argmax(axis=1)
-        names = BLOODCELL_NAMES if settings_class is BloodCellSettings else list(SHARED)
-        unit = "images" if settings_class is BloodCellSettings else "estimated cells"
+        predicted = labels[np.concatenate([predict_probabilities(model, x[i:i + 1024] - mean,
+                                                                 recipe.tta, recipe.input_size)
+                                           for i in range(0, len(x), 1024)]).argmax(axis=1)]
+        bloodcell_model = isinstance(recipe, BloodCellSettings)
+        names = BLOODCELL_NAMES if bloodcell_model else list(SHARED)
+        unit = "images" if bloodcell_model else "estimated cells"
         result, text = reports.report_split(
             predicted, images.y, names, f"{direction}: {model_path} on {len(images.y)} images of "
             f"the other laboratory", seed_folder, "transfer", groups=groups, group_unit=unit,
             plot=plots_wanted(settings), seed=model.seed)
         say(f"\n--- {text}")
         results.append({"seed": model.seed, "run": str(run_dir), "transfer": result,
-                        "recipe": {k: recipe_dict.get(k) for k in ("colour_jitter", "colour_norm")}})
+                        "recipe": {"colour_jitter": recipe.colour_jitter,
+                                   "colour_norm": recipe.colour_norm}})
     pooled = reports.pooled_interval(folder, results, images.y, groups, split="transfer")
     return results, pooled
 
@@ -135,15 +158,19 @@ def test_models(run_dir, settings_class, make_images, ratio, out, direction, set
 def transfer(settings):
     """Both directions, every run folder; results.json and summary.txt in --out."""
     say = speaker(settings)
-    with RunFolder(settings.out).locked() as run:
+    directions = [("bloodcells_on_pbc", [(run_dir, saved_models(run_dir, BloodCellSettings))
+                                         for run_dir in settings.bloodcells], pbc_as_bloodcells),
+                  ("pbc_on_bloodcells", [(run_dir, saved_models(run_dir, PBCSettings))
+                                         for run_dir in settings.pbc], bloodcells_as_pbc)]
+    keep_out_of_data(settings, [bloodcells.locate(settings.bloodcells_data),
+                                pbc.locate(settings.pbc_data)])
+    with RunFolder(settings.out).locked() as run:         # every model checked: now the work
         ratio, facts = measure_scale(settings, say)
         document = {"scale": facts, "bloodcells_on_pbc": {}, "pbc_on_bloodcells": {}}
         lines = [f"PBC pixels per blood-cell pixel: {ratio:.3f} (lymphocytes of the training images)"]
-        for direction, runs, settings_class, make in (
-                ("bloodcells_on_pbc", settings.bloodcells, BloodCellSettings, pbc_as_bloodcells),
-                ("pbc_on_bloodcells", settings.pbc, PBCSettings, bloodcells_as_pbc)):
-            for run_dir in runs:
-                results, pooled = test_models(run_dir, settings_class, make, ratio, run.out,
+        for direction, runs, make in directions:
+            for run_dir, models in runs:
+                results, pooled = test_models(run_dir, models, make, ratio, run.out,
                                               direction, settings, say)
                 accuracies = [r["transfer"]["accuracy"] for r in results]
                 document[direction][str(run_dir)] = {"seeds": results, "pooled_interval": pooled,
@@ -168,16 +195,16 @@ def main(argv=None):
     parser.add_argument("--pbc-data", metavar="DIR", default=None)
     parser.add_argument("--out", metavar="DIR", default="runs/transfer")
     parser.add_argument("--cache-dir", metavar="DIR", default=None)
-    parser.add_argument("--max-per-class", metavar="K", type=int, default=None,
+    parser.add_argument("--max-per-class", metavar="K", type=positive_int, default=None,
                         help="at most K images per class (quick runs, tests)")
-    parser.add_argument("--every", metavar="K", type=int, default=1,
+    parser.add_argument("--every", metavar="K", type=positive_int, default=1,
                         help="measure the scale on every K-th training lymphocyte")
     parser.add_argument("--quiet", action="store_true")
     parser.add_argument("--no-plots", action="store_true")
     settings = parser.parse_args(argv)
-    return guarded(transfer, settings)
+    return guarded(transfer, settings, stopped=COMMAND_STOPPED)
 
 
 if __name__ == "__main__":
     numcnn.keep_freed_memory()
-    sys.exit(main())
+    sys.exit(run_command(main))

@@ -14,30 +14,86 @@ def accuracy(y_true, y_pred):
 def class_report(y_true, y_pred, class_names):
     """Per-class precision, recall, F1 and support, plus accuracy, as a dict.
 
+    A class with no sample in ``y_true`` has no recall (nothing to find) and
+    no meaningful F1: its entry says so (``None``, and how often it was
+    predicted), it is listed under ``"no_samples"``, and it is left out of
+    the macro and weighted averages and of the worst recall, which are then
+    over the classes that have samples.
+
     Returns
     -------
     dict
         ``{"accuracy": a, "classes": {name: {"precision", "recall", "f1", "support"}},
-        "macro": {...}, "weighted": {...}, "worst_recall": (name, value)}``
+        "macro": {...}, "weighted": {...}, "worst_recall": (name, value),
+        "no_samples": [names]}``; ``worst_recall`` is ``(None, None)`` when no
+        class has a sample.
     """
+    y_true, y_pred = np.asarray(y_true), np.asarray(y_pred)
     labels = list(range(len(class_names)))
     p, r, f, s = precision_recall_fscore_support(y_true, y_pred, labels=labels, zero_division=0)
-    classes = {name: {"precision": float(p[i]), "recall": float(r[i]), "f1": float(f[i]),
-                      "support": int(s[i])} for i, name in enumerate(class_names)}
-    report = {"accuracy": accuracy(y_true, y_pred), "classes": classes}
+    present = [i for i in labels if s[i] > 0]
+    classes = {}
+    for i, name in enumerate(class_names):
+        if s[i] > 0:
+            classes[name] = {"precision": float(p[i]), "recall": float(r[i]), "f1": float(f[i]),
+                             "support": int(s[i])}
+        else:
+            classes[name] = {"precision": None, "recall": None, "f1": None, "support": 0,
+                             "predicted": int(np.sum(y_pred == i))}
+    report = {"accuracy": accuracy(y_true, y_pred), "classes": classes,
+              "no_samples": [class_names[i] for i in labels if s[i] == 0]}
     for average in ("macro", "weighted"):
-        pa, ra, fa, _ = precision_recall_fscore_support(y_true, y_pred, labels=labels,
-                                                        average=average, zero_division=0)
-        report[average] = {"precision": float(pa), "recall": float(ra), "f1": float(fa)}
-    worst = min(class_names, key=lambda name: classes[name]["recall"])
-    report["worst_recall"] = (worst, classes[worst]["recall"])
+        if present:
+            pa, ra, fa, _ = precision_recall_fscore_support(y_true, y_pred, labels=present,
+                                                            average=average, zero_division=0)
+            report[average] = {"precision": float(pa), "recall": float(ra), "f1": float(fa)}
+        else:
+            report[average] = {"precision": None, "recall": None, "f1": None}
+    named = [class_names[i] for i in present]
+    worst = min(named, key=lambda name: classes[name]["recall"]) if named else None
+    report["worst_recall"] = (worst, classes[worst]["recall"] if worst else None)
     return report
 
 
 def text_report(y_true, y_pred, class_names, digits=3):
-    """scikit-learn's printed classification report, as the study showed it."""
-    return classification_report(y_true, y_pred, labels=list(range(len(class_names))),
-                                 target_names=list(class_names), digits=digits, zero_division=0)
+    """scikit-learn's printed classification report, as the study showed it.
+
+    A class with no sample in ``y_true`` gets a row saying so instead of
+    numbers, and the averages are over the other classes (their row says how
+    many); with every class present the report is scikit-learn's own.
+    """
+    y_true, y_pred = np.asarray(y_true), np.asarray(y_pred)
+    labels = list(range(len(class_names)))
+    support = np.bincount(y_true.astype(np.int64), minlength=len(class_names)) if y_true.size \
+        else np.zeros(len(class_names), np.int64)
+    present = [i for i in labels if support[i] > 0]
+    if len(present) == len(labels):
+        return classification_report(y_true, y_pred, labels=labels,
+                                     target_names=list(class_names), digits=digits,
+                                     zero_division=0)
+    p, r, f, s = precision_recall_fscore_support(y_true, y_pred, labels=labels, zero_division=0)
+    averages = f"avg of {len(present)}"
+    width = max(len(name) for name in [*class_names, f"weighted {averages}"])
+    row = ("{:>{width}s} " + " {:>9.{digits}f}" * 3 + " {:>9}\n").format
+    lines = [("{:>{width}s} " + " {:>9}" * 4).format("", "precision", "recall", "f1-score",
+                                                      "support", width=width) + "\n\n"]
+    for i, name in enumerate(class_names):
+        if support[i]:
+            lines.append(row(name, p[i], r[i], f[i], int(s[i]), width=width, digits=digits))
+        else:
+            lines.append(f"{name:>{width}s}   no samples (predicted {int(np.sum(y_pred == i))} "
+                         f"times; left out of the averages)\n")
+    lines.append("\n")
+    lines.append(("{:>{width}s} " + " {:>9}" * 2 + " {:>9.{digits}f} {:>9}\n").format(
+        "accuracy", "", "", accuracy(y_true, y_pred), int(y_true.size), width=width,
+        digits=digits))
+    for average in ("macro", "weighted"):
+        if present:
+            pa, ra, fa, _ = precision_recall_fscore_support(y_true, y_pred, labels=present,
+                                                            average=average, zero_division=0)
+            lines.append(row(f"{average} {averages}", pa, ra, fa, int(y_true.size), width=width,
+                             digits=digits))
+    return "".join(lines)
 
 
 def confusion(y_true, y_pred, num_classes):

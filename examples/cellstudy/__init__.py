@@ -5,7 +5,9 @@ split, model, ``fit``, TEST once, reports. What they share lives here:
 
 - :mod:`cellstudy.settings`: a study's settings, frozen and versioned (what a run's recipe.json holds);
 - :mod:`cellstudy.cli`: the command line, and the table of exit statuses;
-- :mod:`cellstudy.runs`: the output folder: seed folders, resume, files written atomically;
+- :mod:`cellstudy.runs`: the output folder: seed folders, resume (only what fits), files written atomically;
+- :mod:`cellstudy.seedfiles`: the files beside a model (recipe.json, mean_image.npy), checked against it;
+- :mod:`cellstudy.datacheck`: every file hashed: the data's identity, and the data checked against itself;
 - :mod:`cellstudy.splits`: validation splits, by images or by whole original cells;
 - :mod:`cellstudy.views`: what the network sees at evaluation (centre crop, 8 symmetric views);
 - :mod:`cellstudy.reports`: per-split reports, intervals, results.json and summary.txt;

@@ -11,7 +11,7 @@ from numcnn.data import centre_crop, preprocess_image, read_rgb_image
 from numcnn.datasets import bloodcells
 
 from . import reports
-from .cli import EXIT
+from .cli import EXIT, printable
 from .colour import normalise_colour
 from .explain import explain_images
 from .labels_csv import LabelsFileError, read_original_labels
@@ -29,10 +29,11 @@ def show_class_counts(settings, data_dir, out, say, plot):
     """
     try:
         originals = read_original_labels(bloodcells.labels_csv_path(data_dir))
-        say("\nRaw samples per class of the original smears (dataset-master/labels.csv):")
-        say(originals.summary())
     except (FileNotFoundError, LabelsFileError, OSError) as error:
         warnings.warn(f"no table of the original labels: {error}", stacklevel=2)
+    else:                           # (printing is not reading labels.csv: a closed stdout is not its fault)
+        say("\nRaw samples per class of the original smears (dataset-master/labels.csv):")
+        say(originals.summary())
     counts = {split: bloodcells.count_per_class(split, data_dir) for split in ("TRAIN", "TEST")}
     say("\nAugmented samples per class (dataset2-master/images):")
     say(reports.count_table(counts, bloodcells.CLASSES))
@@ -83,10 +84,10 @@ def _input_maker(recipe, mean, input_shape, allow_other_size):
 
 def predict(settings, actions):
     """``--predict``: print class probabilities for each image; return the exit status."""
-    loaded = model_for_predict(settings, actions, BloodCellSettings)
+    loaded = model_for_predict(settings, actions, BloodCellSettings, (bloodcells.CLASSES, True))
     if loaded is None:
         return EXIT.BAD_INPUT
-    model_path, model, recipe, recipe_dict, mean = loaded
+    model_path, model, recipe, classes, mean = loaded
     square = model.input_shape is not None and model.input_shape[1] == model.input_shape[2]
     views = settings.tta if actions.tta_explicit else recipe.tta
     if views == "symmetries" and not square:
@@ -97,17 +98,16 @@ def predict(settings, actions):
                    f"{recipe.crop or 'none'}, factor {recipe.factor}"
                    + (f", centre {recipe.input_size}x{recipe.input_size}" if recipe.crop else "")
                    + ("; mean over the 8 symmetric views" if views == "symmetries" else "; one view"))
-    classes = recipe_dict.get("classes", list(bloodcells.CLASSES))
     make_input = _input_maker(recipe, mean, model.input_shape, actions.allow_other_size)
     return predict_images(actions.predict, model, classes, make_input, views, description)
 
 
 def explain(settings, actions):
     """``--explain``: Grad-CAM grid of TEST images per class, and feature maps; the exit status."""
-    loaded = model_for_predict(settings, actions, BloodCellSettings)
+    loaded = model_for_predict(settings, actions, BloodCellSettings, (bloodcells.CLASSES, True))
     if loaded is None:
         return EXIT.BAD_INPUT
-    model_path, model, recipe, recipe_dict, mean = loaded
+    model_path, model, recipe, classes, mean = loaded
     try:
         data_dir = bloodcells.locate(settings.data)
     except (OSError, ValueError) as error:
@@ -125,11 +125,10 @@ def explain(settings, actions):
     shown = centre_crop(test.x, size) if crop else test.x             # what a person sees
     seen = normalise_colour(test.x) if recipe.colour_norm == "image" else test.x
     x = centre_crop(seen - mean, size) if crop else seen - mean       # what the network sees
-    classes = recipe_dict.get("classes", list(bloodcells.CLASSES))
     grid, features, correct = explain_images(
         model, shown, x, test.y, classes, model_path.parent, actions.explain_per_class,
         f"Grad-CAM on the last Conv2D, TEST images ({model_path})",
-        first_name=Path(test.paths[0]).name)
+        first_name=printable(Path(test.paths[0]).name))
     print(f"Grad-CAM of {len(x)} TEST images ({correct} predicted right): {grid}")
     print(f"feature maps: {features}")
     return EXIT.DONE

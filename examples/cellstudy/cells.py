@@ -135,7 +135,8 @@ def cell_groups(images: ImageSet, cache_dir=None, cache: bool = True,
     digest = hashlib.sha256(json.dumps({"version": GROUPS_VERSION, "counts": counts,
                                         "shape": list(x.shape)}).encode())
     for path, label in zip(images.paths, images.y):
-        digest.update(f"{Path(path).parent.name}/{Path(path).name}\t{label}\n".encode())
+        digest.update(f"{Path(path).parent.name}/{Path(path).name}\t{label}\n"
+                      .encode("utf-8", "surrogateescape"))       # any bytes of a name
     digest.update(np.ascontiguousarray(x).data)            # the pixels themselves
     file = Path(cache_dir or default_cache_dir()) / f"bloodcells-cellgroups-{digest.hexdigest()[:16]}.npy"
     if cache and file.exists():

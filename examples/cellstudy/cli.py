@@ -8,6 +8,9 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import errno
+import os
+import signal
 import sys
 import warnings
 import math
@@ -15,11 +18,12 @@ from pathlib import Path
 from types import SimpleNamespace
 
 __all__ = ["EXIT", "EXIT_TABLE", "build_parser", "parse", "guarded", "positive_int", "number_list",
-           "check_network_size", "MAX_WEIGHTS"]
+           "check_network_size", "MAX_WEIGHTS", "MAX_SEED", "start_command", "run_command",
+           "printable"]
 
 #: The exit statuses of every study command, and what each means.
 EXIT = SimpleNamespace(DONE=0, PREDICT_UNREADABLE=1, BAD_INPUT=2, DIVERGED=3, FOLDER_IN_USE=4,
-                       CANNOT_WRITE=5, INTERRUPTED=130, TERMINATED=143)
+                       CANNOT_WRITE=5, INTERRUPTED=130, STDOUT_CLOSED=141, TERMINATED=143)
 EXIT_TABLE = """exit status:
   0    done
   1    some --predict image could not be read or classified (the others were)
@@ -28,7 +32,12 @@ EXIT_TABLE = """exit status:
   4    the output folder is in use by another run
   5    the output cannot be written (read-only, full disk, not a folder)
   130  interrupted (Ctrl-C): a checkpoint was written, --resume goes on
+  141  the standard output was closed (e.g. piped into head): stopped quietly
   143  terminated (SIGTERM): a checkpoint was written, --resume goes on"""
+
+#: The largest --seed: seeds reach scikit-learn's splitters (which take 0 .. 2**32 - 1)
+#: with an offset of 1000 per class.
+MAX_SEED = 2**31 - 1
 
 
 class HelpFormatter(argparse.RawDescriptionHelpFormatter):
@@ -149,8 +158,14 @@ def parse(parser, settings_class, argv, check):
     ``allow_other_size``, ``tta_explicit`` and the study's own actions.
     """
     args = parser.parse_args(argv)
-    if args.seed is not None and args.seed < 0:
-        parser.error(f"--seed must be >= 0, got {args.seed}")
+    if args.seed is not None and not 0 <= args.seed <= MAX_SEED:
+        parser.error(f"--seed must be between 0 and {MAX_SEED}, got {args.seed}")
+    if args.seeds - 1 > MAX_SEED:
+        parser.error(f"--seeds must be at most {MAX_SEED + 1}, got {args.seeds}")
+    if args.batch_size < 2:
+        parser.error(f"--batch-size must be at least 2: BatchNorm normalises each training "
+                     f"batch by its own mean and variance, which one image does not have; "
+                     f"got {args.batch_size}")
     if not 0 <= args.colour_jitter < 1:
         parser.error(f"--colour-jitter must be in [0, 1), got {args.colour_jitter}")
     args.tta_explicit = getattr(args, "tta", None) is not None
@@ -170,24 +185,37 @@ def _terminate(signum, frame):
     raise Terminated()
 
 
-def guarded(function, settings):
+#: What Ctrl-C and SIGTERM say during a training run.
+TRAINING_STOPPED = ("\ninterrupted: the last complete checkpoint is kept; --resume goes on from there",
+                    "terminated: the last complete checkpoint is kept; --resume goes on from there")
+#: What they say during a command that only reads (--predict, --explain, transfer.py).
+COMMAND_STOPPED = ("\ninterrupted: stopped; nothing half-written is left behind",
+                   "terminated: stopped; nothing half-written is left behind")
+
+
+def guarded(function, settings, outputs=(), stopped=TRAINING_STOPPED):
     """``function(settings)``, with every expected failure turned into a message and a status.
 
     The statuses are :data:`EXIT_TABLE`'s. Bad data or settings against a run
     on disk: 2; another run in the folder: 4; an output that cannot be
     written (read-only, full, not a folder): 5, and the atomic writer has left
     nothing behind; Ctrl-C and SIGTERM: 130 and 143, with the last complete
-    checkpoint on disk for ``--resume`` (the epoch under way is dropped).
-    Anything else is a bug and keeps its traceback.
-    """
-    import signal
+    checkpoint on disk for ``--resume`` (the epoch under way is dropped); a
+    closed standard output (``| head``): 141, quietly. Anything else is a bug
+    and keeps its traceback.
 
+    ``outputs`` are folders written besides ``settings.out`` (--explain's
+    model folder); ``stopped`` the two messages of Ctrl-C and SIGTERM.
+    """
     from numcnn.errors import DataError, DivergenceWarning
 
     from .runs import FolderInUse
     from .settings import SettingsError
-    out = Path(settings.out).resolve()
+    written = [Path(folder).resolve() for folder in (settings.out, *outputs)]
     previous = signal.signal(signal.SIGTERM, _terminate)
+    previous_int = signal.getsignal(signal.SIGINT)
+    if previous_int is not signal.SIG_IGN:      # (a job started with Ctrl-C ignored keeps it so)
+        signal.signal(signal.SIGINT, signal.default_int_handler)
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", DivergenceWarning)   # the study says it in its words
@@ -198,26 +226,102 @@ def guarded(function, settings):
     except FolderInUse as error:
         print(f"error: {error}", file=sys.stderr)
         return EXIT.FOLDER_IN_USE
+    except BrokenPipeError:
+        return _stdout_closed()
     except OSError as error:
-        if error.filename is None or not _inside(Path(str(error.filename)), out):
+        named = error.filename is not None and any(_inside(Path(str(error.filename)), folder)
+                                                   for folder in written)
+        if not named and (error.filename is not None or error.errno not in _NO_ROOM):
             print(f"error: {error}", file=sys.stderr)        # e.g. data that cannot be read
             return EXIT.BAD_INPUT
-        print(f"error: cannot write the output {error.filename}: {error.strerror or error}"
+        where = error.filename if named else settings.out      # a full disk: only writes fail so
+        print(f"error: cannot write the output {where}: {error.strerror or error}"
               f"\n(nothing half-written is left behind; free some space or choose another "
-              f"--out, then --resume)", file=sys.stderr)
+              + ("--out, then --resume)" if stopped is TRAINING_STOPPED else "place)"),
+              file=sys.stderr)
         return EXIT.CANNOT_WRITE
     except KeyboardInterrupt:
-        print("\ninterrupted: the last complete checkpoint is kept; --resume goes on from there",
-              file=sys.stderr)
+        print(stopped[0], file=sys.stderr)
         return EXIT.INTERRUPTED
     except Terminated:
-        print("terminated: the last complete checkpoint is kept; --resume goes on from there",
-              file=sys.stderr)
+        print(stopped[1], file=sys.stderr)
         return EXIT.TERMINATED
     finally:
         signal.signal(signal.SIGTERM, previous)
+        if previous_int is not None:
+            signal.signal(signal.SIGINT, previous_int)
+
+
+#: Errors only a write can meet: a full disk, a full quota, a read-only file system.
+_NO_ROOM = (errno.ENOSPC, errno.EDQUOT, errno.EROFS)
 
 
 def _inside(path, folder):
     path = path.resolve()
     return path == folder or folder in path.parents
+
+
+def _stdout_closed():
+    """The reader of the standard output went away (``| head``): stop quietly, status 141.
+
+    As Python's documentation advises, the standard output is pointed at
+    os.devnull, so that the final flush at exit does not fail again.
+    """
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)
+    except (OSError, ValueError, AttributeError):   # no file descriptor (e.g. captured)
+        pass
+    return EXIT.STDOUT_CLOSED
+
+
+def _interrupted_early(signum, frame):
+    print("\ninterrupted before the run began: nothing was written", file=sys.stderr)
+    raise SystemExit(EXIT.INTERRUPTED)
+
+
+def start_command():
+    """What a study script does first when run as a program, before it loads numcnn.
+
+    Ctrl-C while the modules load or the flags are parsed gives one line and
+    status 130 (SystemExit, raised where the program is, so ``finally``
+    blocks still run); :func:`guarded` takes Ctrl-C over while the command
+    runs. File names that are not UTF-8 (Linux allows any bytes) are printed
+    on the standard output as the bytes they are, as ``ls`` does, instead of
+    failing with UnicodeEncodeError.
+    """
+    if signal.getsignal(signal.SIGINT) is not signal.SIG_IGN:    # (as Python does)
+        signal.signal(signal.SIGINT, _interrupted_early)
+    if hasattr(sys.stdout, "reconfigure"):
+        sys.stdout.reconfigure(errors="surrogateescape")
+
+
+def run_command(main):
+    """``main()``'s exit status, for ``sys.exit``; what escapes the guard is mapped too.
+
+    A closed standard output found only at the last flush (``--predict ... |
+    head -1``): 141, quietly; while argparse prints ``--help`` or a usage
+    error, its own status (0 or 2: argparse ignores a closed output); Ctrl-C
+    outside the guard: 130 with one line.
+    """
+    try:
+        status = main()
+        sys.stdout.flush()
+        return status
+    except SystemExit:          # argparse after --help or a bad flag: it ignores a closed output
+        try:                    # itself, and keeps its status (0 or 2): so do we
+            sys.stdout.flush()
+        except BrokenPipeError:
+            _stdout_closed()
+        raise
+    except BrokenPipeError:
+        return _stdout_closed()
+    except KeyboardInterrupt:
+        print("\ninterrupted", file=sys.stderr)
+        return EXIT.INTERRUPTED
+
+
+def printable(text):
+    """``text`` with the bytes of a file name that are not UTF-8 shown as U+FFFD (for figures)."""
+    return text.encode("utf-8", "surrogateescape").decode("utf-8", "replace")

@@ -22,13 +22,19 @@ EXAMPLES = """  python examples/pbc.py --data ../shared/pbc                the s
 
 
 def class_list(text):
-    """'eosinophil,lymphocyte' -> ('eosinophil', 'lymphocyte'), checked against PBC's classes."""
+    """'eosinophil,lymphocyte' -> ('eosinophil', 'lymphocyte'), checked against PBC's classes.
+
+    At least two: a model of one class gives it to every image, and its
+    accuracy of 1.0 would say nothing.
+    """
     import argparse
     names = tuple(part.strip() for part in text.split(",") if part.strip())
     unknown = [name for name in names if name not in pbc.CLASSES]
     if not names or unknown or len(set(names)) != len(names):
         raise argparse.ArgumentTypeError(f"expected distinct names from {', '.join(pbc.CLASSES)}; "
                                          f"got {text!r}")
+    if len(names) < 2:                    # a one-class model is right whatever it is shown
+        raise argparse.ArgumentTypeError(f"expected at least 2 classes to tell apart; got {text!r}")
     return names
 
 

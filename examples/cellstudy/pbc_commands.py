@@ -25,10 +25,10 @@ def show_class_counts(data_dir, say):
 
 def predict(settings, actions):
     """``--predict``: class probabilities of 128x128 PBC-style images; the exit status."""
-    loaded = model_for_predict(settings, actions, PBCSettings)
+    loaded = model_for_predict(settings, actions, PBCSettings, (pbc.CLASSES, False))
     if loaded is None:
         return EXIT.BAD_INPUT
-    model_path, model, recipe, recipe_dict, mean = loaded
+    model_path, model, recipe, classes, mean = loaded
     factor = pbc.IMAGE_SIZE // recipe.size
     shape = (pbc.IMAGE_SIZE, pbc.IMAGE_SIZE, 3)
 
@@ -46,7 +46,6 @@ def predict(settings, actions):
         return centre_crop(x - mean, recipe.input_size), None
 
     views = settings.tta if actions.tta_explicit else recipe.tta
-    classes = recipe_dict.get("classes") or list(pbc.CLASSES)
     description = (f"model {model_path} ({model.epoch} epochs); preprocessing: {recipe.size}x"
                    f"{recipe.size} by block means, centre {recipe.input_size}x{recipe.input_size}"
                    + ("; mean over the 8 symmetric views" if views == "symmetries" else "; one view"))

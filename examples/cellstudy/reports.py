@@ -14,15 +14,22 @@ import numpy as np
 
 from numcnn import info as numcnn_info
 from numcnn import metrics
-from numcnn.files import write_atomically, write_text_atomically
+from numcnn.files import write_atomically
 
-__all__ = ["SPLIT_FILES", "split_file", "report_split", "interval_text", "pooled_interval",
+__all__ = ["write_text", "SPLIT_FILES", "split_file", "report_split", "interval_text", "pooled_interval",
            "count_table", "format_confusion", "aggregate", "sample_std", "machine_info",
            "results_document", "summary_text", "protocol_text", "data_info", "write_results"]
 
 #: What a seed folder holds for each evaluated split (--skip-test removes TEST's).
 SPLIT_FILES = {"report": "report_{split}.txt", "confusion": "confusion_{split}.png",
                "predicted": "predicted_{split}.npy"}
+
+
+def write_text(path, text):
+    """``text`` at ``path``, atomically, as UTF-8; the bytes of file names that are not
+    UTF-8 (Linux allows any) are written as they are (``surrogateescape``), not refused."""
+    data = text.encode("utf-8", "surrogateescape")
+    return write_atomically(path, lambda handle: handle.write(data))
 
 
 def split_file(folder, kind, split):
@@ -91,13 +98,16 @@ def report_split(predicted, y, classes, title, folder, split, groups=None,
     report = metrics.class_report(y, predicted, classes)
     matrix = metrics.confusion(y, predicted, len(classes))
     worst_class, worst_recall = report["worst_recall"]
+    absent = report["no_samples"]            # a class with no image here: no recall to report
     text = (f"{title}: {len(y)} images, accuracy {report['accuracy']:.4f}"
             + (f" ({interval_text(interval, group_unit)})" if interval else "")
-            + f", worst recall {worst_recall:.3f} ({worst_class})\n\n"
+            + f", worst recall {worst_recall:.3f} ({worst_class})"
+            + (f"; no images of {', '.join(absent)} (left out of the macro averages and the "
+               f"worst recall)" if absent else "") + "\n\n"
             f"{metrics.text_report(y, predicted, classes)}\n"
             f"confusion matrix (rows: true class, columns: predicted)\n"
             f"{format_confusion(matrix, classes)}\n")
-    write_text_atomically(split_file(folder, "report", split), text)
+    write_text(split_file(folder, "report", split), text)
     if plot:
         from numcnn import plots
         plots.confusion_matrix(matrix, classes, path=split_file(folder, "confusion", split),
@@ -110,6 +120,8 @@ def report_split(predicted, y, classes, title, folder, split, groups=None,
               "macro_f1": report["macro"]["f1"],
               "worst_recall": worst_recall, "worst_recall_class": worst_class,
               "confusion": matrix.tolist()}
+    if absent:
+        result["no_images"] = absent
     if interval:
         result.update(accuracy_interval=[interval["low"], interval["high"]],
                       cells=interval["groups"])
@@ -193,7 +205,8 @@ def summary_text(results, document, diverged=(), unit="estimated cells"):
              + f", {document['recipe']['epochs']} epochs, "
              + protocol_text(document["recipe"].get("skip_test")),
              "images skipped as unreadable: "
-             + ", ".join(f"{split.upper()} {count}" for split, count in skipped.items()), ""]
+             + ", ".join(f"{split.upper()} {count}" for split, count in skipped.items())]
+    lines += _shared_files_lines(document["data"].get("files")) + [""]
     for r in results:
         seconds = r["seconds_per_epoch"]
         test = "TEST not evaluated"
@@ -227,18 +240,39 @@ def summary_text(results, document, diverged=(), unit="estimated cells"):
         shown = "test" if has_test else "val"       # per-class F1: TEST, or validation without it
         lines.append(f"  {'test' if has_test else 'validation'} F1 per class:")
         for name in classes:
+            if name not in mean[shown]["f1"]:       # no image of it in that split
+                lines.append(f"    {name:<12} no images (left out of the means)")
+                continue
             lines.append(f"    {name:<12} {mean[shown]['f1'][name]:.4f} +- "
                          f"{std[shown]['f1'][name]:.4f}   (recall {mean[shown]['recall'][name]:.4f} "
                          f"+- {std[shown]['recall'][name]:.4f})")
     return "\n".join(lines)
 
 
+def _shared_files_lines(files):
+    """Summary lines for files one split shares with another, or one class with another."""
+    if not files:
+        return []
+    same = {pair: n for pair, n in files.get("same_files", {}).items() if n}
+    sharing = {split: n for split, n in files.get("classes_sharing_files", {}).items() if n}
+    lines = [f"{pair.split('_in_')[0].upper()} images that are {pair.split('_in_')[1].upper()} "
+             f"images byte for byte: {n} (not held out)" for pair, n in same.items()]
+    lines += [f"{split.upper()} images whose bytes appear under another class too: {n}"
+              for split, n in sharing.items()]
+    return lines
+
+
 def data_info(data_dir, data, splits):
-    """The ``data`` entry of results.json: where, how many images, which were skipped."""
-    return {"data_dir": str(data_dir),
+    """The ``data`` entry of results.json: where, how many images, which were skipped, and
+    (``data["files"]``, :func:`cellstudy.datacheck.check_data`) the data's identity and the
+    files it shares between splits and classes."""
+    info = {"data_dir": str(data_dir),
             "images": {split: len(data[split]) for split in splits},
             "skipped_count": {split: len(data[split].skipped) for split in splits},
             "skipped": {split: [str(path) for path, _ in data[split].skipped] for split in splits}}
+    if "files" in data:
+        info["files"] = data["files"]
+    return info
 
 
 def write_results(run, study, classes, recipe, data, results, test_y, test_groups,

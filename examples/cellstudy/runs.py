@@ -6,7 +6,9 @@
     <out>/seed<S>/model.npz                 the final model (numcnn.load)
     <out>/seed<S>/checkpoint.npz            written after every epoch (for --resume)
     <out>/seed<S>/mean_image.npy            what is subtracted from every image (for --predict)
-    <out>/seed<S>/recipe.json               the settings (for --predict and --resume)
+    <out>/seed<S>/recipe.json               the settings (for --predict and --resume), with
+                                            records of the mean image and the data, and a
+                                            checksum (cellstudy.seedfiles)
     <out>/seed<S>/history.json              per-epoch loss, accuracy, val_*, lr, seconds
     <out>/seed<S>/report_<split>.txt ...    see cellstudy.reports
 
@@ -20,6 +22,9 @@ temporary files a killed run left (``.<name>.<random>.tmp``: no other run can
 be writing them). A seed trained anew (no ``--resume``) first removes the
 model, checkpoints and reports an earlier run left in its folder
 (:meth:`RunFolder.start_afresh`), so that none of them passes for this run's.
+A seed continued with ``--resume`` goes on only with the same data, recipe,
+seed and network (:meth:`RunFolder.resume`); ``--epochs`` may change (see
+there). The output folder never lies inside the data (:func:`keep_out_of_data`).
 """
 
 from __future__ import annotations
@@ -42,10 +47,11 @@ from numcnn.files import write_atomically, write_json_atomically
 from numcnn.callbacks import previous_path
 from numcnn.errors import ModelFileError
 
-from .reports import SPLIT_FILES, split_file
+from .reports import SPLIT_FILES, split_file, write_text
+from .seedfiles import seal, verify_checksum
 from .settings import SettingsError
 
-__all__ = ["RunFolder", "FolderInUse"]
+__all__ = ["RunFolder", "FolderInUse", "keep_out_of_data"]
 
 
 class FolderInUse(RuntimeError):
@@ -63,6 +69,7 @@ class RunFolder:
 
     def __init__(self, out):
         self.out = Path(out)
+        self._continued = {}       # seed folder -> the --epochs changes of its model so far
 
     def prepare(self):
         """Make the folder (and its parents); NotADirectoryError if ``out`` is a file."""
@@ -88,7 +95,10 @@ class RunFolder:
             raise FolderInUse(f"the output folder {self.out} is in use by another run "
                               f"(process {who}); wait for it, or use another --out") from None
         try:
-            holder.write_text(f"{os.getpid()}\n", encoding="utf-8")
+            try:
+                holder.write_text(f"{os.getpid()}\n", encoding="utf-8")
+            except OSError as error:            # e.g. a full disk: name the file
+                raise OSError(error.errno, error.strerror, str(holder)) from None
             self._remove_temporaries()
             yield self
         finally:
@@ -137,12 +147,30 @@ class RunFolder:
         return write_json_atomically(path, document)
 
     def write_text(self, path, text):
-        """``text`` at ``path``, atomically."""
-        return write_atomically(path, lambda handle: handle.write(text.encode("utf-8")))
+        """``text`` at ``path``, atomically (file names that are not UTF-8 kept as their bytes)."""
+        return write_text(path, text)
 
     def save_array(self, path, array):
         """One ``.npy`` at ``path``, atomically."""
         return write_atomically(path, lambda handle: np.save(handle, array))
+
+    def write_seed_files(self, folder, recipe, mean, data_identity=None):
+        """``mean_image.npy`` and ``recipe.json`` of a seed, before its training.
+
+        recipe.json gets the records :func:`cellstudy.seedfiles.seal` adds (the
+        mean image's and the data's, a checksum), and, for a model continued
+        with another ``--epochs``, ``epochs_changed`` (see :meth:`resume`).
+        """
+        changed = self._continued.get(folder)
+        if changed:
+            recipe = {**recipe, "epochs_changed": changed}
+        self.save_array(folder / "mean_image.npy", mean)
+        self.write_json(folder / "recipe.json", seal(recipe, mean, data_identity))
+
+    def continuation(self, folder):
+        """``{"epochs_changed": [...]}`` for a seed's results if its model changed --epochs, else {}."""
+        changed = self._continued.get(folder)
+        return {"epochs_changed": changed} if changed else {}
 
     def save_trained(self, folder, model):
         """After ``fit``: write history.json, and model.npz unless training diverged.
@@ -157,52 +185,176 @@ class RunFolder:
         model.save(folder / "model.npz")
         return None
 
-    def resume(self, folder, epochs):
+    def resume(self, folder, settings, expected, data_identity=None, val_digest=None):
         """The model to continue with ``--resume``: ``(model, note)``, or ``(None, "new")``.
 
-        A complete ``model.npz`` (``epochs`` trained) is only re-evaluated; else
-        the newest readable checkpoint is continued: ``checkpoint.npz``, or the
-        one before it (``checkpoint.previous.npz``) if the newest is damaged.
-        A damaged file is named in a warning and left in place.
+        A complete ``model.npz`` (``settings.epochs`` trained) is only
+        re-evaluated; else the newest readable checkpoint is continued:
+        ``checkpoint.npz``, or the one before it (``checkpoint.previous.npz``)
+        if the newest is damaged. A damaged file is named in a warning and left
+        in place.
+
+        Nothing goes on from a state it does not fit, whatever is on disk:
+        :meth:`check_resumable` compares the recipe, the data and the
+        validation split with the saved ones, and the model found must be this
+        seed's (its ``seed``) and have the architecture of ``expected`` (this
+        run's network, built but untrained). ``--epochs`` may differ from the
+        saved recipe's: a model is trained further (or less far) to the new
+        count, its remaining epochs following the learning-rate schedule of the
+        new count, which recipe.json and results.json then record under
+        ``epochs_changed``; a model that already has more epochs than
+        ``--epochs`` is refused.
+
+        Raises
+        ------
+        SettingsError
+            Naming what differs.
         """
-        final = folder / "model.npz"
-        model = _load_or_warn(final)
-        if model is not None and model.epoch >= epochs:
-            return model, f"complete ({model.epoch} epochs): not retrained, only evaluated"
-        for checkpoint in (folder / "checkpoint.npz", Path(previous_path(folder / "checkpoint.npz"))):
-            model = _load_or_warn(checkpoint)
-            if model is not None:
-                return model, f"resumed from {checkpoint.name} after epoch {model.epoch}"
-        return None, "new"
+        model, note, path = _newest_model(folder, settings.epochs)
+        if model is not None and model.seed != expected.seed:
+            raise SettingsError(f"--resume: {path} holds the model of seed {model.seed}, not of "
+                                f"seed {expected.seed} (were seed folders swapped or copied?); "
+                                f"use another --out")
+        previous = self.check_resumable(folder, settings, val_digest, data_identity)
+        changed = previous.get("epochs_changed") if previous else None
+        changed = list(changed) if isinstance(changed, list) else []
+        if model is not None:
+            _check_same_network(model, expected, path)
+            if model.epoch > settings.epochs:
+                raise SettingsError(f"--resume: {path} has {model.epoch} epochs, more than "
+                                    f"--epochs {settings.epochs}; use --epochs "
+                                    f"{model.epoch} or more, or another --out")
+            before = previous.get("epochs") if previous else None
+            if before is not None and before != settings.epochs and model.epoch > 0:
+                changed.append({"after_epoch": model.epoch, "epochs_before": before,
+                                "epochs_now": settings.epochs})
+                note += (f"; trained so far for --epochs {before}: the remaining epochs "
+                         f"follow the schedule of --epochs {settings.epochs} (recorded in "
+                         f"recipe.json and results.json as epochs_changed)")
+        self._continued[folder] = changed if model is not None else []
+        return model, note
 
     @staticmethod
-    def check_resumable(folder, settings, val_digest=None):
-        """Refuse to resume a seed that was trained with other settings or another split.
+    def check_resumable(folder, settings, val_digest=None, data_identity=None):
+        """Refuse to resume a seed that was trained with other settings or data; its old recipe.
 
-        The split is compared when both sides know it (a digest given, and a
-        recipe.json that recorded it): estimated cell groups that changed would
-        otherwise move former validation images into training without a word.
+        The training settings (:attr:`Settings.TRAINING`) and the backend must
+        be the saved ones. The split is compared when both sides know it (a
+        digest given, and a recipe.json that recorded it): estimated cell
+        groups that changed would otherwise move former validation images into
+        training without a word. The data (``data_identity``, of
+        :func:`cellstudy.datacheck.data_identity`) likewise, split by split;
+        a recipe.json that did not record it gets a warning.
+
+        Returns
+        -------
+        dict or None
+            The saved recipe, or None when there is none or it is damaged
+            (a warning says so: it cannot be compared).
         """
         saved = folder / "recipe.json"
         if not saved.exists():
-            return
+            return None
         try:
             recipe = json.loads(saved.read_text(encoding="utf-8"))
-            before = type(settings).from_recipe(recipe).training_settings()
+            before = type(settings).from_recipe(recipe)
+            verify_checksum(recipe, saved)
         except (ValueError, TypeError, KeyError) as error:
             warnings.warn(f"--resume: {saved} is damaged ({error}), so this run's settings "
                           f"cannot be compared with the saved ones; it is rewritten from this "
                           f"run's settings", stacklevel=2)
-            return
+            return None
+        then, now = before.training_settings(), settings.training_settings()
+        if "backend" in recipe:               # the kernels round differently
+            then["backend"], now["backend"] = before.backend, settings.backend
+        changed = [f"{key}: {then[key]!r} -> {now[key]!r}" for key in now if then[key] != now[key]]
+        if changed:
+            raise SettingsError(f"--resume: {folder} was trained with other settings "
+                                f"({'; '.join(changed)}); use the same ones or another --out")
+        if data_identity is not None:
+            _check_same_data(folder, recipe.get("data_identity"), data_identity)
         if val_digest is not None and recipe.get("validation_split") not in (None, val_digest):
             raise SettingsError(f"--resume: {folder} held out other validation images than this "
                                 f"run does (were the cell groups recomputed?); training on would "
                                 f"train on former validation images: use another --out")
-        now = settings.training_settings()
-        changed = [f"{key}: {before[key]!r} -> {now[key]!r}" for key in now if before[key] != now[key]]
-        if changed:
-            raise SettingsError(f"--resume: {folder} was trained with other settings "
-                                f"({'; '.join(changed)}); use the same ones or another --out")
+        return recipe
+
+
+def keep_out_of_data(settings, data_dirs):
+    """Refuse an ``--out`` or a cache folder inside a data folder (SettingsError, exit 2).
+
+    The run would write its seed folders (or the cache its files) among the
+    images, and every later run on that data would read them as a class
+    folder, or fail on it.
+    """
+    from numcnn.data import default_cache_dir
+    places = [("--out", settings.out),
+              ("--cache-dir" if settings.cache_dir else "the cache folder ($NUMCNN_CACHE)",
+               settings.cache_dir or default_cache_dir())]
+    for data_dir in data_dirs:
+        data_dir = Path(data_dir).resolve()
+        for flag, place in places:
+            place = Path(place).resolve()
+            if place == data_dir or data_dir in place.parents:
+                raise SettingsError(f"{flag} {place} lies inside the data folder {data_dir}: "
+                                    f"its files would be read as data by every later run; "
+                                    f"choose a folder outside it")
+
+
+def _check_same_data(folder, then, now):
+    """SettingsError naming the first split whose images differ from the recorded ones."""
+    if not isinstance(then, dict):
+        warnings.warn(f"--resume: {folder / 'recipe.json'} does not record which images it was "
+                      f"trained on (an earlier version of the study wrote it), so the data "
+                      f"cannot be compared; it is recorded from now on", stacklevel=3)
+        return
+    for split, identity in now.items():
+        before = then.get(split)
+        if before != identity:
+            images = f"{before['images']} images" if isinstance(before, dict) else "no record"
+            raise SettingsError(f"--resume: {folder} was trained on other data: its "
+                                f"{split.upper()} split held {images} (fingerprint "
+                                f"{str((before or {}).get('sha256'))[:12]}...), this run's "
+                                f"holds {identity['images']} ({identity['sha256'][:12]}...); "
+                                f"use the same --data or another --out")
+
+
+def _architecture(model):
+    """Each layer's class and the shapes of its parameters and buffers."""
+    return [(type(layer).__name__,
+             {f"{kind}/{name}": tuple(value.shape)
+              for kind, store in (("param", layer.params), ("buffer", layer.buffers))
+              for name, value in store.items()})
+            for layer in model.layers]
+
+
+def _check_same_network(model, expected, path):
+    """SettingsError if ``model`` (read from ``path``) has not the architecture of ``expected``."""
+    have, want = _architecture(model), _architecture(expected)
+    shapes = (tuple(model.input_shape or ()), tuple(expected.input_shape or ()))
+    if have != want or (model.input_shape is not None and shapes[0] != shapes[1]):
+        where = next((i for i, (a, b) in enumerate(zip(have, want)) if a != b), min(len(have),
+                                                                                    len(want)))
+        describe = lambda layers: (f"{layers[where][0]} {layers[where][1]}"    # noqa: E731
+                                   if where < len(layers) else "no layer")
+        detail = (f"inputs {shapes[0]}, this run's network takes {shapes[1]}" if have == want
+                  else f"layer {where} is {describe(have)}, this run's network has "
+                       f"{describe(want)} ({len(have)} and {len(want)} layers)")
+        raise SettingsError(f"--resume: {path} is a model of another architecture ({detail}); "
+                            f"use the settings it was trained with, or another --out")
+
+
+def _newest_model(folder, epochs):
+    """``(model, note, path)``: a complete model.npz, else the newest readable checkpoint."""
+    final = folder / "model.npz"
+    model = _load_or_warn(final)
+    if model is not None and model.epoch >= epochs:
+        return model, f"complete ({model.epoch} epochs): not retrained, only evaluated", final
+    for checkpoint in (folder / "checkpoint.npz", Path(previous_path(folder / "checkpoint.npz"))):
+        model = _load_or_warn(checkpoint)
+        if model is not None:
+            return model, f"resumed from {checkpoint.name} after epoch {model.epoch}", checkpoint
+    return None, "new", None
 
 
 def _remove_results(folder):
@@ -222,5 +374,5 @@ def _load_or_warn(path):
         return numcnn.load(path)
     except (ModelFileError, OSError) as error:
         warnings.warn(f"--resume: {path} cannot be used ({error}); trying the state before it",
-                      stacklevel=3)
+                      stacklevel=4)
         return None

@@ -11,6 +11,7 @@ spread over the code.
 from __future__ import annotations
 
 import dataclasses
+import math
 from dataclasses import dataclass
 from typing import ClassVar, Dict, Optional, Tuple
 
@@ -31,6 +32,12 @@ class Settings:
                                            "colour_jitter")
     #: version -> function(recipe dict) -> recipe dict of the next version.
     MIGRATIONS: ClassVar[Dict[int, object]] = {}
+    #: Whole-number fields that must be >= 1 (the others must be >= 0).
+    POSITIVE: ClassVar[Tuple[str, ...]] = ("epochs", "batch_size", "seeds")
+    #: Text fields and the values they may take.
+    CHOICES: ClassVar[Dict[str, Tuple[str, ...]]] = {
+        "class_weights": ("none", "balanced"), "tta": ("symmetries", "none"),
+        "backend": ("numba", "numpy"), "colour_norm": ("none", "image")}
 
     data: Optional[str] = None
     out: str = "runs/study"
@@ -69,22 +76,83 @@ class Settings:
 
     @classmethod
     def from_recipe(cls, recipe: dict) -> "Settings":
-        """The settings a recipe.json (of any version) describes."""
+        """The settings a recipe.json (of any version) describes.
+
+        Raises
+        ------
+        SettingsError
+            ``recipe`` is not a JSON object, its ``settings_version`` is not one
+            this code reads (1 to :attr:`VERSION`), or a setting has a value of
+            the wrong type or out of its range; the message names it.
+        """
+        if not isinstance(recipe, dict):
+            raise SettingsError(f"the recipe is a JSON {_json_kind(recipe)}, not an object of "
+                                f"settings")
         recipe = dict(recipe)
         version = recipe.get("settings_version", 1)
+        if type(version) is not int or not 1 <= version <= cls.VERSION:
+            raise SettingsError(f"the recipe has settings_version {version!r}; this code reads "
+                                f"versions 1 to {cls.VERSION} (was it written by a newer "
+                                f"version of the study?)")
         while version < cls.VERSION:
-            recipe = cls.MIGRATIONS[version](recipe)
+            recipe = cls.MIGRATIONS.get(version, dict)(recipe)
             version += 1
         names = {f.name for f in dataclasses.fields(cls)}
         values = {key: value for key, value in recipe.items() if key in names}
         for f in dataclasses.fields(cls):
-            if f.name in values and isinstance(f.default, tuple):
-                values[f.name] = tuple(values[f.name])
+            if f.name in values:
+                values[f.name] = cls._checked(f, values[f.name])
         return cls(**values)
+
+    @classmethod
+    def _checked(cls, f, value):
+        """``value`` of the recipe for the field ``f``, checked (tuples for lists)."""
+        kind = str(f.type)
+        optional = kind.startswith("Optional[")
+        kind = kind[len("Optional["):-1] if optional else kind
+        if value is None and optional:
+            return None
+        expected = _EXPECTED.get(kind, kind)
+        if kind == "int":
+            expected += " >= 1" if f.name in cls.POSITIVE else " >= 0"
+        wrong = SettingsError(f"the recipe's {f.name} is {value!r}; expected {expected}"
+                              + (" or null" if optional else ""))
+        if kind.startswith("Tuple["):
+            item = int if "int" in kind else str
+            if not isinstance(value, (list, tuple)) or not all(
+                    type(v) is item and (item is str or v >= 1) for v in value):
+                raise wrong
+            return tuple(value)
+        if kind == "int":
+            if type(value) is not int or value < (1 if f.name in cls.POSITIVE else 0):
+                raise wrong
+        elif kind == "float":
+            if type(value) not in (int, float) or not math.isfinite(value) or value < 0:
+                raise wrong
+        elif kind == "bool":
+            if type(value) is not bool:
+                raise wrong
+        elif kind == "str":
+            if type(value) is not str or value not in cls.CHOICES.get(f.name, (value,)):
+                raise SettingsError(f"the recipe's {f.name} is {value!r}; expected one of "
+                                    f"{list(cls.CHOICES[f.name])}" if f.name in cls.CHOICES
+                                    else str(wrong))
+        return value
 
     def replace(self, **changes) -> "Settings":
         """A copy with some fields changed."""
         return dataclasses.replace(self, **changes)
+
+
+_EXPECTED = {"int": "a whole number", "float": "a finite number >= 0", "bool": "true or false",
+             "str": "a text", "Tuple[int, ...]": "a list of whole numbers >= 1",
+             "Tuple[str, ...]": "a list of texts"}
+
+
+def _json_kind(value):
+    """How JSON calls the type of ``value`` (list, number, ...)."""
+    return {list: "list", str: "string", int: "number", float: "number", bool: "boolean",
+            type(None): "null"}.get(type(value), type(value).__name__)
 
 
 def _blood_cells_from_version_1(recipe: dict) -> dict:
@@ -101,6 +169,10 @@ class BloodCellSettings(Settings):
     TRAINING: ClassVar[Tuple[str, ...]] = Settings.TRAINING + (
         "crop", "factor", "input_size", "validation", "filters", "first_stride", "colour_norm")
     MIGRATIONS: ClassVar[Dict[int, object]] = {1: _blood_cells_from_version_1}
+    POSITIVE: ClassVar[Tuple[str, ...]] = Settings.POSITIVE + ("factor", "input_size",
+                                                               "first_stride")
+    CHOICES: ClassVar[Dict[str, Tuple[str, ...]]] = {**Settings.CHOICES,
+                                                     "validation": ("images", "cells")}
 
     out: str = "runs/bloodcells"
     crop: int = 144
@@ -121,6 +193,13 @@ class BloodCellSettings(Settings):
         """(C, H, W) of what the network sees."""
         if self.crop:
             return (3, self.input_size, self.input_size)
+        return (3, 240 // self.factor, 320 // self.factor)
+
+    @property
+    def image_shape(self):
+        """(C, H, W) of the images before the centre crop: the shape of mean_image.npy."""
+        if self.crop:
+            return (3, self.crop // self.factor, self.crop // self.factor)
         return (3, 240 // self.factor, 320 // self.factor)
 
 
@@ -146,6 +225,9 @@ class PBCSettings(Settings):
     colour_norm: str = "none"
     epochs: int = 20
 
+    POSITIVE: ClassVar[Tuple[str, ...]] = Settings.POSITIVE + ("size", "input_size", "convs",
+                                                               "dense")
+
     def __post_init__(self):
         if not self.classes:          # "all of them", as the first recipes of this study said
             object.__setattr__(self, "classes", PBCSettings.classes)
@@ -159,3 +241,8 @@ class PBCSettings(Settings):
     def input_shape(self):
         """(C, H, W) of what the network sees."""
         return (3, self.input_size, self.input_size)
+
+    @property
+    def image_shape(self):
+        """(C, H, W) of the images before the centre crop: the shape of mean_image.npy."""
+        return (3, self.size, self.size)

@@ -74,7 +74,8 @@ def content_key(settings: dict, root: Path, paths: Sequence[Path]) -> str:
     digest = hashlib.sha256(json.dumps(settings, sort_keys=True).encode())
     for path in paths:
         name = Path(path).relative_to(root).as_posix()
-        digest.update(f"{name}\t{file_digest(path)}\n".encode())
+        # a file name need not be UTF-8 (Linux allows any bytes): hash its bytes as they are
+        digest.update(f"{name}\t{file_digest(path)}\n".encode("utf-8", "surrogateescape"))
     return digest.hexdigest()
 
 
