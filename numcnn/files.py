@@ -128,8 +128,10 @@ def _naming(error, path):
 
 
 def write_text_atomically(path, text):
-    """:func:`write_atomically` for a text file (UTF-8)."""
-    return write_atomically(path, lambda handle: handle.write(text.encode("utf-8")))
+    """:func:`write_atomically` for a text file (UTF-8; a file name that is not UTF-8, held as
+    surrogates, is written back as its own bytes)."""
+    content = text.encode("utf-8", "surrogateescape")
+    return write_atomically(path, lambda handle: handle.write(content))
 
 
 def write_json_atomically(path, document):

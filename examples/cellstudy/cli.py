@@ -277,17 +277,19 @@ def _stdout_closed():
 
 
 def _interrupted_early(signum, frame):
-    print("\ninterrupted before the run began: nothing was written", file=sys.stderr)
-    raise SystemExit(EXIT.INTERRUPTED)
+    print("\ninterrupted before the run began: nothing was written", file=sys.stderr,
+          flush=True)
+    os._exit(EXIT.INTERRUPTED)       # not an exception: it could land inside a module's import
 
 
 def start_command():
     """What a study script does first when run as a program, before it loads numcnn.
 
     Ctrl-C while the modules load or the flags are parsed gives one line and
-    status 130 (SystemExit, raised where the program is, so ``finally``
-    blocks still run); :func:`guarded` takes Ctrl-C over while the command
-    runs. File names that are not UTF-8 (Linux allows any bytes) are printed
+    status 130 at once (``os._exit``: nothing has been written yet, and an
+    exception raised there could land inside an extension module's import,
+    which then fails with a traceback of its own); :func:`guarded` takes
+    Ctrl-C over while the command runs. File names that are not UTF-8 (Linux allows any bytes) are printed
     on the standard output as the bytes they are, as ``ls`` does, instead of
     failing with UnicodeEncodeError.
     """
