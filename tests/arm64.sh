@@ -28,21 +28,20 @@
 #              give right answers on arm64)
 # Other arguments go to pytest after the set (e.g. `-x`, `-k conv`); when they name
 # a test file or node id (tests/...), that replaces the set. Nothing route-specific
-# is set here: NUMCNN_ROUTE, NUMCNN_BACKEND etc. pass through from the caller's
+# is set here but by --vectors: NUMCNN_ROUTE, NUMCNN_BACKEND etc. pass through from the caller's
 # environment (e.g. `NUMCNN_ROUTE=portable bash tests/arm64.sh`); so do QEMU_CPU
 # (qemu's default for aarch64 is "max": every feature it emulates, SVE and SME
 # included) and NUMBA_* except the x86-only ones below.
 #
-# Deselected, always (they start a subprocess of sys.executable, an arm64 ELF that
-# the host cannot exec without binfmt_misc: "OSError: [Errno 8] Exec format error"):
-#   tests/test_vectors.py::test_the_blocks_of_an_avx2_processor
-#       (reruns the vector tests in a child process compiled for Haswell; on arm64
-#       it would also skip itself, the processor having no AVX2)
-#   tests/test_backend.py::test_import_sets_a_short_openblas_spin_unless_the_user_chose
-#   tests/test_backend.py::test_keep_freed_memory_reports_whether_it_took_effect
-#   tests/test_faults.py::test_two_processes_saving_one_model_path_at_once
-# (only --full or a named file collects the last three). The tmpfs tests of tests/test_faults.py run
-# the host's own `mount`, an x86-64 binary that execs natively: they are kept.
+# Left out, always: the tests marked `subprocess` (`-m "not subprocess"`): they start
+# sys.executable, an arm64 ELF that the host cannot exec without binfmt_misc
+# ("OSError: [Errno 8] Exec format error"). The tmpfs tests of tests/test_faults.py
+# run the host's own `mount`, an x86-64 binary that execs natively: they are kept.
+#
+# The route: on arm64 numcnn takes the portable route (numcnn/routes.py), which the
+# default and full sets test (tests/test_routes.py asserts it). --vectors forces the
+# explicit-vector kernels (NUMCNN_ROUTE=vectors unless set) to show that they too
+# compile and compute right there.
 #
 # Environment:
 #   NUMCNN_ARM64_DIR  where the root, the wheels and the logs are kept
@@ -83,18 +82,13 @@ WHEELS=(
 )
 
 DEFAULT_SET=(tests/test_kernels.py tests/test_plan.py tests/test_model.py
-             tests/test_layers.py tests/test_vectors.py)
+             tests/test_layers.py tests/test_vectors.py tests/test_routes.py)
 # The tutorial test asserts its run takes under 60 s: emulated it took 492 s (its
 # other assertions, a saved model and accuracy above 0.4, held); named on the
 # command line it runs.
 FULL_SET=(tests --deselect tests/test_docs.py::test_tutorial_runs_as_one_script)
 VECTORS_SET=(tests/test_vectors.py tests/test_kernels.py -k "vectors or 3x3")
-DESELECT=(
-  --deselect tests/test_vectors.py::test_the_blocks_of_an_avx2_processor
-  --deselect tests/test_backend.py::test_import_sets_a_short_openblas_spin_unless_the_user_chose
-  --deselect tests/test_backend.py::test_keep_freed_memory_reports_whether_it_took_effect
-  --deselect tests/test_faults.py::test_two_processes_saving_one_model_path_at_once
-)
+DESELECT=(-m "not subprocess")
 
 set_name=default
 rebuild=0
@@ -111,7 +105,7 @@ done
 case "$set_name" in
   default) selection=("${DEFAULT_SET[@]}") ;;
   full) selection=("${FULL_SET[@]}") ;;
-  vectors) selection=("${VECTORS_SET[@]}") ;;
+  vectors) selection=("${VECTORS_SET[@]}"); export NUMCNN_ROUTE="${NUMCNN_ROUTE:-vectors}" ;;
 esac
 for arg in "${extra[@]+"${extra[@]}"}"; do
   if [[ "$arg" == tests/* || "$arg" == tests ]]; then selection=(); set_name=custom; break; fi
@@ -223,7 +217,7 @@ print("Python", sys.version.split()[0], "on", platform.machine())
 import llvmlite, llvmlite.binding as llvm, numba, numpy, numcnn
 print("numcnn", numcnn.__version__, "numpy", numpy.__version__, "numba", numba.__version__,
       "llvmlite", llvmlite.__version__, "| numba compiles for", numba.config.CPU_NAME or llvm.get_host_cpu_name(),
-      "| backend", numcnn.get_backend())
+      "| backend", numcnn.get_backend(), "| route", numcnn.route())
 ' 2>&1 | sed 's/^/[arm64] /' >&2 || true
 
 say "pytest set: $set_name; log: $log"

@@ -55,6 +55,7 @@ def test_without_numba_a_warning_and_the_numpy_kernels(monkeypatch):
         numcnn.set_backend(previous)
 
 
+@pytest.mark.subprocess
 def test_import_sets_a_short_openblas_spin_unless_the_user_chose(tmp_path):
     """OpenBLAS threads spinning after a GEMM slow the next numba loop down 2x;
     numcnn asks for a short spin before numpy loads OpenBLAS, and keeps a user's value."""
@@ -71,6 +72,7 @@ def test_import_sets_a_short_openblas_spin_unless_the_user_chose(tmp_path):
     assert run(dict(env, OPENBLAS_THREAD_TIMEOUT="8")) == "8"
 
 
+@pytest.mark.subprocess
 def test_keep_freed_memory_reports_whether_it_took_effect():
     """In a fresh process (it changes malloc for the whole process): True on glibc.
 

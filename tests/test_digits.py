@@ -104,6 +104,7 @@ def run_example(*arguments):
                           capture_output=True, text=True, timeout=120, cwd=REPO_ROOT)
 
 
+@pytest.mark.subprocess
 def test_example_learns_prints_test_accuracy_and_saves_the_model(tmp_path, splits):
     out = tmp_path / "digits.npz"
     run = run_example("--epochs", "3", "--seed", "0", "--out", str(out))
@@ -118,6 +119,7 @@ def test_example_learns_prints_test_accuracy_and_saves_the_model(tmp_path, split
     assert round(scores["accuracy"] * 355) == int(found.group(2))
 
 
+@pytest.mark.subprocess
 def test_example_exits_3_when_training_diverges_and_saves_nothing(tmp_path):
     out = tmp_path / "digits.npz"
     run = run_example("--epochs", "1", "--lr", "1e30", "--out", str(out))

@@ -332,6 +332,7 @@ SAVER = textwrap.dedent("""
 """)
 
 
+@pytest.mark.subprocess
 def test_two_processes_saving_one_model_path_at_once(tmp_path):
     """Both finish without an error; every load while they write finds a whole file; the
     file left is one of the two models, whole; no temporary file is left behind."""

@@ -4,6 +4,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 import numcnn
 from numcnn import info
 
@@ -15,6 +17,7 @@ def numcnn_command(*args, **env):
                           text=True, env=dict(os.environ, PYTHONPATH=str(REPO_ROOT), **env))
 
 
+@pytest.mark.subprocess
 def test_info_prints_versions_processor_route_cache_and_datasets(tmp_path):
     run = numcnn_command("info", NUMCNN_CACHE=str(tmp_path / "cache"))
     assert run.returncode == 0, run.stderr
@@ -30,6 +33,7 @@ def test_info_prints_versions_processor_route_cache_and_datasets(tmp_path):
     assert "BLAS: " in text and "processor: " in text
 
 
+@pytest.mark.subprocess
 def test_info_says_which_route_was_forced_and_what_numba_compiles_for():
     run = numcnn_command("info", NUMCNN_ROUTE="portable", NUMBA_CPU_NAME="generic")
     assert run.returncode == 0, run.stderr
@@ -38,6 +42,7 @@ def test_info_says_which_route_was_forced_and_what_numba_compiles_for():
     assert "settings: " in run.stdout and "NUMBA_CPU_NAME=generic" in run.stdout
 
 
+@pytest.mark.subprocess
 def test_info_without_its_word_prints_the_usage_and_exits_2():
     run = numcnn_command()
     assert run.returncode == 2 and "usage: python -m numcnn info" in run.stderr

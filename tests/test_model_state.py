@@ -258,6 +258,7 @@ DAMAGE = textwrap.dedent("""
 
 
 @pytest.mark.parametrize("kind", ["truncated data", "garbage index", "a folder for the index"])
+@pytest.mark.subprocess
 def test_a_damaged_numba_cache_is_compiled_again_with_one_warning(tmp_path, kind):
     cache = tmp_path / "numba-cache"
     env = dict(os.environ, NUMBA_CACHE_DIR=str(cache), PYTHONPATH=str(REPO_ROOT))

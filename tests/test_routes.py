@@ -109,6 +109,7 @@ def test_both_routes_train_to_the_same_weights(rng, route_kept):
         np.testing.assert_allclose(a, b, rtol=2e-4, atol=2e-5)
 
 
+@pytest.mark.subprocess
 def test_an_unknown_route_in_the_environment_is_a_clear_error(tmp_path):
     run = subprocess.run([sys.executable, "-c", "import numcnn; numcnn.route()"],
                          env=dict(os.environ, NUMCNN_ROUTE="turbo", PYTHONPATH=str(REPO_ROOT)),
@@ -117,6 +118,7 @@ def test_an_unknown_route_in_the_environment_is_a_clear_error(tmp_path):
     assert "NUMCNN_ROUTE='turbo' names no route; use auto, vectors or portable" in run.stderr
 
 
+@pytest.mark.subprocess
 def test_numcnn_route_portable_runs_no_vector_kernel(tmp_path):
     out, _ = run_python("""
         import numpy as np, numcnn
@@ -133,6 +135,7 @@ def test_numcnn_route_portable_runs_no_vector_kernel(tmp_path):
     assert out.split() == ["portable", "0"]
 
 
+@pytest.mark.subprocess
 def test_a_vector_kernel_that_fails_to_compile_falls_back_with_one_warning(tmp_path, rng):
     """The vector operations made to refuse their arguments (as on a numba they do not
     know): the first call falls back to the portable route with one warning naming the
@@ -167,6 +170,7 @@ def test_a_vector_kernel_that_fails_to_compile_falls_back_with_one_warning(tmp_p
         np.testing.assert_allclose(fallen_back[f"arr_{k}"], want, rtol=2e-4, atol=2e-5)
 
 
+@pytest.mark.subprocess
 def test_numba_without_its_compiler_takes_the_portable_route(tmp_path):
     """NUMBA_DISABLE_JIT=1 runs the kernels as Python: the vector operations exist only
     as compiled code, so the portable route is taken (and a tiny model still trains)."""

@@ -12,6 +12,8 @@ import sys
 import textwrap
 from pathlib import Path
 
+import pytest
+
 REPO_ROOT = Path(__file__).resolve().parent.parent
 
 TWO_THREADS = textwrap.dedent("""
@@ -54,6 +56,7 @@ TWO_THREADS = textwrap.dedent("""
 """)
 
 
+@pytest.mark.subprocess
 def test_two_threads_fit_and_predict_two_models_20_times(tmp_path):
     """Two threads, each fitting and predicting its own model, 20 times over: no abort,
     and each model's weights and probabilities bit for bit those of a run alone."""

@@ -103,6 +103,7 @@ AVX2_FEATURES = "+avx,+avx2,+fma,+sse4.2,+popcnt,+f16c,+bmi,+bmi2,+lzcnt,+movbe,
 @pytest.mark.skipif(not (llvm.get_host_cpu_features().get("avx2")
                          and llvm.get_host_cpu_features().get("fma")),
                     reason="the processor cannot run AVX2 code")
+@pytest.mark.subprocess
 def test_the_blocks_of_an_avx2_processor(tmp_path):
     """This file's tests and those of the 3x3 kernels, with numba compiling for a
     processor without AVX-512 (blocks of 8 filters of 32-byte vectors), in a
@@ -123,6 +124,7 @@ def test_the_blocks_of_an_avx2_processor(tmp_path):
 AVX512_FEATURES = "+avx512f,+avx512cd,+avx512bw,+avx512dq,+avx512vl," + AVX2_FEATURES
 
 
+@pytest.mark.subprocess
 def test_the_avx512_kernels_compile_to_zmm_registers(tmp_path):
     """The AVX-512 kernels cannot run on a processor without AVX-512, but numba can build
     them anywhere: compiled for a Skylake server processor, the forward 3x3 kernel takes
@@ -151,6 +153,7 @@ print(numcnn.route(), vectors.BLOCK, vectors.VECTOR_BYTES, len(fmas),
     assert int(fmas) >= 16 and int(zmm_fmas) == int(fmas)
 
 
+@pytest.mark.subprocess
 def test_an_edit_of_the_vector_operations_recompiles_the_kernels_built_from_them(tmp_path):
     """numba's cache keys a kernel on its own file; the kernels are also keyed on every
     source of numcnn.kernels.jit, so a student's edit of vectors.py is not hidden by a
