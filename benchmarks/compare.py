@@ -6,6 +6,7 @@
                                  [--epoch-images N] [--epoch-repeats R] [--predict-repeats R]
                                  [--conv1-repeats R] [--conv1-calls K]
                                  [--first-step-sizes 64x64,60x80] [--keep-blas-env]
+                                 [--route native|avx2|avx512|portable]
 
 Prints a markdown report with these sections (each measured in subprocesses;
 this process imports neither numpy nor numcnn):
@@ -46,6 +47,23 @@ this process imports neither numpy nor numcnn):
    then again with the same, now filled, cache directory (loading from the
    ``cache=True`` cache); the target is a first step under 30 s.
 
+``--route`` limits both frameworks alike for every measuring process (both
+sides read the settings from the environment they inherit):
+
+- ``native``: nothing forced (each side picks its kernels from the processor);
+- ``avx2``: numba compiles for Haswell (AVX2, FMA), PyTorch
+  ``ATEN_CPU_CAPABILITY=avx2`` and ``ONEDNN_MAX_CPU_ISA=AVX2``, OpenBLAS its
+  Haswell kernels;
+- ``avx512``: numba for the processor (it must have AVX-512), PyTorch
+  ``avx512`` and ``AVX512_CORE``, OpenBLAS SkylakeX;
+- ``portable``: numcnn's portable route (``NUMCNN_ROUTE=portable``) with numba
+  compiling for a generic x86-64 (no AVX), PyTorch ``default`` and ``SSE41``,
+  OpenBLAS its Nehalem kernels (SSE4.2, no AVX).
+
+The report's first section says which kernels each side ran: numcnn's route
+and the processor numba compiled for, PyTorch's CPU capability and the ISA
+oneDNN reports (``ONEDNN_VERBOSE``), OpenBLAS's kernels (threadpoolctl).
+
 ``--keep-freed-memory`` makes every measuring process call
 ``numcnn.keep_freed_memory()`` (PyTorch's too); the report checks that each did.
 ``--quick`` runs every benchmark about once, a tiny epoch and fewer repeats
@@ -81,6 +99,22 @@ FIRST_STEP_TARGET_S = 30.0                     # the performance target for a co
 #: choice; a user's machine has them unset. Unset for the measuring subprocesses.
 BLAS_OVERRIDES = ("OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE")
 
+#: A Haswell processor's features, as numba is told them (AVX2 and FMA, no AVX-512).
+HASWELL_FEATURES = "+avx,+avx2,+fma,+sse4.2,+popcnt,+f16c,+bmi,+bmi2,+lzcnt,+movbe,+cx16,+xsave"
+#: What --route sets for every measuring process: numba's target and numcnn's route,
+#: PyTorch's kernels (ATen's dispatch and oneDNN's instruction set), OpenBLAS's kernels.
+ROUTES = {
+    "native": {},
+    "avx2": {"NUMBA_CPU_NAME": "haswell", "NUMBA_CPU_FEATURES": HASWELL_FEATURES,
+             "ATEN_CPU_CAPABILITY": "avx2", "ONEDNN_MAX_CPU_ISA": "AVX2",
+             "OPENBLAS_CORETYPE": "Haswell"},
+    "avx512": {"ATEN_CPU_CAPABILITY": "avx512", "ONEDNN_MAX_CPU_ISA": "AVX512_CORE",
+               "OPENBLAS_CORETYPE": "SkylakeX"},
+    "portable": {"NUMCNN_ROUTE": "portable", "NUMBA_CPU_NAME": "generic",
+                 "ATEN_CPU_CAPABILITY": "default", "ONEDNN_MAX_CPU_ISA": "SSE41",
+                 "OPENBLAS_CORETYPE": "Nehalem"},
+}
+
 #: pytest-benchmark settings: (min rounds, max seconds per benchmark, warm-up)
 FULL = dict(min_rounds=5, max_time=1.0, warmup="on")
 QUICK = dict(min_rounds=1, max_time=0.02, warmup="off")
@@ -107,6 +141,15 @@ try:
 except Exception as error:
     info["numba"] = f"unavailable ({error})"
 try:
+    import numcnn
+    from numcnn import info as numcnn_info
+    record = numcnn_info.machine_info()
+    info["numcnn_route"] = record["route"]
+    info["numba_cpu"] = record["numba_cpu"]
+    info["numba_features"] = record["numba_features"]
+except Exception as error:
+    info["numcnn_route"] = f"unknown ({error})"
+try:
     import threadpoolctl
     info["blas"] = [
         dict({k: p.get(k) for k in ("internal_api", "version", "num_threads", "architecture")},
@@ -123,6 +166,15 @@ try:
         info["torch_cpu_capability"] = torch.backends.cpu.get_cpu_capability()
     except Exception:
         pass
+    import subprocess
+    verbose = subprocess.run(
+        [sys.executable, "-c", "import torch; torch.set_num_threads(2); "
+         "torch.nn.functional.conv2d(torch.ones(8, 32, 32, 32), torch.ones(64, 32, 3, 3), "
+         "padding=1)"],
+        env=dict(os.environ, ONEDNN_VERBOSE="1"), capture_output=True, text=True)
+    isa = [line.split("isa:", 1)[1].strip() for line in verbose.stdout.splitlines()
+           if "isa:" in line]
+    info["onednn_isa"] = isa[0] if isa else "not reported"
 except ImportError:
     info["torch"] = None
 print(json.dumps(info))
@@ -202,7 +254,8 @@ def machine_info(blas_env):
     info["env"] = {k: os.environ.get(k) for k in (
         "OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE", "OPENBLAS_NUM_THREADS", "OPENBLAS_THREAD_TIMEOUT",
         "OMP_NUM_THREADS", "OMP_WAIT_POLICY", "NUMBA_NUM_THREADS", "NUMBA_THREADING_LAYER",
-        "NUMCNN_BACKEND", "NUMCNN_KEEP_FREED_MEMORY")}
+        "NUMBA_CPU_NAME", "NUMBA_CPU_FEATURES", "NUMCNN_ROUTE", "ATEN_CPU_CAPABILITY",
+        "ONEDNN_MAX_CPU_ISA", "NUMCNN_BACKEND", "NUMCNN_KEEP_FREED_MEMORY")}
     info["blas_env"] = blas_env
     info["loadavg_start"] = os.getloadavg()
     return info
@@ -251,6 +304,10 @@ def machine_section(info):
         f"- numba threading layer: {info.get('threading_layer', 'n/a')} "
         f"({info.get('numba_threads', '?')} threads); torch threads: {info.get('torch_threads', 'n/a')}"
         + (f", PyTorch CPU capability: {torch_cpu}" if torch_cpu else ""),
+        f"- numcnn's route: **{info.get('numcnn_route')}**, numba compiling for "
+        f"{info.get('numba_cpu')} ({', '.join(info.get('numba_features') or []) or 'no AVX'})",
+        f"- PyTorch's kernels: CPU capability {torch_cpu or 'n/a'}, oneDNN ISA "
+        f"{info.get('onednn_isa', 'n/a')}",
         f"- BLAS libraries loaded with numcnn (threadpoolctl): {blas}",
         blas_environment_line(info),
         f"- environment of the measuring processes: {env}",
@@ -856,8 +913,13 @@ def main(argv=None):
     parser.add_argument("--first-step-sizes", metavar="HxW,...",
                         help="input sizes of the first-call measurement (default 64x64,60x80; "
                              "--quick: 64x64)")
+    parser.add_argument("--route", choices=sorted(ROUTES), default="native",
+                        help="limit both frameworks alike (default native: nothing forced)")
     args = parser.parse_args(argv)
     blas_env = prepare_blas_environment(args.keep_blas_env)  # before any subprocess
+    if args.route == "avx512" and "avx512f" not in open("/proc/cpuinfo").read():
+        parser.error("--route avx512: this processor has no AVX-512")
+    os.environ.update(ROUTES[args.route])             # inherited by every measuring process
     if args.keep_freed_memory:
         os.environ["NUMCNN_KEEP_FREED_MEMORY"] = "1"     # inherited by every subprocess
 
@@ -878,7 +940,7 @@ def main(argv=None):
         parser.error("--epoch-images must be at least 2")
     memory_steps = 1 if args.quick else 3
 
-    report = {"settings": settings, "run": run, "quick": args.quick,
+    report = {"settings": settings, "run": run, "quick": args.quick, "route": args.route,
               "keep_freed_memory": args.keep_freed_memory}
     freed = {}          # what: [FREED_MEMORY_KEPT of each of its processes]
     failed = False
