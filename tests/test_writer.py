@@ -11,7 +11,6 @@ import os
 import stat
 import threading
 
-import numpy as np
 import pytest
 
 import numcnn
