@@ -39,7 +39,8 @@ REPO = DOCS.parent
 COURSE = DOCS / "course"
 STAGE = DOCS / "_build" / "site-src"
 DOCTREES = DOCS / "_build" / "doctrees"
-OUT = DOCS / "_site"
+HTML = DOCS / "_build" / "html"      # Sphinx writes here (myst-nb puts its files beside it) ...
+OUT = DOCS / "_site"                 # ... and the finished site moves here
 GUIDES = ["tutorial.md", "layers.md", "im2col.md", "performance.md", "reliability.md",
           "bloodcells.md", "pbc.md"]
 MATHJAX_PLACES = [os.environ.get("NUMCNN_MATHJAX", ""), "/usr/share/javascript/mathjax",
@@ -159,6 +160,10 @@ def stage(notebooks):
         text = rewrite_links(source.read_text(encoding="utf-8"), source, staged)
         if target == "index.md":
             text += site_navigation(notebooks)
+        if target == "performance.md":           # the reports it links to, under it
+            text += ("\n```{toctree}\n:hidden:\n\n" + "\n".join(
+                f"benchmarks/{p.stem}" for p in sorted((DOCS / "benchmarks").glob("*.md")))
+                + "\n```\n")
         (STAGE / target).parent.mkdir(parents=True, exist_ok=True)
         (STAGE / target).write_text(text, encoding="utf-8")
     for stem, nb in notebooks.items():
@@ -175,9 +180,7 @@ def site_navigation(notebooks):
                 + "\n".join(entries) + "\n```\n")
     return (toctree("Course", ["course/index"] + [f"course/{stem}" for stem in notebooks])
             + toctree("Guides", [name[:-3] for name in GUIDES])
-            + toctree("Reference", ["api"])
-            + toctree("Benchmark reports", [f"benchmarks/{p.stem}"
-                                            for p in sorted((DOCS / "benchmarks").glob("*.md"))]))
+            + toctree("Reference", ["api"]))
 
 
 def check_offline(site):
@@ -196,12 +199,14 @@ def build(execute=True):
     mathjax = find_mathjax()
     notebooks = lesson_notebooks(execute, in_ci=bool(os.environ.get("CI")))
     stage(notebooks)
-    if OUT.exists():
-        shutil.rmtree(OUT)
+    for folder in (HTML, OUT):
+        if folder.exists():
+            shutil.rmtree(folder)
     status = build_main(["-b", "html", "-W", "--keep-going", "-q", "-c", str(DOCS / "site"),
-                         "-d", str(DOCTREES), str(STAGE), str(OUT)])
+                         "-d", str(DOCTREES), str(STAGE), str(HTML)])
     if status:
         raise SystemExit(f"build_site.py: Sphinx failed (status {status}); see the warnings above")
+    shutil.move(str(HTML), str(OUT))
     shutil.copytree(mathjax, OUT / "_static" / "mathjax", symlinks=False,
                     ignore=shutil.ignore_patterns("unpacked", "test", "*.md", "*.txt"))
     check_offline(OUT)
