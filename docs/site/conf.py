@@ -43,11 +43,17 @@ napoleon_custom_sections = ["Shapes", "Layouts", "Layout conventions"]
 
 # --- Maths: MathJax 2 from a local copy (relative to _static) ------------------------
 mathjax_path = "mathjax/MathJax.js?config=TeX-AMS_CHTML"
+# MyST marks each page "mathjax_ignore" (so that a stray $ in prose is never maths) and its
+# formulas with the class "math"; MathJax 2 is told so here (myst configures only MathJax 3).
+mathjax2_config = {"tex2jax": {"processClass": "math|output_area|tex2jax_process|mathjax_process",
+                               "ignoreClass": "tex2jax_ignore|mathjax_ignore|document"},
+                   "showMathMenu": False, "messageStyle": "none"}
 
 # --- HTML ----------------------------------------------------------------------------
 html_theme = "furo"
 html_title = f"numcnn {release}"
 html_static_path = []
+html_favicon = "favicon.svg"
 html_last_updated_fmt = None
 html_show_sourcelink = False
 html_copy_source = False
