@@ -49,6 +49,7 @@ LINK = re.compile(r"(!?)\[([^\]\n]*)\]\(([^)\s]+)\)")
 #: Tags whose src/href a page loads by itself (a plain <a href> to another site is fine).
 LOADED = re.compile(r"<(?:script|link|img|iframe|source)\b[^>]*?\b(?:src|href)=\"(https?:)?//",
                     re.I)
+CSS_LOADED = re.compile(r"(?:@import\s+|url\(\s*)['\"]?(?:https?:)?//", re.I)
 
 sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(COURSE))
@@ -184,11 +185,14 @@ def site_navigation(notebooks):
 
 
 def check_offline(site):
-    """Fail if any page loads a script, style, image or frame from another host."""
+    """Fail if any page loads a script, style, image or frame from another host (or CSS a font)."""
     offending = []
     for page in site.rglob("*.html"):
         for match in LOADED.finditer(page.read_text(encoding="utf-8", errors="replace")):
             offending.append(f"{page.relative_to(site)}: {match.group(0)[:80]}")
+    for sheet in site.rglob("*.css"):
+        for match in CSS_LOADED.finditer(sheet.read_text(encoding="utf-8", errors="replace")):
+            offending.append(f"{sheet.relative_to(site)}: {match.group(0)[:80]}")
     if offending:
         raise SystemExit("build_site.py: pages load from the network:\n  " + "\n  ".join(offending[:20]))
 
