@@ -77,8 +77,15 @@ def test_lesson_has_a_stubbed_exercise_checked_and_an_assertion(path):
     assert first_check and first_check.start() > first_stub, "the first check precedes any stub"
     assert first_check.group(1) in exercises.EXERCISES
     assert re.search(r"^assert ", versions.teacher(text), re.M), "the lesson asserts nothing"
-    nb = versions.notebook(path, "student")
-    assert sum(cell.cell_type == "code" for cell in nb.cells) >= 3
+
+
+@pytest.mark.parametrize("path", LESSONS, ids=[path.stem for path in LESSONS])
+def test_lesson_reads_as_a_notebook(path):
+    pytest.importorskip("jupytext")                 # in the docs extra
+    for version in ("student", "teacher"):
+        nb = versions.notebook(path, version)
+        assert sum(cell.cell_type == "code" for cell in nb.cells) >= 3
+        assert nb.metadata["kernelspec"]["name"] == "python3"
 
 
 def test_every_exercise_is_taught():
