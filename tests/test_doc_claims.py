@@ -41,14 +41,15 @@ def mentions(pattern):
 
 
 #: Folders the runs make, never committed (CI's environments, the API pages, the site).
-MADE = (".ci/venv", ".ci/api", ".ci/cache", ".ci/arm64", ".ci/floors-venv", "docs/_site")
+MADE = (".ci/venv", ".ci/api", ".ci/cache", ".ci/arm64", ".ci/floors-venv", "docs/_site",
+        "docs/_build", "docs/course/_build")
 
 
 def test_every_file_the_docs_name_exists():
     missing = []
     for where, match in mentions(REPO_PATH):
         path = match.group(1).rstrip(".")
-        if path.startswith(MADE) or any(part in path for part in ("*", "<")):
+        if path.startswith(MADE) or any(part in path for part in ("*", "<", "NN-")):
             continue                                   # made by a run, globs, placeholders
         page = REPO_ROOT / where.split(":")[0]
         if not ((REPO_ROOT / path).exists() or (page.parent / path).exists()):
