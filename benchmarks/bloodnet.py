@@ -275,16 +275,6 @@ def digest(arrays):
     return h.hexdigest()
 
 
-def assert_close32(actual, expected, what="", rtol=1e-4, atol_scale=1e-5):
-    """float32 agreement, with the absolute tolerance measured against the size of the values."""
-    actual = np.asarray(actual, dtype=np.float64)
-    expected = np.asarray(expected, dtype=np.float64)
-    assert actual.shape == expected.shape, f"{what}: shape {actual.shape} != {expected.shape}"
-    scale = max(float(np.abs(expected).max(initial=0.0)), 1e-30)
-    np.testing.assert_allclose(actual, expected, rtol=rtol, atol=atol_scale * scale,
-                               err_msg=what)
-
-
 def median_seconds(fn, repeats):
     """The median time of ``repeats`` calls of ``fn()`` (seconds)."""
     times = []

@@ -8,7 +8,6 @@ four-class sibling and a tiny blood-cell model on the other laboratory's images.
 """
 import importlib.util
 import json
-import os
 from pathlib import Path
 
 import numpy as np
@@ -33,15 +32,6 @@ def _load(name):
 pbc_example = _load("pbc")
 bloodcells_example = _load("bloodcells")
 transfer_example = _load("transfer")
-
-
-@pytest.fixture(scope="module")
-def pbc_dir():
-    place = Path(os.environ.get(pbc.DATA_ENV_VAR) or REPO_ROOT.parent / "shared" / "pbc")
-    try:
-        return pbc.locate(place)
-    except FileNotFoundError:
-        pytest.skip(f"PBC not found at {place} (set {pbc.DATA_ENV_VAR} to run these tests)")
 
 
 @pytest.fixture(scope="module")

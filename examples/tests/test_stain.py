@@ -8,13 +8,6 @@ from numcnn.datasets import bloodcells
 from cellstudy.stain import StainCrop, crop_to_stain, find_stain_centre, stain_mask
 
 
-@pytest.fixture(scope="module")
-def sample_jpegs(bloodcells_dir):
-    """Two real JPEG paths per class (from TEST_SIMPLE), as {class: [Path, Path]}."""
-    folder = bloodcells.split_dir("TEST_SIMPLE", bloodcells_dir)
-    return {name: sorted((folder / name).glob("*.jpeg"))[:2] for name in bloodcells.CLASSES}
-
-
 def purple_disk_image(row, col, radius=20):
     """A pale synthetic smear (240x320 HWC uint8) with one purple disk."""
     image = np.full((240, 320, 3), (225, 215, 210), np.uint8)
