@@ -1,11 +1,11 @@
-"""cellstudy.stain: the crop around the stained white cell, on synthetic and real images."""
+"""cellstudy.bloodcells.stain: the crop around the stained white cell, on synthetic and real images."""
 import numpy as np
 import pytest
 
 from numcnn.data import downscale, preprocess_image, read_rgb_image, to_unit_range
 from numcnn.datasets import bloodcells
 
-from cellstudy.stain import StainCrop, crop_to_stain, find_stain_centre, stain_mask
+from cellstudy.bloodcells.stain import StainCrop, crop_to_stain, find_stain_centre, stain_mask
 
 
 def purple_disk_image(row, col, radius=20):
