@@ -4,7 +4,9 @@ Before any test module is imported:
 
 - the checkout comes first on ``sys.path``: its ``numcnn`` is the one tested,
   installed or not, and ``examples/`` holds ``cellstudy``, the studies' package,
-  as ``python examples/bloodcells.py`` finds it beside the script;
+  as ``python examples/bloodcells.py`` finds it beside the script; ``PYTHONPATH``
+  starts with the checkout too, so that a script a test starts as a user would
+  (``python examples/bloodcells.py ...``) runs this numcnn, not one installed elsewhere;
 - ``numcnn`` is imported before numpy, as the scripts do, so that its OpenBLAS
   setting (``OPENBLAS_THREAD_TIMEOUT``) holds in the tests as in a user's run.
 
@@ -46,6 +48,8 @@ from numcnn.datasets import bloodcells, pbc
 from numcnn.errors import DataNotFoundError
 
 REPO_ROOT = Path(__file__).resolve().parent
+os.environ["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO_ROOT),
+                                                          os.environ.get("PYTHONPATH")]))
 
 
 @pytest.fixture

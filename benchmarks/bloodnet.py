@@ -26,13 +26,15 @@ import sys
 import time
 from pathlib import Path
 
+# The checkout this file belongs to, first: it is benchmarked, installed or not.
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+import numcnn  # before numpy, in every process that imports this first: its OpenBLAS setting
 import numpy as np
+from numcnn.layers import (BatchNorm, BatchNorm1D, BatchNorm2D, Conv2D, Dense, Dropout, Flatten,
+                           MaxPool2D, ReLU)
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
-if str(REPO_ROOT) not in sys.path:  # benchmark the checkout even when numcnn is not installed
-    sys.path.insert(0, str(REPO_ROOT))
-
-import numcnn  # noqa: E402
 
 #: compare.py --keep-freed-memory sets this for every benchmark process: malloc
 #: keeps freed memory (numcnn.keep_freed_memory) for numcnn and PyTorch alike.
@@ -40,8 +42,6 @@ KEEP_FREED_MEMORY = os.environ.get("NUMCNN_KEEP_FREED_MEMORY") == "1"
 #: What numcnn.keep_freed_memory() returned in this process (None: not asked for).
 #: Every probe reports it, so that compare.py can check that the setting reached it.
 FREED_MEMORY_KEPT = numcnn.keep_freed_memory() if KEEP_FREED_MEMORY else None
-from numcnn.layers import (BatchNorm, BatchNorm1D, BatchNorm2D, Conv2D, Dense,  # noqa: E402
-                           Dropout, Flatten, MaxPool2D, ReLU)
 
 BATCH = 64
 NUM_CLASSES = 4

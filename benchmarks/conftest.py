@@ -19,11 +19,9 @@ from pathlib import Path
 
 import pytest
 
-HERE = Path(__file__).resolve().parent
-if str(HERE) not in sys.path:  # `import bloodnet` whatever pytest's import mode
-    sys.path.insert(0, str(HERE))
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # `import bloodnet`, whatever the mode
 
-import bloodnet  # noqa: E402  (its numcnn, and compare.py --keep-freed-memory)
+import bloodnet  # (compare.py --keep-freed-memory reaches every benchmark through it)
 
 
 @pytest.fixture

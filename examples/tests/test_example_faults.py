@@ -82,10 +82,9 @@ DRIVER = textwrap.dedent('''
     from pathlib import Path
     script = sys.argv[1]
     sys.argv = [script] + sys.argv[2:]
-    sys.path[:0] = [str(Path(script).parent), str(Path(script).parent.parent)]
-    os.environ.setdefault("OPENBLAS_THREAD_TIMEOUT", "4")
+    sys.path.insert(0, str(Path(script).parent))       # cellstudy, as `python <script>` has it
     signal.signal(signal.SIGINT, signal.default_int_handler)   # Ctrl-C, even if started ignored
-    import numcnn.saving, numcnn.training
+    import numcnn.saving, numcnn.training              # (numcnn first: its OpenBLAS setting)
     pause = os.environ.get("FAULT_PAUSE")
     write_atomically, step = numcnn.saving.write_atomically, numcnn.training.Trainer.train_step
 
