@@ -1,4 +1,4 @@
-"""What every test folder shares (tests/, examples/tests/, benchmarks/): set-up and fixtures, each once.
+"""What every test folder shares (tests/, examples/tests/, benchmarks/), each once.
 
 Before any test module is imported:
 

@@ -208,7 +208,7 @@ def study(settings, freed_memory_kept=None):
             test_y=data["test"].y, test_groups=data.get("test_cells"),
             freed_memory_kept=freed_memory_kept)
         train = functools.partial(train_seed, settings=settings, data=data, run=run, say=say)
-        return run_seeds(run, settings.seed_list, train, study=record)
+        return run_seeds(run, seeds=settings.seed_list, train=train, study=record)
 
 
 if __name__ == "__main__":

@@ -1,5 +1,5 @@
-"""cellstudy.bloodcells.duplicates and cellstudy.bloodcells.cells: which images are turned, mirrored or
-shifted copies of one original cell.
+"""cellstudy.bloodcells.duplicates and cellstudy.bloodcells.cells: which images are turned,
+mirrored or shifted copies of one original cell.
 
 Synthetic tests check the maths (a turned or mirrored copy has similarity 1, the
 groups of known copies are found exactly); one test on the real TEST images

@@ -511,7 +511,8 @@ def test_predict_with_a_model_whose_outputs_are_not_finite_exits_1_naming_it(run
     model.save(folder / "model.npz")
     capsys.readouterr()
     assert example.main(["--predict", str(pictures["frame"]),
-                         "--model", str(folder / "model.npz")]) == 1 == command.EXIT.PREDICT_UNREADABLE
+                         "--model", str(folder / "model.npz")]) \
+        == 1 == command.EXIT.PREDICT_UNREADABLE
     captured = capsys.readouterr()
     assert f"model {folder / 'model.npz'}" in captured.out
     assert f"error: {pictures['frame']}: predict: the model gives non-finite outputs" in captured.err

@@ -1,4 +1,4 @@
-"""cellstudy.bloodcells.labels_csv: the raw label list of the blood-cell archive's original smears."""
+"""cellstudy.bloodcells.labels_csv: the raw labels of the blood-cell archive's original smears."""
 import re
 from collections import Counter
 

@@ -1,4 +1,7 @@
-"""cellstudy.bloodcells.stain: the crop around the stained white cell, on synthetic and real images."""
+"""cellstudy.bloodcells.stain: the crop around the stained white cell.
+
+On synthetic images and on real ones.
+"""
 import numpy as np
 import pytest
 

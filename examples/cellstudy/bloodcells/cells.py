@@ -108,7 +108,7 @@ def cell_groups(images: ImageSet, cache_dir=None, cache: bool = True,
     """An estimated original-cell id for every image of an augmented split.
 
     Each class is cut into :func:`original_cell_counts` groups of turned,
-    mirrored and shifted copies by :func:`cellstudy.duplicates.group_per_class`
+    mirrored and shifted copies by :func:`cellstudy.bloodcells.duplicates.group_per_class`
     (on the stain crops, so the images should be loaded with a crop), shrunk
     by block means to at most 72 pixels a side (so the default 144-pixel crop
     finds the same groups at factor 1 as at factor 2). The result is cached

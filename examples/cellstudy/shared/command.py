@@ -198,7 +198,7 @@ COMMAND_STOPPED = ("\ninterrupted: stopped; nothing half-written is left behind"
 
 
 def guarded(function, settings, *arguments, outputs=(), stopped=TRAINING_STOPPED):
-    """``function(settings, *arguments)``, every expected failure turned into a message and a status.
+    """``function(settings, *arguments)``, expected failures turned into a message and a status.
 
     The statuses are :data:`EXIT_TABLE`'s. Bad data or settings against a run
     on disk: 2; another run in the folder: 4; an output that cannot be
