@@ -26,13 +26,15 @@ import sys
 import time
 from pathlib import Path
 
+# The checkout this file belongs to, first: it is benchmarked, installed or not.
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+import numcnn  # before numpy, in every process that imports this first: its OpenBLAS setting
 import numpy as np
+from numcnn.layers import (BatchNorm, BatchNorm1D, BatchNorm2D, Conv2D, Dense, Dropout, Flatten,
+                           MaxPool2D, ReLU)
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
-if str(REPO_ROOT) not in sys.path:  # benchmark the checkout even when numcnn is not installed
-    sys.path.insert(0, str(REPO_ROOT))
-
-import numcnn  # noqa: E402
 
 #: compare.py --keep-freed-memory sets this for every benchmark process: malloc
 #: keeps freed memory (numcnn.keep_freed_memory) for numcnn and PyTorch alike.
@@ -40,8 +42,6 @@ KEEP_FREED_MEMORY = os.environ.get("NUMCNN_KEEP_FREED_MEMORY") == "1"
 #: What numcnn.keep_freed_memory() returned in this process (None: not asked for).
 #: Every probe reports it, so that compare.py can check that the setting reached it.
 FREED_MEMORY_KEPT = numcnn.keep_freed_memory() if KEEP_FREED_MEMORY else None
-from numcnn.layers import (BatchNorm, BatchNorm1D, BatchNorm2D, Conv2D, Dense,  # noqa: E402
-                           Dropout, Flatten, MaxPool2D, ReLU)
 
 BATCH = 64
 NUM_CLASSES = 4
@@ -273,16 +273,6 @@ def digest(arrays):
     for a in arrays:
         h.update(np.ascontiguousarray(a).view(np.uint8).reshape(-1))
     return h.hexdigest()
-
-
-def assert_close32(actual, expected, what="", rtol=1e-4, atol_scale=1e-5):
-    """float32 agreement, with the absolute tolerance measured against the size of the values."""
-    actual = np.asarray(actual, dtype=np.float64)
-    expected = np.asarray(expected, dtype=np.float64)
-    assert actual.shape == expected.shape, f"{what}: shape {actual.shape} != {expected.shape}"
-    scale = max(float(np.abs(expected).max(initial=0.0)), 1e-30)
-    np.testing.assert_allclose(actual, expected, rtol=rtol, atol=atol_scale * scale,
-                               err_msg=what)
 
 
 def median_seconds(fn, repeats):

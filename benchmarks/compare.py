@@ -83,10 +83,9 @@ import tempfile
 import time
 from pathlib import Path
 
-# As numcnn does when it is imported before numpy: OpenBLAS threads spin only
-# briefly after a GEMM (docs/performance.md, "Threads"). Inherited by every
-# subprocess below; a value set by the user is kept.
-os.environ.setdefault("OPENBLAS_THREAD_TIMEOUT", "4")
+# OpenBLAS's thread setting (OPENBLAS_THREAD_TIMEOUT) is numcnn's: every measuring
+# process imports numcnn (or bloodnet) before numpy, which sets it unless the user
+# did; the version probe reports the value they run with.
 
 HERE = Path(__file__).resolve().parent
 REPO_ROOT = HERE.parent
@@ -129,8 +128,13 @@ QUICK_RUN = dict(epoch_images=150, epoch_repeats=2, predict_images=512, predict_
 PROBE = r"""
 import json, os, platform, sys
 sys.path.insert(0, sys.argv[1])
+try:
+    import numcnn   # before numpy, as every measuring process: its OpenBLAS setting
+except Exception:
+    pass
 import numpy as np
-info = {"python": platform.python_version(), "numpy": np.__version__}
+info = {"python": platform.python_version(), "numpy": np.__version__,
+        "openblas_thread_timeout": os.environ.get("OPENBLAS_THREAD_TIMEOUT")}
 try:
     import numba
     info["numba"] = numba.__version__
@@ -256,6 +260,8 @@ def machine_info(blas_env):
         "OMP_NUM_THREADS", "OMP_WAIT_POLICY", "NUMBA_NUM_THREADS", "NUMBA_THREADING_LAYER",
         "NUMBA_CPU_NAME", "NUMBA_CPU_FEATURES", "NUMCNN_ROUTE", "ATEN_CPU_CAPABILITY",
         "ONEDNN_MAX_CPU_ISA", "NUMCNN_BACKEND", "NUMCNN_KEEP_FREED_MEMORY")}
+    # as the measuring processes have it once numcnn is imported (the probe's), not as here
+    info["env"]["OPENBLAS_THREAD_TIMEOUT"] = info.pop("openblas_thread_timeout", None)
     info["blas_env"] = blas_env
     info["loadavg_start"] = os.getloadavg()
     return info

@@ -1,9 +1,6 @@
-"""Fixtures for the benchmarks.
+"""Fixtures of the benchmarks alone (``backend``, ``torch`` and the others every
+test folder shares are in the repository's root conftest.py).
 
-- ``backend``: runs a benchmark once on the numba kernels and once on the NumPy
-  reference kernels (the value is the backend's name).
-- ``torch``: PyTorch, limited to two threads and seeded; tests that take it are
-  skipped cleanly when it is not installed.
 - ``pedantic_rounds``: how many timed rounds a ``benchmark.pedantic`` call
   (used where each round needs an untimed setup) should run, following
   ``--benchmark-min-rounds`` and ``--benchmark-max-time`` like plain
@@ -22,31 +19,9 @@ from pathlib import Path
 
 import pytest
 
-HERE = Path(__file__).resolve().parent
-if str(HERE) not in sys.path:  # `import bloodnet` whatever pytest's import mode
-    sys.path.insert(0, str(HERE))
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # `import bloodnet`, whatever the mode
 
-import bloodnet  # noqa: E402  (first: puts the repository root on sys.path)
-import numcnn  # noqa: E402
-
-
-@pytest.fixture(params=["numba", "numpy"])
-def backend(request):
-    with numcnn.use_backend(request.param):
-        if numcnn.get_backend() != request.param:
-            pytest.skip(f"backend {request.param!r} is not available here")
-        yield request.param
-
-
-@pytest.fixture
-def torch():
-    try:
-        import torch
-    except ImportError as error:  # not installed (or broken): skip, as bloodnet.maybe_torch does
-        pytest.skip(f"PyTorch is not available ({error})")
-    torch.set_num_threads(2)
-    torch.manual_seed(0)
-    return torch
+import bloodnet  # (compare.py --keep-freed-memory reaches every benchmark through it)
 
 
 @pytest.fixture

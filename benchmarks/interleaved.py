@@ -66,9 +66,6 @@ import sys
 import time
 from pathlib import Path
 
-# Before numpy loads OpenBLAS, as numcnn and compare.py do (docs/performance.md, "Threads").
-os.environ.setdefault("OPENBLAS_THREAD_TIMEOUT", "4")
-
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
@@ -259,7 +256,12 @@ class TorchWorker:
 
 
 def worker(args):
-    """Set up, say ready, then run the tasks named on stdin, one JSON line per task."""
+    """Set up, say ready, then run the tasks named on stdin, one JSON line per task.
+
+    Both workers import bloodnet, and so numcnn, before numpy: numcnn's OpenBLAS
+    setting holds in PyTorch's worker too (each reports it).
+    """
+    import bloodnet  # noqa: F401  (first: numcnn before numpy)
     protocol = os.fdopen(os.dup(1), "w")     # replies go to the real stdout ...
     os.dup2(2, 1)                            # ... anything else printed goes to stderr
     sys.stdout = sys.stderr
@@ -272,6 +274,7 @@ def worker(args):
     work = (NumcnnWorker if args.worker == "numcnn" else TorchWorker)(args)
     gc.collect()
     reply(dict(work.info, ready=True, setup_s=time.perf_counter() - began,
+               openblas_thread_timeout=os.environ.get("OPENBLAS_THREAD_TIMEOUT"),
                steps_per_epoch=len(work.batches),
                last_batch=int(len(work.batches[-1][1])), check=work.check))
     for line in sys.stdin:

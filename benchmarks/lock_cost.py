@@ -14,19 +14,15 @@ Prints one JSON line.
 """
 import argparse
 import json
-import os
 import sys
 import time
 from pathlib import Path
 
-os.environ.setdefault("OPENBLAS_THREAD_TIMEOUT", "4")
-ROOT = Path(__file__).resolve().parent
-sys.path[:0] = [str(ROOT.parent), str(ROOT)]
+sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-import numpy as np  # noqa: E402
-
-import bloodnet  # noqa: E402
-from numcnn.kernels.jit import compiling  # noqa: E402
+import bloodnet  # first: the checkout's numcnn, before numpy
+import numpy as np
+from numcnn.kernels.jit import compiling
 
 
 def main(argv=None):

@@ -12,13 +12,10 @@ this machine's BLAS does on the friendliest matrix shape.
 """
 import argparse
 import json
-import os
 import sys
 import time
 from pathlib import Path
 
-# Before numpy loads OpenBLAS, as compare.py does (docs/performance.md, "Threads").
-os.environ.setdefault("OPENBLAS_THREAD_TIMEOUT", "4")
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 
@@ -29,7 +26,7 @@ def main(argv=None):
     parser.add_argument("--threads", type=int, default=2)
     args = parser.parse_args(argv)
 
-    import bloodnet  # noqa: F401  (the checkout on sys.path; --keep-freed-memory, as every probe)
+    import bloodnet  # first: numcnn before numpy, the checkout, --keep-freed-memory
     import numpy as np
     from threadpoolctl import threadpool_info, threadpool_limits
 

@@ -16,18 +16,25 @@ the same network (``bloodnet.build_torch``) and batches, with AdamW.
 ``interleaved.py`` is the fuller measurement (whole epochs of augmented
 batches, numcnn and PyTorch in alternation); this one is small enough to run
 on many commits.
+
+OpenBLAS's thread setting (``OPENBLAS_THREAD_TIMEOUT``) is the timed
+checkout's own: its numcnn is imported before numpy and sets it, as in a
+user's run. A checkout from before numcnn set it runs with the environment's
+value; the JSON line says which one ran (``openblas_thread_timeout``, null
+when unset), and a note on stderr says how to give an older checkout the
+current one.
 """
 import json
 import os
 import sys
 
-os.environ.setdefault("OPENBLAS_THREAD_TIMEOUT", "4")   # before numpy, as numcnn and compare.py do
-sys.path[:0] = [os.getcwd(), os.path.join(os.getcwd(), "benchmarks")]
+sys.path.insert(0, os.path.join(os.getcwd(), "benchmarks"))    # the timed checkout's bloodnet
+sys.path.insert(0, os.getcwd())                                 # and its numcnn, first
 
-import numpy as np  # noqa: E402
+import numcnn  # before numpy: the checkout's own OpenBLAS setting, if it makes one
+import numpy as np
 
-import bloodnet  # noqa: E402  (imports numcnn from the checkout)
-import numcnn  # noqa: E402
+import bloodnet
 
 STEPS, WARM_STEPS, PREDICTIONS = 15, 3, 3
 IMAGES, BATCH, PREDICT_BATCH = 1024, 64, 256
@@ -79,10 +86,15 @@ def main(argv):
         step()
     predict()
     print(json.dumps({"step_ms": 1000 * bloodnet.median_seconds(step, STEPS),
-                      "predict_img_per_s": IMAGES / bloodnet.median_seconds(predict, PREDICTIONS)}))
+                      "predict_img_per_s": IMAGES / bloodnet.median_seconds(predict, PREDICTIONS),
+                      "openblas_thread_timeout": os.environ.get("OPENBLAS_THREAD_TIMEOUT")}))
 
 
 if __name__ == "__main__":
     if not sys.argv[1:] or sys.argv[1] not in ("numcnn", "torch"):
         sys.exit(__doc__)
+    if "OPENBLAS_THREAD_TIMEOUT" not in os.environ:
+        print("step_time.py: this checkout's numcnn does not set OPENBLAS_THREAD_TIMEOUT (it "
+              "predates that setting); for a like-for-like time, set it in the command to the "
+              "value numcnn/__init__.py of the current checkout gives", file=sys.stderr)
     main(sys.argv[1:])

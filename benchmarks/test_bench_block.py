@@ -38,9 +38,10 @@ import functools
 import numpy as np
 import pytest
 
-from bloodnet import (BATCH, KERNEL, RECIPE_SIZE, assert_close32, conv_layers, maybe_torch,
-                      random_array, shape_label, timed_once)
+from bloodnet import (BATCH, KERNEL, RECIPE_SIZE, conv_layers, maybe_torch, random_array,
+                      shape_label, timed_once)
 from numcnn.backend import kernels
+from numcnn.testing import assert_close32
 from numcnn.kernels import reference
 from numcnn.layers import BatchNorm2D, Conv2D, ReLU
 from numcnn.plan import (BatchNormReLUStep, ConvolutionBlockStep, DirectConvolutionStep,

@@ -45,10 +45,10 @@ import functools
 import numpy as np
 import pytest
 
-from bloodnet import (BATCH, CONV_INPUTS, FEATURE_MAPS, HIDDEN, KERNEL, NETWORK_CONVS,
-                      assert_close32, conv_info, conv_layers, maybe_torch, random_array,
-                      shape_label, timed_once)
+from bloodnet import (BATCH, CONV_INPUTS, FEATURE_MAPS, HIDDEN, KERNEL, NETWORK_CONVS, conv_info,
+                      conv_layers, maybe_torch, random_array, shape_label, timed_once)
 from numcnn.backend import kernels
+from numcnn.testing import assert_close32
 from numcnn.kernels import reference
 from numcnn.layers import Conv2D
 

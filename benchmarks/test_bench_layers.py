@@ -40,9 +40,10 @@ import numpy as np
 import pytest
 
 import numcnn
-from bloodnet import (BATCH, CONV_LAYERS, DROPOUT, FEATURE_MAPS, NETWORK_CONVS, assert_close32,
-                      conv_info, maybe_torch, random_array, shape_label, timed_once)
+from bloodnet import (BATCH, CONV_LAYERS, DROPOUT, FEATURE_MAPS, NETWORK_CONVS, conv_info,
+                      maybe_torch, random_array, shape_label, timed_once)
 from numcnn.backend import kernels
+from numcnn.testing import assert_close32
 from numcnn.layers import BatchNorm2D, Conv2D, Dropout, MaxPool2D, ReLU
 
 KH = KW = 3

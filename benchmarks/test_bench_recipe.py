@@ -20,7 +20,7 @@ def example():
     spec = importlib.util.spec_from_file_location("bloodcells_example_for_benchmarks", EXAMPLE)
     module = importlib.util.module_from_spec(spec)
     try:
-        spec.loader.exec_module(module)     # puts examples/ on sys.path itself
+        spec.loader.exec_module(module)     # (cellstudy: examples/ is on sys.path, conftest.py)
     except ImportError as error:
         pytest.skip(f"examples/bloodcells.py cannot be imported here ({error})")
     return module
@@ -28,7 +28,7 @@ def example():
 
 @pytest.fixture(scope="module")
 def settings():
-    from cellstudy.settings import BloodCellSettings   # importable once the example is loaded
+    from cellstudy.bloodcells.command import BloodCellSettings
     return BloodCellSettings()
 
 

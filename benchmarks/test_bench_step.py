@@ -15,8 +15,9 @@ import math
 import numpy as np
 import pytest
 
-from bloodnet import (BATCH, STEP_SIZES, assert_close32, build_numcnn, build_torch, make_batch,
-                      shape_label, torch_train_step)
+from bloodnet import (BATCH, STEP_SIZES, build_numcnn, build_torch, make_batch, shape_label,
+                      torch_train_step)
+from numcnn.testing import assert_close32
 
 SIZE_IDS = [f"{H}x{W}" for H, W in STEP_SIZES]
 

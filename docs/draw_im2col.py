@@ -12,13 +12,14 @@ from pathlib import Path
 import matplotlib
 
 matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-from matplotlib.patches import FancyArrowPatch, Rectangle  # noqa: E402
+import matplotlib.pyplot as plt
+import numpy as np
+from matplotlib.patches import FancyArrowPatch, Rectangle
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # the checkout, installed or not
+from numcnn.kernels.reference import im2col
 
 HERE = Path(__file__).resolve().parent
-sys.path.insert(0, str(HERE.parent))  # draw with the checkout, installed or not
-from numcnn.kernels.reference import im2col  # noqa: E402
 
 ORANGE, BLUE, GREEN, GREY = "#f5a623", "#7fb3e6", "#8fd18f", "#f2f2f2"
 

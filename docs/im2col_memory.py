@@ -13,8 +13,8 @@ import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from numcnn.kernels.reference import conv_output_size  # noqa: E402
-from numcnn.layers.columns import COLS_BUDGET_BYTES  # noqa: E402
+from numcnn.kernels.reference import conv_output_size
+from numcnn.layers.columns import COLS_BUDGET_BYTES
 
 N = 64                         # batch size
 KH = KW = 3

@@ -22,11 +22,12 @@ import numpy as np
 from PIL import Image
 from skimage.transform import resize
 
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))   # the checkout, installed or not
+from numcnn.data import read_rgb_image
+from numcnn.datasets import pbc
+from numcnn.datasets.pbc_originals import CROP_SIZE, PREPARED_SIZE, prepare_original
+
 REPO_ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(REPO_ROOT))
-from numcnn.data import read_rgb_image  # noqa: E402
-from numcnn.datasets import pbc  # noqa: E402
-from numcnn.datasets.pbc_originals import CROP_SIZE, PREPARED_SIZE, prepare_original  # noqa: E402
 
 THRESHOLD = 0.02
 

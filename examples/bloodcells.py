@@ -21,48 +21,42 @@ number a default of the command line, fixed before TEST was looked at):
 
 Every recipe tried, and why the defaults are what they are: docs/bloodcells.md.
 """
-import os
+import functools
 import sys
 import time
-from pathlib import Path
 
-# Before numpy loads OpenBLAS: a short spin of its threads after each matrix multiply,
-# so that they do not steal the cores from numcnn's numba loops (docs/performance.md,
-# "Threads"). A value set by the user is kept.
-os.environ.setdefault("OPENBLAS_THREAD_TIMEOUT", "4")
-ROOT = Path(__file__).resolve().parent
-sys.path[:0] = [str(ROOT), str(ROOT.parent)]       # cellstudy, and numcnn from a checkout
-if __name__ == "__main__":           # Ctrl-C from here on: one line, status 130 (cellstudy.cli)
-    from cellstudy.cli import start_command
+if __name__ == "__main__":      # Ctrl-C from here on: one line, status 130
+    from cellstudy.shared.command import start_command
     start_command()
 
-import numpy as np  # noqa: E402
+import numcnn                   # before numpy: numcnn sets how OpenBLAS's threads wait
+import numpy as np
+from numcnn.callbacks import (BatchNormCalibration, LearningRateScheduler, ModelCheckpoint,
+                              cosine_schedule)
+from numcnn.data import MeanImage, crop_and_flip
+from numcnn.datasets import bloodcells
+from numcnn.layers import (BatchNorm1D, BatchNorm2D, Conv2D, Dense, Dropout, Flatten, MaxPool2D,
+                           ReLU)
+from numcnn.losses import SoftmaxCrossEntropy
+from numcnn.optim import AdamW
 
-import numcnn  # noqa: E402
-from numcnn.callbacks import (BatchNormCalibration, LearningRateScheduler,  # noqa: E402
-                              ModelCheckpoint, cosine_schedule)
-from numcnn.data import MeanImage, crop_and_flip  # noqa: E402
-from numcnn.datasets import bloodcells  # noqa: E402
-from numcnn.layers import (BatchNorm1D, BatchNorm2D, Conv2D, Dense, Dropout,  # noqa: E402
-                           Flatten, MaxPool2D, ReLU)
-from numcnn.losses import SoftmaxCrossEntropy  # noqa: E402
-from numcnn.optim import AdamW  # noqa: E402
-
-from cellstudy import bloodcells_commands, cells, datacheck, reports, splits  # noqa: E402
-from cellstudy.bloodcells_cli import parse_args  # noqa: E402
-from cellstudy.cli import COMMAND_STOPPED, guarded, run_command  # noqa: E402
-from cellstudy.colour import normalise_colour  # noqa: E402
-from cellstudy.predict import model_path  # noqa: E402
-from cellstudy.runs import RunFolder, keep_out_of_data  # noqa: E402
-from cellstudy.study import announce, plots_wanted, run_seeds, speaker  # noqa: E402
-from cellstudy.stain import StainCrop  # noqa: E402
-from cellstudy.evaluation import evaluate_seed  # noqa: E402
-from cellstudy.views import evaluation_view  # noqa: E402
+from cellstudy.bloodcells import cells
+from cellstudy.bloodcells.command import explain, parse_args, predict, show_class_counts
+from cellstudy.bloodcells.stain import StainCrop
+from cellstudy.shared import datacheck, evaluation, reports
+from cellstudy.shared.command import COMMAND_STOPPED, guarded, run_command
+from cellstudy.shared.evaluation import Split, evaluate_seed, evaluation_view, normalise_colour
+from cellstudy.shared.prediction import model_path
+from cellstudy.shared.runs import (RunFolder, announce, keep_out_of_data, plots_wanted, run_seeds,
+                                   speaker)
 
 CLASSES = bloodcells.CLASSES
 DROPOUT = 0.4
 WEIGHT_DECAY = 1e-4
 CALIBRATION_IMAGES = 2048   # training images on which BatchNorm re-measures its statistics
+VALIDATION_TITLES = {       # how the validation split's report introduces it, by --validation
+    "cells": "validation set (about 10% of the original cells, held out whole)",
+    "images": "validation set (shares cells with training)"}
 
 
 def load_images(settings, say):
@@ -102,36 +96,40 @@ def network(settings, seed):
     return numcnn.Sequential(layers, seed=seed, input_shape=settings.input_shape)
 
 
-def train_seed(settings, seed, data, run, say):
+def train_seed(seed, *, settings, data, run, say):
     """Split, centre, build (or resume), fit, and report one seed; its metrics."""
     began = time.perf_counter()
     folder = run.seed_folder(seed)
     x, y = data["train"].x, data["train"].y
     if "train_cells" in data:                 # 10% of the original cells, held out whole
-        train_index, val_index = splits.split_whole_groups(y, data["train_cells"], seed)
+        train_index, val_index = evaluation.split_whole_groups(y, data["train_cells"], seed)
     else:                                     # 10% of the images (sharing cells with training)
-        train_index, val_index = splits.split_by_images(y, seed)
+        train_index, val_index = evaluation.split_by_images(y, seed)
+    held_out = evaluation.validation_digest(val_index)
     if settings.resume:                       # only on the same data, recipe, seed and network
         model, note = run.resume(folder, settings, network(settings, seed),
-                                 data["files"]["identity"], splits.validation_digest(val_index))
+                                 data["files"]["identity"], held_out)
     else:                                     # no model of an earlier run may pass for this one's
         run.start_afresh(folder)
         model, note = None, "new"
 
     mean = MeanImage().fit(x[train_index])    # the mean training image, subtracted everywhere
-    x_train, y_train = mean.transform(x[train_index], copy=False), y[train_index]
-    x_val, y_val = mean.transform(x[val_index], copy=False), y[val_index]
-    x_test, y_test = mean.transform(data["test"].x), data["test"].y
-    run.write_seed_files(folder, recipe_of(settings, splits.validation_digest(val_index)),
-                         mean.mean, data["files"]["identity"])    # recipe.json, mean_image.npy
+    train = Split(mean.transform(x[train_index], copy=False), y[train_index], "training set")
+    val = Split(mean.transform(x[val_index], copy=False), y[val_index],
+                VALIDATION_TITLES[settings.validation],
+                groups=data["train_cells"][val_index] if "train_cells" in data else None)
+    test = Split(mean.transform(data["test"].x), data["test"].y,
+                 "TEST set (held-out cells, evaluated once)", groups=data.get("test_cells"))
+    run.write_seed_files(folder, recipe_of(settings, held_out), mean.mean,
+                         data["files"]["identity"])               # recipe.json, mean_image.npy
     if model is None:
         model = network(settings, seed)
-        weights = (len(y_train) / (len(CLASSES) * np.bincount(y_train, minlength=len(CLASSES)))
+        weights = (len(train.y) / (len(CLASSES) * np.bincount(train.y, minlength=len(CLASSES)))
                    if settings.class_weights == "balanced" else None)
         model.compile(AdamW(settings.lr, weight_decay=WEIGHT_DECAY),
                       SoftmaxCrossEntropy(class_weights=weights))
     resumed_from = model.epoch
-    say(f"\n=== seed {seed}: {len(y_train)} train / {len(y_val)} validation / {len(y_test)} "
+    say(f"\n=== seed {seed}: {len(train.y)} train / {len(val.y)} validation / {len(test.y)} "
         f"test images; model {note} ===")
     if seed == settings.seed_list[0] and not settings.quiet:
         model.summary()
@@ -140,41 +138,30 @@ def train_seed(settings, seed, data, run, say):
         return evaluation_view(images, settings.input_size, crop=settings.square)
 
     if model.epoch < settings.epochs:
-        model.fit(x_train, y_train, batch_size=settings.batch_size, epochs=settings.epochs,
+        model.fit(train.x, train.y, batch_size=settings.batch_size, epochs=settings.epochs,
                   initial_epoch=model.epoch, verbose=0 if settings.quiet else 1,
-                  validation_data=(view(x_val), y_val),
+                  validation_data=(view(val.x), val.y),
                   augment=crop_and_flip(settings.input_size if settings.crop else None,
                                         rotate90=settings.square, colour=settings.colour_jitter),
                   callbacks=[LearningRateScheduler(cosine_schedule(
                                  settings.lr, settings.epochs, min_lr=settings.lr / 100)),
-                             BatchNormCalibration(view(x_train[:CALIBRATION_IMAGES])),
+                             BatchNormCalibration(view(train.x[:CALIBRATION_IMAGES])),
                              ModelCheckpoint(folder / "checkpoint.npz", keep_previous=True)])
     diverged = run.save_trained(folder, model)     # model.npz, unless training diverged
     if diverged:
         return diverged                       # no result for this seed, and no reports
 
     # Reports: training set (one view), validation, and TEST, looked at once, here.
-    result = evaluate_seed(model, {"train": (x_train, y_train), "val": (x_val, y_val),
-                                   "test": (x_test, y_test)}, settings, CLASSES, folder,
-                           titles(settings), {"val": data["train_cells"][val_index]
-                                              if "train_cells" in data else None,
-                                              "test": data.get("test_cells")},
-                           began, say, plot=plots_wanted(settings))
+    result = evaluate_seed(model, {"train": train, "val": val, "test": test},
+                           settings=settings, classes=CLASSES, folder=folder, began=began,
+                           say=say, plot=plots_wanted(settings))
     return {**result, "resumed_from_epoch": resumed_from, **run.continuation(folder)}
-
-
-def titles(settings):
-    """How each split's report introduces it."""
-    return {"train": "training set",
-            "val": "validation set (about 10% of the original cells, held out whole)"
-                   if settings.validation == "cells" else "validation set (shares cells with training)",
-            "test": "TEST set (held-out cells, evaluated once)"}
 
 
 def recipe_of(settings, validation_split=None):
     """The settings, and in words what the code fixes: recipe.json and results.json."""
     return {**settings.to_recipe(), "classes": list(CLASSES), "validation_fraction":
-            splits.VALIDATION_FRACTION, "weight_decay": WEIGHT_DECAY, "dropout": DROPOUT,
+            evaluation.VALIDATION_FRACTION, "weight_decay": WEIGHT_DECAY, "dropout": DROPOUT,
             "optimizer": "AdamW (decoupled weight decay)", "schedule": "cosine to lr/100",
             "augmentation": ", then ".join(
                 ([f"random {settings.input_size}x{settings.input_size} crop"] if settings.crop else [])
@@ -190,42 +177,42 @@ def recipe_of(settings, validation_split=None):
             **({"validation_split": validation_split} if validation_split else {})}
 
 
-def main(argv=None):
-    """Run the study (or --predict, --explain); return the exit status."""
+def main(argv=None, freed_memory_kept=None):
+    """Run the study (or --predict, --explain); return the exit status.
+
+    ``freed_memory_kept``: what ``numcnn.keep_freed_memory()`` returned, for results.json.
+    """
     settings, actions = parse_args(argv)
     numcnn.set_backend(settings.backend)
     if actions.predict:
-        return guarded(lambda s: bloodcells_commands.predict(s, actions), settings,
-                       stopped=COMMAND_STOPPED)
+        return guarded(predict, settings, actions, stopped=COMMAND_STOPPED)
     if actions.explain:
-        return guarded(lambda s: bloodcells_commands.explain(s, actions), settings,
-                       outputs=[model_path(settings, actions).parent], stopped=COMMAND_STOPPED)
-    return guarded(study, settings)
+        return guarded(explain, settings, actions, outputs=[model_path(settings, actions).parent],
+                       stopped=COMMAND_STOPPED)
+    return guarded(study, settings, freed_memory_kept)
 
 
-def study(settings):
+def study(settings, freed_memory_kept=None):
     """The whole study: class counts, images, every seed, results over seeds."""
     say = speaker(settings)
     data_dir = bloodcells.locate(settings.data)
     keep_out_of_data(settings, [data_dir])    # no output among the images
     with RunFolder(settings.out).locked() as run:
         announce(run, data_dir, say)
-        bloodcells_commands.show_class_counts(settings, data_dir, run.out, say,
-                                              plots_wanted(settings))
+        show_class_counts(settings, data_dir, run.out, say, plots_wanted(settings))
         data = load_images(settings.replace(data=str(data_dir)), say)
-        return run_seeds(settings, run, lambda seed: train_seed(settings, seed, data, run, say),
-                         lambda results: reports.write_results(
-                             run, "four-class white-blood-cell classification (BCCD / Kaggle "
-                             "blood-cells)", CLASSES, recipe_of(settings),
-                             reports.data_info(data_dir, data, ("train", "test")), results,
-                             data["test"].y, data.get("test_cells"), freed_memory_kept))
+        record = reports.StudyRecord(
+            title="four-class white-blood-cell classification (BCCD / Kaggle blood-cells)",
+            classes=CLASSES, recipe=recipe_of(settings),
+            data=reports.data_info(data_dir, data, ("train", "test")),
+            test_y=data["test"].y, test_groups=data.get("test_cells"),
+            freed_memory_kept=freed_memory_kept)
+        train = functools.partial(train_seed, settings=settings, data=data, run=run, say=say)
+        return run_seeds(run, seeds=settings.seed_list, train=train, study=record)
 
-
-freed_memory_kept = None    # what numcnn.keep_freed_memory() returned, when run as a script
 
 if __name__ == "__main__":
     # Each step frees and re-allocates the same large arrays: keep the freed memory
     # instead of fresh zero-filled pages every time (docs/performance.md). It changes
     # the whole process, so only when run as a script, not when imported.
-    freed_memory_kept = numcnn.keep_freed_memory()
-    sys.exit(run_command(main))
+    sys.exit(run_command(main, freed_memory_kept=numcnn.keep_freed_memory()))

@@ -21,18 +21,13 @@ import argparse
 import math
 import sys
 import time
-from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))   # numcnn from a checkout
-
-import numpy as np  # noqa: E402
-
-import numcnn  # noqa: E402
-from numcnn.datasets import digits  # noqa: E402
-from numcnn.layers import (BatchNorm2D, Conv2D, Dense, Dropout, Flatten,  # noqa: E402
-                           MaxPool2D, ReLU)
-from numcnn.losses import SoftmaxCrossEntropy  # noqa: E402
-from numcnn.optim import AdamW  # noqa: E402
+import numcnn                   # before numpy: numcnn sets how OpenBLAS's threads wait
+import numpy as np
+from numcnn.datasets import digits
+from numcnn.layers import BatchNorm2D, Conv2D, Dense, Dropout, Flatten, MaxPool2D, ReLU
+from numcnn.losses import SoftmaxCrossEntropy
+from numcnn.optim import AdamW
 
 
 def main(argv=None):

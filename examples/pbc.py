@@ -21,41 +21,32 @@ validation split before TEST was looked at):
 
 Results, every recipe tried and the transfer to another laboratory: docs/pbc.md.
 """
-import os
+import functools
 import sys
 import time
-from pathlib import Path
 
-# Before numpy loads OpenBLAS: a short spin of its threads after each matrix multiply,
-# so that they do not steal the cores from numcnn's numba loops (docs/performance.md,
-# "Threads"). A value set by the user is kept.
-os.environ.setdefault("OPENBLAS_THREAD_TIMEOUT", "4")
-ROOT = Path(__file__).resolve().parent
-sys.path[:0] = [str(ROOT), str(ROOT.parent)]       # cellstudy, and numcnn from a checkout
-if __name__ == "__main__":           # Ctrl-C from here on: one line, status 130 (cellstudy.cli)
-    from cellstudy.cli import start_command
+if __name__ == "__main__":      # Ctrl-C from here on: one line, status 130
+    from cellstudy.shared.command import start_command
     start_command()
 
-import numpy as np  # noqa: E402
+import numcnn                   # before numpy: numcnn sets how OpenBLAS's threads wait
+import numpy as np
+from numcnn.callbacks import (BatchNormCalibration, LearningRateScheduler, ModelCheckpoint,
+                              cosine_schedule)
+from numcnn.data import MeanImage, crop_and_flip
+from numcnn.datasets import pbc
+from numcnn.layers import (BatchNorm1D, BatchNorm2D, Conv2D, Dense, Dropout, Flatten, MaxPool2D,
+                           ReLU)
+from numcnn.losses import SoftmaxCrossEntropy
+from numcnn.optim import AdamW
 
-import numcnn  # noqa: E402
-from numcnn.callbacks import (BatchNormCalibration, LearningRateScheduler,  # noqa: E402
-                              ModelCheckpoint, cosine_schedule)
-from numcnn.data import MeanImage, crop_and_flip  # noqa: E402
-from numcnn.datasets import pbc  # noqa: E402
-from numcnn.layers import (BatchNorm1D, BatchNorm2D, Conv2D, Dense, Dropout,  # noqa: E402
-                           Flatten, MaxPool2D, ReLU)
-from numcnn.losses import SoftmaxCrossEntropy  # noqa: E402
-from numcnn.optim import AdamW  # noqa: E402
-
-from cellstudy import datacheck, pbc_commands, reports, splits  # noqa: E402
-from cellstudy.cli import COMMAND_STOPPED, guarded, run_command  # noqa: E402
-from cellstudy.colour import normalise_colour  # noqa: E402
-from cellstudy.evaluation import evaluate_seed  # noqa: E402
-from cellstudy.pbc_cli import parse_args  # noqa: E402
-from cellstudy.runs import RunFolder, keep_out_of_data  # noqa: E402
-from cellstudy.study import announce, plots_wanted, run_seeds, speaker  # noqa: E402
-from cellstudy.views import evaluation_view  # noqa: E402
+from cellstudy.pbc.command import parse_args, predict, show_class_counts
+from cellstudy.shared import datacheck, reports
+from cellstudy.shared.command import COMMAND_STOPPED, guarded, run_command
+from cellstudy.shared.evaluation import (Split, evaluate_seed, evaluation_view, fair_sample,
+                                         normalise_colour)
+from cellstudy.shared.runs import (RunFolder, announce, keep_out_of_data, plots_wanted, run_seeds,
+                                   speaker)
 
 CALIBRATION_IMAGES = 2048   # training images on which BatchNorm re-measures its statistics
 
@@ -91,7 +82,7 @@ def network(settings, seed, classes):
     return numcnn.Sequential(layers, seed=seed, input_shape=settings.input_shape)
 
 
-def train_seed(settings, seed, data, run, say):
+def train_seed(seed, *, settings, data, run, say):
     """Centre, build (or resume), fit, and report one seed; its metrics."""
     began = time.perf_counter()
     folder = run.seed_folder(seed)
@@ -103,8 +94,11 @@ def train_seed(settings, seed, data, run, say):
         run.start_afresh(folder)
         model, note = None, "new"
     mean = MeanImage().fit(data["train"].x)   # the mean training image, subtracted everywhere
-    arrays = {split: (mean.transform(data[split].x), data[split].y) for split in pbc.SPLITS}
-    (x_train, y_train), (x_val, y_val) = arrays["train"], arrays["val"]
+    train = Split(mean.transform(data["train"].x), data["train"].y, "training set")
+    val = Split(mean.transform(data["val"].x), data["val"].y, "validation set (splits.csv)",
+                groups=np.arange(len(data["val"])))      # one image per cell: intervals over images
+    test = Split(mean.transform(data["test"].x), data["test"].y,
+                 "TEST set (splits.csv, evaluated once)", groups=np.arange(len(data["test"])))
     run.write_seed_files(folder, recipe_of(settings, classes), mean.mean,
                          data["files"]["identity"])               # recipe.json, mean_image.npy
     if model is None:
@@ -112,37 +106,34 @@ def train_seed(settings, seed, data, run, say):
         model.compile(AdamW(settings.lr, weight_decay=settings.weight_decay),
                       SoftmaxCrossEntropy(label_smoothing=settings.label_smoothing))
     resumed_from = model.epoch
-    say(f"\n=== seed {seed}: {len(y_train)} train / {len(y_val)} validation / "
-        f"{len(arrays['test'][1])} test images; model {note} ===")
+    say(f"\n=== seed {seed}: {len(train.y)} train / {len(val.y)} validation / "
+        f"{len(test.y)} test images; model {note} ===")
     if seed == settings.seed_list[0] and not settings.quiet:
         model.summary()
 
     def view(images):                         # what the network sees at evaluation
         return evaluation_view(images, settings.input_size)
 
-    calibration = splits.fair_sample(len(y_train), CALIBRATION_IMAGES, seed)   # every class
+    calibration = fair_sample(len(train.y), CALIBRATION_IMAGES, seed)   # every class
 
     if model.epoch < settings.epochs:
-        model.fit(x_train, y_train, batch_size=settings.batch_size, epochs=settings.epochs,
+        model.fit(train.x, train.y, batch_size=settings.batch_size, epochs=settings.epochs,
                   initial_epoch=model.epoch, verbose=0 if settings.quiet else 1,
-                  validation_data=(view(x_val), y_val),
+                  validation_data=(view(val.x), val.y),
                   augment=crop_and_flip(settings.input_size, rotate90=True,
                                         colour=settings.colour_jitter),
                   callbacks=[LearningRateScheduler(cosine_schedule(
                                  settings.lr, settings.epochs, min_lr=settings.lr / 100)),
-                             BatchNormCalibration(view(x_train[calibration])),
+                             BatchNormCalibration(view(train.x[calibration])),
                              ModelCheckpoint(folder / "checkpoint.npz", keep_previous=True)])
     diverged = run.save_trained(folder, model)     # model.npz, unless training diverged
     if diverged:
         return diverged                       # no result for this seed, and no reports
 
-    # Reports: training set (one view), validation, and TEST, looked at once, here; one
-    # image per cell, so the accuracies' intervals are over images.
-    result = evaluate_seed(model, arrays, settings, classes, folder,
-                           {"train": "training set", "val": "validation set (splits.csv)",
-                            "test": "TEST set (splits.csv, evaluated once)"},
-                           {split: np.arange(len(arrays[split][1])) for split in ("val", "test")},
-                           began, say, plot=plots_wanted(settings), unit="images")
+    # Reports: training set (one view), validation, and TEST, looked at once, here.
+    result = evaluate_seed(model, {"train": train, "val": val, "test": test},
+                           settings=settings, classes=classes, folder=folder, began=began,
+                           say=say, plot=plots_wanted(settings), unit="images")
     return {**result, "resumed_from_epoch": resumed_from, **run.continuation(folder)}
 
 
@@ -161,36 +152,38 @@ def recipe_of(settings, classes):
             "data_licence": pbc.CITATION}
 
 
-def main(argv=None):
-    """Run the study (or --predict); return the exit status."""
+def main(argv=None, freed_memory_kept=None):
+    """Run the study (or --predict); return the exit status.
+
+    ``freed_memory_kept``: what ``numcnn.keep_freed_memory()`` returned, for results.json.
+    """
     settings, actions = parse_args(argv)
     numcnn.set_backend(settings.backend)
     if actions.predict:
-        return guarded(lambda s: pbc_commands.predict(s, actions), settings,
-                       stopped=COMMAND_STOPPED)
-    return guarded(study, settings)
+        return guarded(predict, settings, actions, stopped=COMMAND_STOPPED)
+    return guarded(study, settings, freed_memory_kept)
 
 
-def study(settings):
+def study(settings, freed_memory_kept=None):
     """The whole study: counts, images, every seed, results over seeds."""
     say = speaker(settings)
     data_dir = pbc.locate(settings.data)
     keep_out_of_data(settings, [data_dir])    # no output among the images
     with RunFolder(settings.out).locked() as run:
         announce(run, data_dir, say, note=f"data: {pbc.CITATION}")
-        pbc_commands.show_class_counts(data_dir, say)
+        show_class_counts(data_dir, say)
         data = load_images(settings.replace(data=str(data_dir)), say)
-        classes, test_y = data["train"].classes, data["test"].y
-        return run_seeds(settings, run, lambda seed: train_seed(settings, seed, data, run, say),
-                         lambda results: reports.write_results(
-                             run, f"{len(classes)}-class blood-cell classification (PBC, "
-                             "Acevedo et al. 2020)", classes, recipe_of(settings, classes),
-                             reports.data_info(data_dir, data, pbc.SPLITS), results, test_y,
-                             np.arange(len(test_y)), freed_memory_kept, unit="images"))
+        classes = data["train"].classes
+        record = reports.StudyRecord(
+            title=f"{len(classes)}-class blood-cell classification (PBC, Acevedo et al. 2020)",
+            classes=classes, recipe=recipe_of(settings, classes),
+            data=reports.data_info(data_dir, data, pbc.SPLITS),
+            test_y=data["test"].y, test_groups=np.arange(len(data["test"])), unit="images",
+            freed_memory_kept=freed_memory_kept)
+        train = functools.partial(train_seed, settings=settings, data=data, run=run, say=say)
+        return run_seeds(run, seeds=settings.seed_list, train=train, study=record)
 
-
-freed_memory_kept = None    # what numcnn.keep_freed_memory() returned, when run as a script
 
 if __name__ == "__main__":
-    freed_memory_kept = numcnn.keep_freed_memory()
-    sys.exit(run_command(main))
+    # Keep freed memory for reuse (see examples/bloodcells.py): only when run as a script.
+    sys.exit(run_command(main, freed_memory_kept=numcnn.keep_freed_memory()))

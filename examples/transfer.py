@@ -13,7 +13,7 @@ takes models trained on one and tests them on every image of the other:
 
 The cells are brought to the scale each model was trained at from a fact
 measured on training images only: the typical diameter of a lymphocyte in
-each dataset (``cellstudy.scale``), never by trying scales on the images
+each dataset (``cellstudy.crosslab.scale``), never by trying scales on the images
 tested. Accuracies come with 95% intervals: over images for PBC (one image
 per cell), over the estimated original cells for the blood-cell archive.
 
@@ -23,33 +23,30 @@ Several run folders may follow each flag (e.g. the remedies of docs/pbc.md);
 results.json and summary.txt say what each gave.
 """
 import argparse
-import os
 import sys
 from pathlib import Path
 
-os.environ.setdefault("OPENBLAS_THREAD_TIMEOUT", "4")   # before numpy: see docs/performance.md
-ROOT = Path(__file__).resolve().parent
-sys.path[:0] = [str(ROOT), str(ROOT.parent)]       # cellstudy, and numcnn from a checkout
-if __name__ == "__main__":           # Ctrl-C from here on: one line, status 130 (cellstudy.cli)
-    from cellstudy.cli import start_command
+if __name__ == "__main__":      # Ctrl-C from here on: one line, status 130
+    from cellstudy.shared.command import start_command
     start_command()
 
-import numpy as np  # noqa: E402
+import numcnn                   # before numpy: numcnn sets how OpenBLAS's threads wait
+import numpy as np
+from numcnn.data import load_image_folder
+from numcnn.datasets import bloodcells, pbc
 
-import numcnn  # noqa: E402
-from numcnn.data import load_image_folder  # noqa: E402
-from numcnn.datasets import bloodcells, pbc  # noqa: E402
-
-from cellstudy import cells, reports, scale  # noqa: E402
-from cellstudy.cli import COMMAND_STOPPED, guarded, positive_int, run_command  # noqa: E402
-from cellstudy.colour import normalise_colour  # noqa: E402
-from cellstudy.predict import load_saved_model  # noqa: E402
-from cellstudy.runs import RunFolder, keep_out_of_data  # noqa: E402
-from cellstudy.settings import BloodCellSettings, PBCSettings, SettingsError  # noqa: E402
-from cellstudy.stain import StainCrop  # noqa: E402
-from cellstudy.study import plots_wanted, speaker  # noqa: E402
-from cellstudy.transfer import ScaledStainCrop, ScaledToWindow  # noqa: E402
-from cellstudy.views import predict_probabilities  # noqa: E402
+from cellstudy.bloodcells import cells
+from cellstudy.bloodcells.command import BloodCellSettings
+from cellstudy.bloodcells.stain import StainCrop
+from cellstudy.crosslab import scale
+from cellstudy.crosslab.scale import ScaledStainCrop, ScaledToWindow
+from cellstudy.pbc.command import PBCSettings
+from cellstudy.shared import reports
+from cellstudy.shared.command import COMMAND_STOPPED, guarded, positive_int, run_command
+from cellstudy.shared.evaluation import normalise_colour, predict_probabilities
+from cellstudy.shared.prediction import load_saved_model
+from cellstudy.shared.runs import RunFolder, keep_out_of_data, plots_wanted, speaker
+from cellstudy.shared.settings import SettingsError
 
 SHARED = ("eosinophil", "lymphocyte", "monocyte", "neutrophil")   # PBC's names, label order
 BLOODCELL_NAMES = bloodcells.CLASSES                              # the same four, same order

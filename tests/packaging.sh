@@ -23,8 +23,8 @@ python - "$SDIST" "$WHEEL" <<'PY'
 import sys, tarfile, zipfile
 sdist = [name.split("/", 1)[1] for name in tarfile.open(sys.argv[1]).getnames() if "/" in name]
 wheel = zipfile.ZipFile(sys.argv[2]).namelist()
-for wanted in ("LICENSE", "CHANGELOG.md", "README.md", "tests/test_model.py", "tests/routes.py",
-               "examples/bloodcells.py", "examples/digits.py", "docs/index.md",
+for wanted in ("LICENSE", "CHANGELOG.md", "README.md", "conftest.py", "tests/test_model.py",
+               "tests/routes.py", "examples/bloodcells.py", "examples/digits.py", "docs/index.md",
                "benchmarks/compare.py", "numcnn/datasets/pbc_splits.csv.gz"):
     assert wanted in sdist, f"the sdist lacks {wanted}"
 for wanted in ("numcnn/__init__.py", "numcnn/kernels/jit/vectors.py",

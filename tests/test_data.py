@@ -6,7 +6,6 @@ copy real JPEGs of the blood-cell archive into tmp_path (found through
 NUMCNN_BLOODCELLS or ``<repo>/../shared/blood-cells``; they skip when it is absent).
 """
 
-import os
 import re
 import shutil
 from pathlib import Path
@@ -25,42 +24,12 @@ from numcnn.data import (SYMMETRY_COUNT, CentreCrop, ImageError, ImageSet, MeanI
 from numcnn.datasets import bloodcells
 from numcnn.errors import DataError, DataNotFoundError
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
 CLASSES = bloodcells.CLASSES
 
 
 # ----------------------------------------------------------------------------
 # Fixtures
 # ----------------------------------------------------------------------------
-
-@pytest.fixture(scope="module")
-def sample_jpegs():
-    """Two real JPEG paths per class (from TEST_SIMPLE), as {class: [Path, Path]}."""
-    place = Path(os.environ.get(bloodcells.DATA_ENV_VAR)
-                 or REPO_ROOT.parent / "shared" / "blood-cells")
-    try:
-        folder = bloodcells.split_dir("TEST_SIMPLE", place)
-    except FileNotFoundError:
-        pytest.skip(f"blood-cell archive not found at {place} "
-                    f"(set {bloodcells.DATA_ENV_VAR} to run these tests)")
-    return {name: sorted((folder / name).glob("*.jpeg"))[:2] for name in CLASSES}
-
-
-def make_split(root, sample_jpegs, classes=CLASSES):
-    """Build root/images/TRAIN/CLASS/ with copies of two real JPEGs per class."""
-    split = root / "images" / "TRAIN"
-    for name in classes:
-        (split / name).mkdir(parents=True)
-        for path in sample_jpegs[name]:
-            shutil.copy(path, split / name / path.name)
-    return split
-
-
-@pytest.fixture(autouse=True)
-def private_cache(tmp_path, monkeypatch):
-    """Nothing is written to ~/.cache: the default cache is a temporary folder."""
-    monkeypatch.setenv("NUMCNN_CACHE", str(tmp_path / "default-cache"))
-
 
 def test_the_cache_folder_follows_the_platform_unless_numcnn_cache_says(tmp_path, monkeypatch):
     import platform
@@ -79,7 +48,7 @@ def test_the_cache_folder_follows_the_platform_unless_numcnn_cache_says(tmp_path
 # Folders of images
 # ----------------------------------------------------------------------------
 
-def test_generic_image_folder(sample_jpegs, tmp_path):
+def test_generic_image_folder(sample_jpegs, make_split, tmp_path):
     split = make_split(tmp_path, sample_jpegs, classes=("LYMPHOCYTE", "MONOCYTE"))
     (split / "MONOCYTE" / "notes.txt").write_text("not an image")     # ignored
     (split / ".ipynb_checkpoints").mkdir()                            # hidden: ignored
@@ -93,7 +62,7 @@ def test_generic_image_folder(sample_jpegs, tmp_path):
         read_rgb_image(split / "MONOCYTE" / "notes.txt")
 
 
-def test_image_folder_rows_equal_one_image_preprocessed(sample_jpegs, tmp_path):
+def test_image_folder_rows_equal_one_image_preprocessed(sample_jpegs, make_split, tmp_path):
     """decode: the loader's row of a file is, bit for bit, that file through preprocess_image."""
     split = make_split(tmp_path, sample_jpegs, classes=("EOSINOPHIL", "NEUTROPHIL"))
     crop = CentreCrop(96)
@@ -120,7 +89,7 @@ def test_decode_images_skips_and_names_unusable_files(sample_jpegs, tmp_path):
         preprocess_image(np.zeros((8, 8), np.uint8))
 
 
-def test_missing_empty_and_extra_class_folders(sample_jpegs, tmp_path):
+def test_missing_empty_and_extra_class_folders(sample_jpegs, make_split, tmp_path):
     split = make_split(tmp_path, sample_jpegs, classes=CLASSES[:3])
     with pytest.raises(DataNotFoundError, match=f"NEUTROPHIL missing from {re.escape(str(split))}"):
         list_image_files(split, CLASSES)

@@ -25,7 +25,6 @@ from numcnn.data import (CentreCrop, ImageSet, SkippedImagesWarning, downscale,
 from numcnn.datasets import bloodcells, pbc
 from numcnn.errors import DataError, DataNotFoundError
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
 CLASSES = bloodcells.CLASSES
 DATA_ENV_VAR = bloodcells.DATA_ENV_VAR
 
@@ -33,40 +32,6 @@ DATA_ENV_VAR = bloodcells.DATA_ENV_VAR
 # ----------------------------------------------------------------------------
 # Fixtures and helpers
 # ----------------------------------------------------------------------------
-
-@pytest.fixture(scope="module")
-def bloodcells_dir():
-    """The real archive: $NUMCNN_BLOODCELLS, else <repo>/../shared/blood-cells."""
-    place = Path(os.environ.get(DATA_ENV_VAR) or REPO_ROOT.parent / "shared" / "blood-cells")
-    try:
-        return bloodcells.locate(place)
-    except FileNotFoundError:
-        pytest.skip(f"blood-cell archive not found at {place} (set {DATA_ENV_VAR} to run these tests)")
-
-
-@pytest.fixture(scope="module")
-def sample_jpegs(bloodcells_dir):
-    """Two real JPEG paths per class (from TEST_SIMPLE), as {class: [Path, Path]}."""
-    folder = bloodcells.split_dir("TEST_SIMPLE", bloodcells_dir)
-    return {name: sorted((folder / name).glob("*.jpeg"))[:2] for name in CLASSES}
-
-
-def make_split(root, sample_jpegs, classes=CLASSES, split="TRAIN"):
-    """Build root/images/<split>/CLASS/ with copies of two real JPEGs per class."""
-    folder = root / "images" / split
-    for name in classes:
-        (folder / name).mkdir(parents=True)
-        for path in sample_jpegs[name]:
-            shutil.copy(path, folder / name / path.name)
-    return folder
-
-
-@pytest.fixture(autouse=True)
-def private_cache(tmp_path, monkeypatch):
-    """Nothing is written to ~/.cache: the default cache is a temporary folder."""
-    monkeypatch.setenv("NUMCNN_CACHE", str(tmp_path / "default-cache"))
-    return tmp_path / "default-cache"
-
 
 def replace_keeping_name_size_and_mtime(target: Path, content: bytes) -> None:
     """Overwrite ``target`` with ``content`` (padded after the JPEG's end to the old size),
@@ -203,7 +168,7 @@ def test_unwritable_cache_only_warns(bloodcells_dir, tmp_path):
 
 
 def test_cache_sees_a_file_replaced_by_another_of_the_same_name_size_and_time(bloodcells_dir,
-                                                                              tmp_path):
+                                                                              make_split, tmp_path):
     """The key is the files' bytes: not fooled by ``cp -p`` of an equal-sized file."""
     source = bloodcells.split_dir("TEST", bloodcells_dir)
     by_size = {}
@@ -274,7 +239,7 @@ def test_a_set_larger_than_the_cache_limit_is_not_cached(bloodcells_dir, tmp_pat
 # The blood-cell images: damaged files
 # ----------------------------------------------------------------------------
 
-def test_bad_images_are_skipped_and_counted(sample_jpegs, tmp_path):
+def test_bad_images_are_skipped_and_counted(sample_jpegs, make_split, tmp_path):
     split = make_split(tmp_path / "data", sample_jpegs)
     good = sample_jpegs["MONOCYTE"][0]
     rng = np.random.default_rng(0)
@@ -308,7 +273,7 @@ def test_bad_images_are_skipped_and_counted(sample_jpegs, tmp_path):
     assert cached.skipped == images.skipped
 
 
-def test_missing_split_or_class_folder_is_named(sample_jpegs, tmp_path):
+def test_missing_split_or_class_folder_is_named(sample_jpegs, make_split, tmp_path):
     make_split(tmp_path / "data", sample_jpegs, classes=CLASSES[:3])
     with pytest.raises(DataNotFoundError, match="NEUTROPHIL missing"):
         bloodcells.load_data("TRAIN", tmp_path / "data", progress=False)
@@ -404,15 +369,6 @@ def test_labels_csv_path(nowhere):
 PER_CLASS_AND_SPLIT = 2
 
 
-@pytest.fixture(scope="module")
-def pbc_source():
-    """The real PBC copy: $NUMCNN_PBC, else <repo>/../shared/pbc."""
-    place = Path(os.environ.get(pbc.DATA_ENV_VAR) or REPO_ROOT.parent / "shared" / "pbc")
-    if not ((place / "images").is_dir() and (place / "splits.csv").is_file()):
-        pytest.skip(f"PBC dataset not found at {place} (set {pbc.DATA_ENV_VAR} to run these tests)")
-    return place
-
-
 def read_rows(path):
     with open(path, newline="") as handle:
         return list(csv.DictReader(handle))
@@ -428,10 +384,10 @@ def write_rows(path, rows, columns=("class", "file", "split", "md5_of_original")
 
 
 @pytest.fixture
-def pbc_copy(pbc_source, tmp_path):
+def pbc_copy(pbc_dir, tmp_path):
     """``tmp_path/pbc``: the first 2 images of each class in each split, and their splits.csv."""
     chosen = {}
-    for row in sorted(read_rows(pbc_source / "splits.csv"), key=lambda row: row["file"]):
+    for row in sorted(read_rows(pbc_dir / "splits.csv"), key=lambda row: row["file"]):
         key = (row["class"], row["split"])
         if len(chosen.setdefault(key, [])) < PER_CLASS_AND_SPLIT:
             chosen[key].append(row)
@@ -439,7 +395,7 @@ def pbc_copy(pbc_source, tmp_path):
     root = tmp_path / "pbc"
     for row in rows:
         (root / "images" / row["class"]).mkdir(parents=True, exist_ok=True)
-        shutil.copy2(pbc_source / "images" / row["class"] / row["file"],
+        shutil.copy2(pbc_dir / "images" / row["class"] / row["file"],
                      root / "images" / row["class"] / row["file"])
     write_rows(root / "splits.csv", rows)
     return root

@@ -49,21 +49,6 @@ def originals():
     return folder.resolve()
 
 
-@pytest.fixture(scope="module")
-def prepared():
-    """The prepared copy: $NUMCNN_PBC, else <repo>/../shared/pbc."""
-    place = Path(os.environ.get(pbc.DATA_ENV_VAR) or REPO_ROOT.parent / "shared" / "pbc")
-    if not ((place / "images").is_dir() and (place / "splits.csv").is_file()):
-        pytest.skip(f"prepared PBC copy not found at {place} (set {pbc.DATA_ENV_VAR})")
-    return place
-
-
-@pytest.fixture(autouse=True)
-def private_cache(tmp_path, monkeypatch):
-    """Nothing is written to ~/.cache: the default cache is a temporary folder."""
-    monkeypatch.setenv("NUMCNN_CACHE", str(tmp_path / "default-cache"))
-
-
 @pytest.fixture
 def download(originals, tmp_path):
     """``tmp_path/download/PBC_dataset_normal_DIB``: a copy of the sample, to change."""
@@ -90,9 +75,9 @@ def load_partial(split, path, **settings):
         return pbc.load_data(split, path, strict=False, progress=False, **settings)
 
 
-def difference(x, path, prepared):
+def difference(x, path, pbc_dir):
     """Mean absolute difference between a CHW image in [0, 1] and the prepared copy's image."""
-    image = read_rgb_image(prepared / "images" / path.parent.name / path.name)
+    image = read_rgb_image(pbc_dir / "images" / path.parent.name / path.name)
     return float(np.abs(x - image.transpose(2, 0, 1) / 255.0).mean())
 
 
@@ -117,9 +102,9 @@ def test_shipped_table_lists_every_image_once_with_its_split_and_md5():
                                  for key, row in rows.items()}
 
 
-def test_shipped_table_is_the_prepared_copys_splits_csv(prepared):
+def test_shipped_table_is_the_prepared_copys_splits_csv(pbc_dir):
     table = REPO_ROOT / "numcnn" / "datasets" / pbc.SPLIT_TABLE
-    assert gzip.decompress(table.read_bytes()) == (prepared / "splits.csv").read_bytes()
+    assert gzip.decompress(table.read_bytes()) == (pbc_dir / "splits.csv").read_bytes()
 
 
 def test_shipped_table_is_package_data_and_credits_the_authors():
@@ -172,8 +157,8 @@ def test_the_folder_itself_loads_as_its_parent_does(originals, loaded):
         np.testing.assert_array_equal(itself.y, loaded[split].y)
 
 
-def test_originals_are_within_jpeg_rounding_of_the_prepared_copy(loaded, prepared):
-    differences = [difference(x, path, prepared)
+def test_originals_are_within_jpeg_rounding_of_the_prepared_copy(loaded, pbc_dir):
+    differences = [difference(x, path, pbc_dir)
                    for images in loaded.values() for x, path in zip(images.x, images.paths)]
     assert len(differences) == 40
     assert max(differences) <= THRESHOLD, sorted(differences)[-5:]
@@ -183,7 +168,7 @@ def test_originals_are_within_jpeg_rounding_of_the_prepared_copy(loaded, prepare
                                                               PrepareOriginal()))
 
 
-def test_a_window_a_little_off_fails_that_threshold(originals, prepared):
+def test_a_window_a_little_off_fails_that_threshold(originals, pbc_dir):
     """The control: the comparison above can fail. Measured on the 40: the right window
     0.006-0.019; two pixels down or right 0.013-0.048 (30 and 29 above 0.02), each image at
     least 1.9 times its right window's difference; one row lower (the other rounding of
@@ -193,7 +178,7 @@ def test_a_window_a_little_off_fails_that_threshold(originals, prepared):
 
     def differences(offset):
         return np.array([difference(prepare_original(image, offset).transpose(2, 0, 1) / 255.0,
-                                    path, prepared) for image, path in zip(images, files)])
+                                    path, pbc_dir) for image, path in zip(images, files)])
 
     right = differences((0, 0))
     assert right.max() <= THRESHOLD
@@ -204,7 +189,7 @@ def test_a_window_a_little_off_fails_that_threshold(originals, prepared):
     assert differences((1, 0)).max() > THRESHOLD
 
 
-def test_jpeg_encoding_the_prepared_original_gives_the_prepared_copys_pixels(originals, prepared):
+def test_jpeg_encoding_the_prepared_original_gives_the_prepared_copys_pixels(originals, pbc_dir):
     """The recipe is the prepared copy's: encoded as it was (Pillow, JPEG quality 90), each
     image decodes to the prepared copy's pixels (bit for bit with Pillow 13; allowed here:
     1/1000 in mean, for another JPEG encoder's rounding)."""
@@ -212,7 +197,7 @@ def test_jpeg_encoding_the_prepared_original_gives_the_prepared_copys_pixels(ori
         buffer = io.BytesIO()
         Image.fromarray(prepare_original(read_rgb_image(path))).save(buffer, "JPEG", quality=90)
         encoded = np.asarray(Image.open(buffer)).transpose(2, 0, 1) / 255.0
-        assert difference(encoded, path, prepared) <= 1e-3, path
+        assert difference(encoded, path, pbc_dir) <= 1e-3, path
 
 
 def test_sizes_subsets_and_the_cache(originals, tmp_path, monkeypatch):
@@ -279,14 +264,14 @@ def test_a_folder_without_originals_says_where_to_get_them(tmp_path):
 # docs/pbc.md shows what docs/pbc_originals.py prints
 # ----------------------------------------------------------------------------
 
-def test_docs_table_is_current(originals, prepared):
+def test_docs_table_is_current(originals, pbc_dir):
     spec = importlib.util.spec_from_file_location("docs_pbc_originals",
                                                   REPO_ROOT / "docs" / "pbc_originals.py")
     script = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(script)
     printed = io.StringIO()
     with contextlib.redirect_stdout(printed):
-        script.main(originals, prepared)
+        script.main(originals, pbc_dir)
     rows = [line for line in printed.getvalue().splitlines() if line.startswith("|")]
     assert len(rows) == 2 + len(script.CANDIDATES)
     page = (REPO_ROOT / "docs" / "pbc.md").read_text(encoding="utf-8")

@@ -16,16 +16,9 @@ from numcnn.layers import (BatchNorm1D, BatchNorm2D, Conv2D, Dense, Flatten, Max
                            Softmax)
 from numcnn.losses import SoftmaxCrossEntropy
 from numcnn.optim import SGD, Adam, AdamW
+from numcnn.testing import assert_close32
 
 pytestmark = pytest.mark.torch
-
-
-def assert_close32(actual, expected, what=""):
-    """float32 agreement, measured against the size of the values compared."""
-    expected = np.asarray(expected, dtype=np.float64)
-    scale = max(np.abs(expected).max(initial=0.0), 1e-30)
-    np.testing.assert_allclose(np.asarray(actual, np.float64), expected, rtol=1e-4,
-                               atol=1e-5 * scale, err_msg=what)
 
 
 def tensor(torch, array, grad=False):

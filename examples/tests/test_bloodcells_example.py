@@ -22,11 +22,11 @@ import numcnn
 from numcnn.data import preprocess_image, read_rgb_image
 from numcnn.datasets import bloodcells
 
-from cellstudy import reports, splits
-from cellstudy.bloodcells_cli import parse_args
-from cellstudy.runs import RunFolder
-from cellstudy.settings import BloodCellSettings, SettingsError
-from cellstudy.stain import StainCrop
+from cellstudy.bloodcells.command import BloodCellSettings, parse_args
+from cellstudy.bloodcells.stain import StainCrop
+from cellstudy.shared import evaluation, reports
+from cellstudy.shared.runs import RunFolder
+from cellstudy.shared.settings import SettingsError
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 SCRIPT = REPO_ROOT / "examples" / "bloodcells.py"
@@ -203,13 +203,13 @@ def test_pooled_test_interval_stacks_the_seeds(tmp_path):
 def test_resume_refuses_another_validation_split(tmp_path):
     recipe = example.recipe_of(settings_of([]))
     write_recipe(tmp_path, recipe)                                          # split not recorded
-    RunFolder.check_resumable(tmp_path, settings_of([]), splits.validation_digest(np.arange(5)))
+    RunFolder.check_resumable(tmp_path, settings_of([]), evaluation.validation_digest(np.arange(5)))
     write_recipe(tmp_path, example.recipe_of(settings_of([]),
-                                             splits.validation_digest(np.arange(5))))
-    RunFolder.check_resumable(tmp_path, settings_of([]), splits.validation_digest(np.arange(5)))
+                                             evaluation.validation_digest(np.arange(5))))
+    RunFolder.check_resumable(tmp_path, settings_of([]), evaluation.validation_digest(np.arange(5)))
     with pytest.raises(SettingsError, match="held out other validation images"):
         RunFolder.check_resumable(tmp_path, settings_of([]),
-                                  splits.validation_digest(np.arange(1, 6)))
+                                  evaluation.validation_digest(np.arange(1, 6)))
 
 
 def test_resume_reads_a_recipe_without_validation_as_images(tmp_path):
@@ -225,7 +225,7 @@ def test_validation_by_cells_holds_out_whole_groups():
     """With groups, about 10% of each class's groups are held out, none split in two."""
     y = np.repeat(np.arange(4), 200)
     groups = np.repeat(np.arange(80), 10)                  # 20 groups of 10 images per class
-    train_index, val_index = splits.split_whole_groups(y, groups, seed=0)
+    train_index, val_index = evaluation.split_whole_groups(y, groups, seed=0)
     held_out, kept = groups[val_index], groups[train_index]
     # the training part is shuffled: its first images (BatchNorm calibration) hold every class
     assert set(y[train_index][:40]) == {0, 1, 2, 3}
@@ -234,26 +234,27 @@ def test_validation_by_cells_holds_out_whole_groups():
     assert not set(held_out) & set(kept)
     assert np.bincount(y[val_index], minlength=4).tolist() == [20, 20, 20, 20]  # 2 groups each
     assert sorted(np.bincount(held_out)[np.unique(held_out)]) == [10] * 8      # whole groups
-    again_train, again_val = splits.split_whole_groups(y, groups, seed=0)
+    again_train, again_val = evaluation.split_whole_groups(y, groups, seed=0)
     np.testing.assert_array_equal(again_val, val_index)
     np.testing.assert_array_equal(again_train, train_index)
-    _, other = splits.split_whole_groups(y, groups, seed=1)
+    _, other = evaluation.split_whole_groups(y, groups, seed=1)
     assert set(groups[other]) != set(held_out)
-    assert splits.validation_digest(val_index) != splits.validation_digest(other)
+    assert evaluation.validation_digest(val_index) != evaluation.validation_digest(other)
 
 
 def test_validation_by_images_is_stratified_and_seeded():
     y = np.repeat(np.arange(4), 50)
-    train_index, val_index = splits.split_by_images(y, seed=0)
+    train_index, val_index = evaluation.split_by_images(y, seed=0)
     assert np.bincount(y[val_index], minlength=4).tolist() == [5, 5, 5, 5]
     assert sorted(np.concatenate([train_index, val_index]).tolist()) == list(range(200))
-    np.testing.assert_array_equal(splits.split_by_images(y, seed=0)[1], val_index)
-    assert set(splits.split_by_images(y, seed=1)[1]) != set(val_index)
+    np.testing.assert_array_equal(evaluation.split_by_images(y, seed=0)[1], val_index)
+    assert set(evaluation.split_by_images(y, seed=1)[1]) != set(val_index)
 
 
 def document_of(results, recipe, skipped):
-    return reports.results_document("a test", CLASSES, recipe, {"skipped_count": skipped},
-                                    results, None)
+    study = reports.StudyRecord(title="a test", classes=CLASSES, recipe=recipe,
+                                data={"skipped_count": skipped}, test_y=None)
+    return reports.results_document(study, results, None)
 
 
 def test_summary_without_test_still_gives_validation_over_seeds():

@@ -1,5 +1,5 @@
-"""cellstudy.duplicates and cellstudy.cells: which images are turned, mirrored or
-shifted copies of one original cell.
+"""cellstudy.bloodcells.duplicates and cellstudy.bloodcells.cells: which images are turned,
+mirrored or shifted copies of one original cell.
 
 Synthetic tests check the maths (a turned or mirrored copy has similarity 1, the
 groups of known copies are found exactly); one test on the real TEST images
@@ -17,11 +17,11 @@ from numcnn.data import ImageSet, downscale, symmetries
 from numcnn.datasets import bloodcells
 from numcnn.errors import DataError
 
-from cellstudy import cells
-from cellstudy.cells import cell_groups, original_cell_counts
-from cellstudy.duplicates import (group_near_duplicates, group_per_class, polar_spectra,
+from cellstudy.bloodcells import cells
+from cellstudy.bloodcells.cells import cell_groups, original_cell_counts
+from cellstudy.bloodcells.duplicates import (group_near_duplicates, group_per_class, polar_spectra,
                                   rotation_invariant_similarity)
-from cellstudy.stain import StainCrop
+from cellstudy.bloodcells.stain import StainCrop
 
 CLASSES = bloodcells.CLASSES
 
@@ -111,7 +111,7 @@ def forbid_computing_groups(monkeypatch):
     """From here on, cell_groups must read its cache: computing groups fails the test."""
     def not_again(*args, **kwargs):
         raise AssertionError("the groups were computed again instead of read from the cache")
-    monkeypatch.setattr("cellstudy.cells.group_per_class", not_again)
+    monkeypatch.setattr("cellstudy.bloodcells.cells.group_per_class", not_again)
 
 
 def test_cell_groups_are_cached(rng, tmp_path, monkeypatch):

@@ -2,7 +2,7 @@
 import numpy as np
 import pytest
 
-from cellstudy.colour import TARGET_MEAN, TARGET_SPREAD, normalise_colour
+from cellstudy.shared.evaluation import TARGET_MEAN, TARGET_SPREAD, normalise_colour
 
 
 @pytest.fixture

@@ -49,8 +49,8 @@ from numcnn.data import read_rgb_image
 from numcnn.datasets import bloodcells
 from numcnn.errors import NonFiniteOutputError
 
-from cellstudy import cli
-from cellstudy.bloodcells_cli import parse_args
+from cellstudy.bloodcells.command import parse_args
+from cellstudy.shared import command
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 SCRIPT = REPO_ROOT / "examples" / "bloodcells.py"
@@ -82,10 +82,9 @@ DRIVER = textwrap.dedent('''
     from pathlib import Path
     script = sys.argv[1]
     sys.argv = [script] + sys.argv[2:]
-    sys.path[:0] = [str(Path(script).parent), str(Path(script).parent.parent)]
-    os.environ.setdefault("OPENBLAS_THREAD_TIMEOUT", "4")
+    sys.path.insert(0, str(Path(script).parent))       # cellstudy, as `python <script>` has it
     signal.signal(signal.SIGINT, signal.default_int_handler)   # Ctrl-C, even if started ignored
-    import numcnn.saving, numcnn.training
+    import numcnn.saving, numcnn.training              # (numcnn first: its OpenBLAS setting)
     pause = os.environ.get("FAULT_PAUSE")
     write_atomically, step = numcnn.saving.write_atomically, numcnn.training.Trainer.train_step
 
@@ -298,7 +297,7 @@ def test_sigterm_during_a_checkpoint_write_exits_143_and_resume_goes_on(runs, re
     assert process.wait_for("FAULT-WRITING"), process.stderr
     assert len(temporaries(out)) == 1                        # the checkpoint, half-way
     process.send(signal.SIGTERM)
-    assert process.finish() == 143 == cli.EXIT.TERMINATED
+    assert process.finish() == 143 == command.EXIT.TERMINATED
     assert "terminated: the last complete checkpoint is kept; --resume goes on" in process.stderr
     assert "Traceback" not in process.stderr
     assert temporaries(out) == []                            # removed by the atomic writer
@@ -315,7 +314,7 @@ def test_sigint_at_a_random_moment_exits_130_and_resume_goes_on(runs, reference)
     process = runs.start(out)                                # a fresh run: all 15 steps to go
     assert interrupt_at_a_random_moment(process, np.random.default_rng(130), signal.SIGINT)
     status = process.finish()
-    assert status == 130 == cli.EXIT.INTERRUPTED, process.stderr
+    assert status == 130 == command.EXIT.INTERRUPTED, process.stderr
     assert "interrupted: the last complete checkpoint is kept; --resume goes on" in process.stderr
     assert "Traceback" not in process.stderr and temporaries(out) == []
 
@@ -372,7 +371,7 @@ def known_flags(capsys):
 @pytest.mark.slow
 def test_lr_1e30_exits_3_with_no_model_and_no_report(runs, reference, tmp_path, capsys):
     out = tmp_path / "out"
-    assert run_here(runs, out, "--lr", "1e30") == 3 == cli.EXIT.DIVERGED
+    assert run_here(runs, out, "--lr", "1e30") == 3 == command.EXIT.DIVERGED
     captured = capsys.readouterr()
     assert "seed 0: training diverged at epoch 1" in captured.err and "Traceback" not in captured.err
     seed = out / "seed0"
@@ -512,7 +511,8 @@ def test_predict_with_a_model_whose_outputs_are_not_finite_exits_1_naming_it(run
     model.save(folder / "model.npz")
     capsys.readouterr()
     assert example.main(["--predict", str(pictures["frame"]),
-                         "--model", str(folder / "model.npz")]) == 1 == cli.EXIT.PREDICT_UNREADABLE
+                         "--model", str(folder / "model.npz")]) \
+        == 1 == command.EXIT.PREDICT_UNREADABLE
     captured = capsys.readouterr()
     assert f"model {folder / 'model.npz'}" in captured.out
     assert f"error: {pictures['frame']}: predict: the model gives non-finite outputs" in captured.err
@@ -647,7 +647,7 @@ def test_data_that_cannot_be_used_exits_2_with_one_clear_message(runs, tmp_path,
     status = example.main(["--data", str(data), "--out", str(tmp_path / "out"), "--cache-dir",
                            str(runs.cache), *RUN])
     err = capsys.readouterr().err
-    assert status == 2 == cli.EXIT.BAD_INPUT, err
+    assert status == 2 == command.EXIT.BAD_INPUT, err
     assert err.startswith("error: ") and named in err, err
     assert "Traceback" not in err and len(error_lines(err)) == 1
     assert flags_named(err) <= known, f"suggests an option that does not exist: {err}"
@@ -806,7 +806,7 @@ def test_an_output_that_cannot_be_written_exits_5_and_resume_then_works(runs, re
         fail_writes(patch, name, code)
         status = run_here(runs, out, "--resume")
     err = capsys.readouterr().err
-    assert status == 5 == cli.EXIT.CANNOT_WRITE, err
+    assert status == 5 == command.EXIT.CANNOT_WRITE, err
     assert len(error_lines(err)) == 1 and "Traceback" not in err
     assert re.search(rf"error: cannot write the output \S*{re.escape(name)}: "
                      rf"{re.escape(os.strerror(code))}", err), err
@@ -880,9 +880,9 @@ def exit_table_of(text):
 
 def test_the_exit_status_table_is_the_same_in_the_code_the_help_and_the_docs():
     doc = (REPO_ROOT / "docs" / "reliability.md").read_text(encoding="utf-8")
-    assert exit_table_of(doc) == cli.EXIT_TABLE
-    statuses = [int(line.split()[0]) for line in cli.EXIT_TABLE.splitlines()[1:]]
-    assert statuses == sorted(vars(cli.EXIT).values())
+    assert exit_table_of(doc) == command.EXIT_TABLE
+    statuses = [int(line.split()[0]) for line in command.EXIT_TABLE.splitlines()[1:]]
+    assert statuses == sorted(vars(command.EXIT).values())
     done = subprocess.run([sys.executable, str(SCRIPT), "--help"], capture_output=True,
                           text=True, timeout=TIMEOUT)
-    assert done.returncode == 0 and exit_table_of(done.stdout) == cli.EXIT_TABLE
+    assert done.returncode == 0 and exit_table_of(done.stdout) == command.EXIT_TABLE

@@ -4,12 +4,12 @@ Four classes of docs/reliability.md's hostile-case table, each fixed where it
 arises and tested here with the cases that showed it:
 
 - **State reused** (``--resume``, transfer.py): a run goes on only with the
-  same data, recipe, seed and network (cellstudy.runs); more ``--epochs`` is a
+  same data, recipe, seed and network (cellstudy.shared.runs); more ``--epochs`` is a
   recorded continuation; transfer.py takes four-class models only.
 - **Files beside a model** (``--predict``, ``--explain``): mean_image.npy and
   recipe.json are checked against the model and each other
-  (cellstudy.seedfiles); both commands run under the guard.
-- **The data against itself** (cellstudy.datacheck): TEST that is TRAIN, a
+  (cellstudy.shared.seedfiles); both commands run under the guard.
+- **The data against itself** (cellstudy.shared.datacheck): TEST that is TRAIN, a
   class folder that is another, files shared between splits or classes;
   ``--out`` inside the data; a class with no test image; one-class models.
 - **What reaches a terminal**: flags that cannot work, file names that are not
@@ -37,14 +37,14 @@ import pytest
 import numcnn
 from numcnn import metrics
 from numcnn.data import list_image_files, subsample_per_class
-from numcnn.datasets import bloodcells
+from numcnn.datasets import bloodcells, pbc
 from numcnn.optim import AdamW
 from numcnn.losses import SoftmaxCrossEntropy
 
-import cellstudy.predict
-from cellstudy import cli
-from cellstudy.runs import RunFolder
-from cellstudy.settings import PBCSettings
+import cellstudy.shared.prediction
+from cellstudy.pbc.command import PBCSettings
+from cellstudy.shared import command
+from cellstudy.shared.runs import RunFolder
 
 import test_example_faults as faults
 from test_example_faults import (CLASSES, RUN, SCRIPT, TIMEOUT, copy_of, error_lines, example,
@@ -132,7 +132,7 @@ def test_resume_refuses_a_state_that_does_not_fit_this_run(runs, reference, tmp_
     if kind == "swapped seed folders":           # seed1/ holds seed 0's run
         shutil.copytree(seed, out / "seed1")
     before = seed_files(out)
-    assert run_here(runs, out, "--resume", *flags) == 2 == cli.EXIT.BAD_INPUT
+    assert run_here(runs, out, "--resume", *flags) == 2 == command.EXIT.BAD_INPUT
     line = one_error(capsys.readouterr().err)
     assert line.startswith("error: --resume: ") and message in line, line
     assert seed_files(out) == before                                    # nothing rewritten
@@ -339,7 +339,7 @@ def test_predict_and_explain_run_under_the_guard(runs, reference, pictures, tmp_
         raise KeyboardInterrupt
 
     with monkeypatch.context() as patch:
-        patch.setattr(cellstudy.predict, "predict_views", interrupt)
+        patch.setattr(cellstudy.shared.prediction, "predict_views", interrupt)
         assert example.main(["--predict", str(pictures["frame"]), "--model", model]) == 130
     err = capsys.readouterr().err
     assert err.strip() == "interrupted: stopped; nothing half-written is left behind", err
@@ -515,6 +515,28 @@ def test_flags_that_cannot_work_exit_2_naming_the_flag(tmp_path, capsys, script,
     assert flag in err and "Traceback" not in err and not (tmp_path / "out").exists()
 
 
+def test_transfer_refuses_every_0_in_its_parser_before_any_data_is_read(tmp_path, capsys,
+                                                                         monkeypatch):
+    """--every 0 would measure no lymphocyte: argparse refuses it (the shared positive_int),
+    status 2 and its usage line, before a model, a data folder or an image is looked at."""
+    def never(*args, **kwargs):
+        raise AssertionError("transfer.py read something before its flags were checked")
+
+    for name in ("saved_models", "measure_scale", "transfer"):
+        monkeypatch.setattr(transfer_example, name, never)
+    monkeypatch.setattr(bloodcells, "locate", never)
+    monkeypatch.setattr(pbc, "locate", never)
+    with pytest.raises(SystemExit) as stop:
+        transfer_example.main(["--bloodcells", str(tmp_path / "cells"), "--pbc",
+                               str(tmp_path / "pbc4"), "--every", "0",
+                               "--out", str(tmp_path / "out")])
+    assert stop.value.code == 2
+    err = capsys.readouterr().err
+    assert err.startswith("usage: transfer.py") and "Traceback" not in err
+    assert "argument --every: must be at least 1, got 0" in err
+    assert not (tmp_path / "out").exists()
+
+
 def run_script(argv, env, **kwargs):
     """The plain script as a user starts it: (status, stdout bytes, stderr text)."""
     done = subprocess.run([sys.executable, *argv], capture_output=True, env=env,
@@ -564,7 +586,7 @@ def test_ctrl_c_while_the_script_loads_exits_130_with_one_line(runs, tmp_path, d
     time.sleep(delay)
     process.send_signal(signal.SIGINT)
     stdout, stderr = process.communicate(timeout=TIMEOUT)
-    assert process.returncode == 130 == cli.EXIT.INTERRUPTED, stderr
+    assert process.returncode == 130 == command.EXIT.INTERRUPTED, stderr
     assert "Traceback" not in stderr
     assert [line for line in stderr.splitlines() if line.strip()] in (
         ["interrupted before the run began: nothing was written"],
@@ -593,7 +615,7 @@ def test_a_closed_stdout_stops_quietly_with_141(runs, reference, pictures, tmp_p
     if what == "--help":            # argparse ignores a closed output itself, and keeps its 0
         assert done.returncode == 0, done.stderr
     else:
-        assert done.returncode == 141 == cli.EXIT.STDOUT_CLOSED, done.stderr
+        assert done.returncode == 141 == command.EXIT.STDOUT_CLOSED, done.stderr
     for word in ("error", "Traceback", "labels.csv", "Broken pipe", "Exception ignored"):
         assert word not in done.stderr, done.stderr
     if what == "the study":
@@ -641,6 +663,6 @@ def test_a_full_disk_at_the_first_write_exits_5(runs, tmp_path, capsys, monkeypa
         with full_tmpfs(tmp_path / "disk") as mounted:
             out = mounted / "out"
             status = run_here(runs, out)
-    assert status == 5 == cli.EXIT.CANNOT_WRITE
+    assert status == 5 == command.EXIT.CANNOT_WRITE
     line = one_error(capsys.readouterr().err)
     assert line == f"error: cannot write the output {out / '.lock.holder'}: No space left on device"

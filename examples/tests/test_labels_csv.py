@@ -1,4 +1,4 @@
-"""cellstudy.labels_csv: the raw label list of the blood-cell archive's original smears."""
+"""cellstudy.bloodcells.labels_csv: the raw labels of the blood-cell archive's original smears."""
 import re
 from collections import Counter
 
@@ -6,7 +6,7 @@ import pytest
 
 from numcnn.datasets import bloodcells
 
-from cellstudy.labels_csv import LabelsFileError, read_original_labels
+from cellstudy.bloodcells.labels_csv import LabelsFileError, read_original_labels
 
 CLASSES = bloodcells.CLASSES
 

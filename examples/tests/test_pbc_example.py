@@ -8,7 +8,6 @@ four-class sibling and a tiny blood-cell model on the other laboratory's images.
 """
 import importlib.util
 import json
-import os
 from pathlib import Path
 
 import numpy as np
@@ -33,15 +32,6 @@ def _load(name):
 pbc_example = _load("pbc")
 bloodcells_example = _load("bloodcells")
 transfer_example = _load("transfer")
-
-
-@pytest.fixture(scope="module")
-def pbc_dir():
-    place = Path(os.environ.get(pbc.DATA_ENV_VAR) or REPO_ROOT.parent / "shared" / "pbc")
-    try:
-        return pbc.locate(place)
-    except FileNotFoundError:
-        pytest.skip(f"PBC not found at {place} (set {pbc.DATA_ENV_VAR} to run these tests)")
 
 
 @pytest.fixture(scope="module")
@@ -102,7 +92,7 @@ def test_study_writes_reports_figures_and_results(study):
 
 def test_batchnorm_is_calibrated_on_a_fair_sample_of_every_class():
     """The split comes sorted by class: the calibration images must not be its head."""
-    from cellstudy.splits import fair_sample
+    from cellstudy.shared.evaluation import fair_sample
     labels = np.repeat(np.arange(8), [853, 2182, 1086, 2027, 850, 994, 2331, 1644])
     sample = fair_sample(len(labels), 2048, seed=0)
     assert len(sample) == 2048 == len(set(sample)) and np.all(np.diff(sample) > 0)

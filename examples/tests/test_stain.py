@@ -1,18 +1,14 @@
-"""cellstudy.stain: the crop around the stained white cell, on synthetic and real images."""
+"""cellstudy.bloodcells.stain: the crop around the stained white cell.
+
+On synthetic images and on real ones.
+"""
 import numpy as np
 import pytest
 
 from numcnn.data import downscale, preprocess_image, read_rgb_image, to_unit_range
 from numcnn.datasets import bloodcells
 
-from cellstudy.stain import StainCrop, crop_to_stain, find_stain_centre, stain_mask
-
-
-@pytest.fixture(scope="module")
-def sample_jpegs(bloodcells_dir):
-    """Two real JPEG paths per class (from TEST_SIMPLE), as {class: [Path, Path]}."""
-    folder = bloodcells.split_dir("TEST_SIMPLE", bloodcells_dir)
-    return {name: sorted((folder / name).glob("*.jpeg"))[:2] for name in bloodcells.CLASSES}
+from cellstudy.bloodcells.stain import StainCrop, crop_to_stain, find_stain_centre, stain_mask
 
 
 def purple_disk_image(row, col, radius=20):

@@ -7,7 +7,7 @@ costs a fraction of a second per 10,000). Two things follow:
 - **its identity** (:func:`data_identity`): per split, the number of images
   and a SHA-256 of their names (``<class>/<file>``) and bytes, in the
   loader's order. ``recipe.json`` records it, and ``--resume`` goes on only
-  on the same data, wherever it lies (:meth:`cellstudy.runs.RunFolder.resume`);
+  on the same data, wherever it lies (:meth:`cellstudy.shared.runs.RunFolder.resume`);
 - **checks of the data against itself** (:func:`check_against_itself`): a
   held-out split (TEST, and PBC's val) that holds images of an earlier split
   byte for byte is not held out. If nearly all of them are (at least

@@ -1,7 +1,11 @@
-"""The command line of a study: shared flags, the study's own, checks, exit statuses.
+"""The command line of a study: the shared flags and checks, exit statuses, and the guard.
 
-Every problem a flag can have is found here, before any data is read, and
-reported by argparse with status 2 naming the flag.
+Every problem a flag can have is found here (and in each study's own
+``command`` module, which adds its flags), before any data is read, and
+reported by argparse with status 2 naming the flag. A command then runs
+under :func:`guarded`, which turns every expected failure into one line and
+an exit status (:data:`EXIT_TABLE`); :func:`start_command` and
+:func:`run_command` cover what happens before and around it.
 """
 
 from __future__ import annotations
@@ -193,8 +197,8 @@ COMMAND_STOPPED = ("\ninterrupted: stopped; nothing half-written is left behind"
                    "terminated: stopped; nothing half-written is left behind")
 
 
-def guarded(function, settings, outputs=(), stopped=TRAINING_STOPPED):
-    """``function(settings)``, with every expected failure turned into a message and a status.
+def guarded(function, settings, *arguments, outputs=(), stopped=TRAINING_STOPPED):
+    """``function(settings, *arguments)``, expected failures turned into a message and a status.
 
     The statuses are :data:`EXIT_TABLE`'s. Bad data or settings against a run
     on disk: 2; another run in the folder: 4; an output that cannot be
@@ -219,7 +223,7 @@ def guarded(function, settings, outputs=(), stopped=TRAINING_STOPPED):
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", DivergenceWarning)   # the study says it in its words
-            return function(settings)
+            return function(settings, *arguments)
     except (DataError, SettingsError) as error:
         print(f"error: {error}", file=sys.stderr)
         return EXIT.BAD_INPUT
@@ -299,8 +303,8 @@ def start_command():
         sys.stdout.reconfigure(errors="surrogateescape")
 
 
-def run_command(main):
-    """``main()``'s exit status, for ``sys.exit``; what escapes the guard is mapped too.
+def run_command(main, **arguments):
+    """``main(**arguments)``'s exit status, for ``sys.exit``; what escapes the guard is mapped too.
 
     A closed standard output found only at the last flush (``--predict ... |
     head -1``): 141, quietly; while argparse prints ``--help`` or a usage
@@ -308,7 +312,7 @@ def run_command(main):
     outside the guard: 130 with one line.
     """
     try:
-        status = main()
+        status = main(**arguments)
         sys.stdout.flush()
         return status
     except SystemExit:          # argparse after --help or a bad flag: it ignores a closed output

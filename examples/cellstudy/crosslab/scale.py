@@ -1,25 +1,63 @@
-"""Per-image transforms that bring one laboratory's cells to another's scale and window.
+"""One laboratory's cells at another's scale: the ruler, and the transforms that rescale.
 
-Both are transforms for the numcnn loaders (HWC uint8 in and out, with a
-``cache_key``), so the rescaled images are decoded once and cached:
+Two laboratories photograph cells at different magnifications and crop them
+differently: a lymphocyte is about 53 pixels across in the blood-cell
+archive's 320x240 frames and about 61 in PBC's 128x128 images. A model
+trained on one sees the other's cells at the wrong size unless the images are
+rescaled. The factor is measured on each dataset's *training* images, never
+by trying scales on the images a model is tested on.
+
+The measure: the stained region of a lymphocyte (its nucleus fills nearly
+all of the cell in both laboratories' stains), found as in
+:mod:`cellstudy.bloodcells.stain` (blue well above red and green, a closing that joins
+lobes), its area turned into the diameter of a disc of that area; the median
+over a dataset's training lymphocytes is that dataset's typical cell
+diameter. Other classes are not used: a lobed nucleus (neutrophils,
+eosinophils) is captured whole in one stain and lobe by lobe in the other.
+
+The transforms are per-image transforms for the numcnn loaders (HWC uint8 in
+and out, with a ``cache_key``), so the rescaled images are decoded once and
+cached:
 
 - :class:`ScaledToWindow` shrinks (or grows) a centred-cell image by a factor
   and sets it in the middle of a square window, the margin filled with the
   image's own background colour (the median of its border pixels): a PBC
   image seen at the blood-cell archive's scale, in the study's 144-pixel window;
 - :class:`ScaledStainCrop` cuts a window around the stained cell of a frame
-  (as :class:`cellstudy.stain.StainCrop`) and resizes it to a given size: a
-  blood-cell frame seen at PBC's scale, as PBC's 128x128 images are.
+  (as :class:`cellstudy.bloodcells.stain.StainCrop`) and resizes it to a given
+  size: a blood-cell frame seen at PBC's scale, as PBC's 128x128 images are.
 """
 
 from __future__ import annotations
 
 import numpy as np
+from skimage import measure
 from skimage.transform import resize
 
-from .stain import crop_to_stain
+from numcnn.data import read_rgb_image
 
-__all__ = ["ScaledToWindow", "ScaledStainCrop"]
+from ..bloodcells.stain import crop_to_stain, stain_mask
+
+__all__ = ["stained_diameter", "typical_diameter", "MASK_SCALE", "ScaledToWindow",
+           "ScaledStainCrop"]
+
+MASK_SCALE = 2      # the stain mask at half resolution: fine enough for 50-pixel cells
+
+
+def stained_diameter(image):
+    """Diameter (pixels) of the disc with the area of the largest stained region; NaN if none."""
+    regions = measure.regionprops(measure.label(stain_mask(image, MASK_SCALE)))
+    if not regions:
+        return float("nan")
+    largest = max(regions, key=lambda region: region.area)
+    return float(largest.equivalent_diameter_area * MASK_SCALE)
+
+
+def typical_diameter(paths):
+    """``(median, quartiles, count)`` of :func:`stained_diameter` over image files."""
+    diameters = np.array([stained_diameter(read_rgb_image(path)) for path in paths])
+    diameters = diameters[np.isfinite(diameters)]
+    return float(np.median(diameters)), np.percentile(diameters, [25, 75]).tolist(), len(diameters)
 
 
 def _resized(image, side):

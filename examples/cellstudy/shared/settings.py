@@ -6,6 +6,10 @@ in advance). ``Settings.to_recipe()`` is what ``recipe.json`` and
 version wrote it: the recipes of older versions are brought up to date by
 :attr:`Settings.MIGRATIONS`, one function per version, instead of guesses
 spread over the code.
+
+:class:`Settings` holds what every study shares; each study's own settings
+subclass it beside its command line: :class:`cellstudy.bloodcells.command.BloodCellSettings`,
+:class:`cellstudy.pbc.command.PBCSettings`.
 """
 
 from __future__ import annotations
@@ -15,7 +19,7 @@ import math
 from dataclasses import dataclass
 from typing import ClassVar, Dict, Optional, Tuple
 
-__all__ = ["Settings", "BloodCellSettings", "PBCSettings", "SettingsError"]
+__all__ = ["Settings", "SettingsError"]
 
 
 class SettingsError(ValueError):
@@ -153,96 +157,3 @@ def _json_kind(value):
     """How JSON calls the type of ``value`` (list, number, ...)."""
     return {list: "list", str: "string", int: "number", float: "number", bool: "boolean",
             type(None): "null"}.get(type(value), type(value).__name__)
-
-
-def _blood_cells_from_version_1(recipe: dict) -> dict:
-    """numcnn 0.1's recipe.json: what an absent setting meant before it existed."""
-    before = {"colour_jitter": 0.0, "validation": "images", "filters": [32, 64, 128],
-              "first_stride": 1, "colour_norm": "none"}
-    return {**before, **recipe}
-
-
-@dataclass(frozen=True)
-class BloodCellSettings(Settings):
-    """The blood-cell study: stain crop, downscale, crop size, network width, validation."""
-
-    TRAINING: ClassVar[Tuple[str, ...]] = Settings.TRAINING + (
-        "crop", "factor", "input_size", "validation", "filters", "first_stride", "colour_norm")
-    MIGRATIONS: ClassVar[Dict[int, object]] = {1: _blood_cells_from_version_1}
-    POSITIVE: ClassVar[Tuple[str, ...]] = Settings.POSITIVE + ("factor", "input_size",
-                                                               "first_stride")
-    CHOICES: ClassVar[Dict[str, Tuple[str, ...]]] = {**Settings.CHOICES,
-                                                     "validation": ("images", "cells")}
-
-    out: str = "runs/bloodcells"
-    crop: int = 144
-    factor: int = 2
-    input_size: int = 64
-    filters: Tuple[int, ...] = (32, 64, 128)
-    first_stride: int = 1
-    validation: str = "cells"
-    colour_norm: str = "none"
-
-    @property
-    def square(self) -> bool:
-        """The network sees square crops (quarter turns and 8 views are then possible)."""
-        return self.crop != 0
-
-    @property
-    def input_shape(self):
-        """(C, H, W) of what the network sees."""
-        if self.crop:
-            return (3, self.input_size, self.input_size)
-        return (3, 240 // self.factor, 320 // self.factor)
-
-    @property
-    def image_shape(self):
-        """(C, H, W) of the images before the centre crop: the shape of mean_image.npy."""
-        if self.crop:
-            return (3, self.crop // self.factor, self.crop // self.factor)
-        return (3, 240 // self.factor, 320 // self.factor)
-
-
-@dataclass(frozen=True)
-class PBCSettings(Settings):
-    """The PBC study: image size, the network, its regularisation, on the fixed split."""
-
-    TRAINING: ClassVar[Tuple[str, ...]] = Settings.TRAINING + (
-        "size", "input_size", "filters", "convs", "dense", "dropout", "weight_decay",
-        "label_smoothing", "classes", "colour_norm")
-
-    out: str = "runs/pbc"
-    size: int = 64
-    input_size: int = 56
-    filters: Tuple[int, ...] = (32, 64, 128, 256)
-    convs: int = 1
-    dense: int = 256
-    dropout: float = 0.25
-    weight_decay: float = 1e-4
-    label_smoothing: float = 0.0
-    classes: Tuple[str, ...] = ("basophil", "eosinophil", "erythroblast", "ig", "lymphocyte",
-                                "monocyte", "neutrophil", "platelet")
-    colour_norm: str = "none"
-    epochs: int = 20
-
-    POSITIVE: ClassVar[Tuple[str, ...]] = Settings.POSITIVE + ("size", "input_size", "convs",
-                                                               "dense")
-
-    def __post_init__(self):
-        if not self.classes:          # "all of them", as the first recipes of this study said
-            object.__setattr__(self, "classes", PBCSettings.classes)
-
-    @property
-    def square(self) -> bool:
-        """PBC's images are square: crops, quarter turns and 8 views all apply."""
-        return True
-
-    @property
-    def input_shape(self):
-        """(C, H, W) of what the network sees."""
-        return (3, self.input_size, self.input_size)
-
-    @property
-    def image_shape(self):
-        """(C, H, W) of the images before the centre crop: the shape of mean_image.npy."""
-        return (3, self.size, self.size)

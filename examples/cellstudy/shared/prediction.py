@@ -1,13 +1,16 @@
-"""``--predict``: classify new image files with a trained model of a study.
+"""``--predict`` and ``--explain``: a trained model of a study on new images, or on its TEST images.
 
 A model folder holds what prediction needs besides the model: ``recipe.json``
 (how the training images were made) and ``mean_image.npy`` (what was
 subtracted from them); both are checked against the model and each other
-first (:func:`cellstudy.seedfiles.check_model_folder`). Each image goes
+first (:func:`cellstudy.shared.seedfiles.check_model_folder`). Each image goes
 through the same steps as the training images, bit for bit, then the model;
 its class probabilities are printed. An image that cannot be read, or whose
 size differs from the training images (unless allowed), is named on stderr
 and the others still run.
+
+``--explain`` (:func:`explain_images`) draws Grad-CAM heat maps of the model
+over test images, and the feature maps of its first convolution.
 """
 
 from __future__ import annotations
@@ -22,11 +25,12 @@ import numcnn
 from numcnn.data import ImageError
 from numcnn.errors import NonFiniteOutputError
 
-from .cli import EXIT
+from .command import EXIT
+from .evaluation import predict_views
 from .seedfiles import ModelFolderError, check_model_folder
-from .views import predict_views
 
-__all__ = ["model_path", "load_saved_model", "model_for_predict", "predict_images"]
+__all__ = ["model_path", "load_saved_model", "model_for_predict", "predict_images",
+           "explain_images"]
 
 
 def model_path(settings, actions):
@@ -38,7 +42,7 @@ def model_for_predict(settings, actions, settings_class, classes):
     """``(path, model, recipe settings, class names, mean)`` for ``--predict`` / ``--explain``.
 
     The model is ``--model``, default ``<out>/seed0/model.npz``; ``classes``
-    as :func:`cellstudy.seedfiles.check_model_folder` takes them. Prints the
+    as :func:`cellstudy.shared.seedfiles.check_model_folder` takes them. Prints the
     reason and returns None when it cannot be used.
     """
     path = model_path(settings, actions)
@@ -55,8 +59,8 @@ def load_saved_model(path, settings_class, classes):
     """``(model, recipe settings, class names, mean)`` of a model file and its folder.
 
     The three files are checked against each other
-    (:func:`cellstudy.seedfiles.check_model_folder`). OSError, or
-    :class:`cellstudy.seedfiles.ModelFolderError` (a ValueError: exit status
+    (:func:`cellstudy.shared.seedfiles.check_model_folder`). OSError, or
+    :class:`cellstudy.shared.seedfiles.ModelFolderError` (a ValueError: exit status
     2 under the guard), naming the model and the file at fault.
     """
     path = Path(path)
@@ -117,3 +121,25 @@ def predict_images(paths, model, classes, make_input, views, description):
     if failed:
         print(f"{failed} of {len(paths)} image(s) could not be classified", file=sys.stderr)
     return EXIT.PREDICT_UNREADABLE if failed else EXIT.DONE
+
+
+def explain_images(model, shown, x, y, classes, folder, columns, title, feature_layer="relu_1",
+                   first_name=""):
+    """Draw ``gradcam_test.png`` and ``feature_maps_<layer>.png`` in ``folder``; return their paths.
+
+    ``shown`` are the images as a person sees them, ``x`` as the network does
+    (mean-subtracted, cropped). The heat shows where the last convolution's
+    evidence for the *predicted* class lies; titles give the true and
+    predicted class.
+    """
+    from numcnn import plots
+    cam = numcnn.explain.grad_cam(model, x)
+    titles = [f"true {classes[t][:3]} / pred {classes[p][:3]}" for t, p in zip(y, cam["classes"])]
+    grid = Path(folder) / "gradcam_test.png"
+    plots.overlay_grid(shown, cam["heatmap"], titles, path=grid, columns=columns, title=title)
+    maps = numcnn.explain.feature_maps(model, x[0], feature_layer)
+    features = Path(folder) / f"feature_maps_{feature_layer}.png"
+    plots.feature_map_grid(maps, path=features,
+                           title=f"{feature_layer} feature maps of {first_name} ({classes[y[0]]})")
+    correct = int((cam["classes"] == y).sum())
+    return grid, features, correct

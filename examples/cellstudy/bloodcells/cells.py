@@ -2,7 +2,7 @@
 
 TRAIN and TEST are augmentations (turns, flips, shifts) of a few hundred
 original cells, and the file names carry no cell id. :func:`cell_groups`
-estimates one from the pixels (:mod:`cellstudy.duplicates`), for a validation
+estimates one from the pixels (:mod:`cellstudy.bloodcells.duplicates`), for a validation
 split that holds out whole cells and for intervals over cells rather than
 images; :func:`original_cell_counts` reads from the file names how many
 originals each class was made from.
@@ -33,7 +33,7 @@ __all__ = ["original_cell_counts", "cell_groups", "training_cells", "test_cells"
 # exactly the cells of TEST_SIMPLE). The position is not a cell id: images of one
 # position are not one cell.
 _AUGMENTED_NAME = re.compile(r"^_(\d+)_\d+\.[A-Za-z]+$")
-GROUPS_VERSION = 1    # bump when cellstudy.duplicates changes how groups are found
+GROUPS_VERSION = 1    # bump when cellstudy.bloodcells.duplicates changes how groups are found
 GROUPS_SIDE = 72      # cells are matched on images at most this wide (block means)
 
 
@@ -108,7 +108,7 @@ def cell_groups(images: ImageSet, cache_dir=None, cache: bool = True,
     """An estimated original-cell id for every image of an augmented split.
 
     Each class is cut into :func:`original_cell_counts` groups of turned,
-    mirrored and shifted copies by :func:`cellstudy.duplicates.group_per_class`
+    mirrored and shifted copies by :func:`cellstudy.bloodcells.duplicates.group_per_class`
     (on the stain crops, so the images should be loaded with a crop), shrunk
     by block means to at most 72 pixels a side (so the default 144-pixel crop
     finds the same groups at factor 1 as at factor 2). The result is cached

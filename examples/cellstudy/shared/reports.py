@@ -9,6 +9,8 @@ standard deviation, the recipe, the machine) and ``summary.txt``.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+from typing import Optional
 
 import numpy as np
 
@@ -16,9 +18,10 @@ from numcnn import info as numcnn_info
 from numcnn import metrics
 from numcnn.files import write_atomically
 
-__all__ = ["write_text", "SPLIT_FILES", "split_file", "report_split", "interval_text", "pooled_interval",
-           "count_table", "format_confusion", "aggregate", "sample_std", "machine_info",
-           "results_document", "summary_text", "protocol_text", "data_info", "write_results"]
+__all__ = ["write_text", "SPLIT_FILES", "split_file", "report_split", "interval_text",
+           "pooled_interval", "count_table", "format_confusion", "aggregate", "sample_std",
+           "machine_info", "StudyRecord", "results_document", "summary_text", "protocol_text",
+           "data_info", "write_results"]
 
 #: What a seed folder holds for each evaluated split (--skip-test removes TEST's).
 SPLIT_FILES = {"report": "report_{split}.txt", "confusion": "confusion_{split}.png",
@@ -178,14 +181,53 @@ def protocol_text(skip_test):
             else "TEST evaluated once after the last epoch")
 
 
-def results_document(study, classes, recipe, data, results, interval, freed_memory_kept=None):
-    """What results.json holds (its keys are kept from one version to the next)."""
+@dataclass(frozen=True)
+class StudyRecord:
+    """What results.json and summary.txt say of a study besides its seeds' results.
+
+    Attributes
+    ----------
+    title : str
+        What the study is ("four-class white-blood-cell classification (...)");
+        results.json's ``study`` adds how TEST was used.
+    classes : list of str
+        In label order.
+    recipe : dict
+        The settings, and in words what the code fixes.
+    data : dict
+        Where the data is and what it held (:func:`data_info`).
+    test_y : ndarray (N,)
+        TEST's labels: the interval over seeds.
+    test_groups : ndarray (N,), optional
+        TEST's group (original cell) of each image; None: no interval.
+    unit : str
+        What a group is, in the summary's words ("estimated cells", "images").
+    freed_memory_kept : bool, optional
+        What ``numcnn.keep_freed_memory()`` returned (None: not asked for).
+    """
+
+    title: str
+    classes: list
+    recipe: dict
+    data: dict
+    test_y: np.ndarray
+    test_groups: Optional[np.ndarray] = None
+    unit: str = "estimated cells"
+    freed_memory_kept: Optional[bool] = None
+
+
+def results_document(study, results, interval):
+    """What results.json holds (its keys are kept from one version to the next).
+
+    ``study`` is a :class:`StudyRecord`, ``results`` the seeds' metrics,
+    ``interval`` TEST's interval over the seeds (:func:`pooled_interval`), or None.
+    """
     return {
-        "study": f"{study}, {protocol_text(recipe.get('skip_test'))}",
-        "classes": list(classes),
-        "recipe": recipe,
-        "machine": machine_info(freed_memory_kept),
-        "data": data,
+        "study": f"{study.title}, {protocol_text(study.recipe.get('skip_test'))}",
+        "classes": list(study.classes),
+        "recipe": study.recipe,
+        "machine": machine_info(study.freed_memory_kept),
+        "data": study.data,
         "seeds": {str(result["seed"]): result for result in results},
         "mean": aggregate(results, lambda v: float(np.mean(v))) if results else {},
         "std": aggregate(results, sample_std) if results else {},
@@ -264,7 +306,7 @@ def _shared_files_lines(files):
 
 def data_info(data_dir, data, splits):
     """The ``data`` entry of results.json: where, how many images, which were skipped, and
-    (``data["files"]``, :func:`cellstudy.datacheck.check_data`) the data's identity and the
+    (``data["files"]``, :func:`cellstudy.shared.datacheck.check_data`) the data's identity and the
     files it shares between splits and classes."""
     info = {"data_dir": str(data_dir),
             "images": {split: len(data[split]) for split in splits},
@@ -275,21 +317,21 @@ def data_info(data_dir, data, splits):
     return info
 
 
-def write_results(run, study, classes, recipe, data, results, test_y, test_groups,
-                  freed_memory_kept=None, unit="estimated cells"):
+def write_results(run, study, results):
     """Write results.json and summary.txt in the run folder; return the summary text.
 
-    ``results`` holds one dict per seed; a seed whose training diverged is
-    ``{"seed": S, "diverged": reason}``: it is named in the summary (and under
-    ``diverged_seeds`` in results.json) and left out of every mean.
+    ``study`` is a :class:`StudyRecord`; ``results`` holds one dict per seed; a
+    seed whose training diverged is ``{"seed": S, "diverged": reason}``: it is
+    named in the summary (and under ``diverged_seeds`` in results.json) and
+    left out of every mean.
     """
     done = [r for r in results if "diverged" not in r]
     diverged = [(r["seed"], r["diverged"]) for r in results if "diverged" in r]
-    interval = pooled_interval(run.out, done, test_y, test_groups)
-    document = results_document(study, classes, recipe, data, done, interval, freed_memory_kept)
+    interval = pooled_interval(run.out, done, study.test_y, study.test_groups)
+    document = results_document(study, done, interval)
     if diverged:
         document["diverged_seeds"] = {str(seed): reason for seed, reason in diverged}
     run.write_json(run.out / "results.json", document)
-    summary = summary_text(done, document, diverged, unit)
+    summary = summary_text(done, document, diverged, study.unit)
     run.write_text(run.out / "summary.txt", summary + "\n")
     return summary

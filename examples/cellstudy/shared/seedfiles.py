@@ -9,7 +9,7 @@ for every image. So when a run writes them, ``recipe.json`` also records
 
 - ``mean_image``: the shape, dtype and SHA-256 of the mean image's values;
 - ``data_identity``: per split, the number of images and a hash of their
-  names and bytes (:mod:`cellstudy.datacheck`), for ``--resume``;
+  names and bytes (:mod:`cellstudy.shared.datacheck`), for ``--resume``;
 - ``recipe_checksum``: the SHA-256 of the rest of the recipe, so that an edit
   (a reordered class list, another crop) is seen.
 
@@ -90,7 +90,8 @@ def check_model_folder(model, recipe, mean, settings_class, classes, folder):
     mean : ndarray
         What ``mean_image.npy`` holds.
     settings_class : type
-        :class:`cellstudy.settings.BloodCellSettings` or ``PBCSettings``.
+        :class:`cellstudy.bloodcells.command.BloodCellSettings` or
+        :class:`cellstudy.pbc.command.PBCSettings`.
     classes : (tuple of str, bool)
         The study's class names and whether the recipe must list exactly them,
         in that order (True), or may list any two or more of them, in any

@@ -1,4 +1,4 @@
-"""The output folder of a run: one sub-folder per seed, resume, files written atomically.
+"""The run of a study: its output folder, one sub-folder per seed, resume, the seeds in turn.
 
 ::
 
@@ -8,9 +8,9 @@
     <out>/seed<S>/mean_image.npy            what is subtracted from every image (for --predict)
     <out>/seed<S>/recipe.json               the settings (for --predict and --resume), with
                                             records of the mean image and the data, and a
-                                            checksum (cellstudy.seedfiles)
+                                            checksum (cellstudy.shared.seedfiles)
     <out>/seed<S>/history.json              per-epoch loss, accuracy, val_*, lr, seconds
-    <out>/seed<S>/report_<split>.txt ...    see cellstudy.reports
+    <out>/seed<S>/report_<split>.txt ...    see cellstudy.shared.reports
 
 Every file is written whole or not at all (numcnn's atomic writer). One run
 at a time holds a folder: :meth:`RunFolder.locked` takes an operating-system
@@ -25,6 +25,13 @@ model, checkpoints and reports an earlier run left in its folder
 A seed continued with ``--resume`` goes on only with the same data, recipe,
 seed and network (:meth:`RunFolder.resume`); ``--epochs`` may change (see
 there). The output folder never lies inside the data (:func:`keep_out_of_data`).
+
+A study script defines how to load its images, its network and how one seed
+is trained (the story); :func:`run_seeds` trains the seeds one after the
+other, rewriting results.json and summary.txt after each, so that an
+interrupted run keeps what it finished, and turns the outcome into the exit
+status. :func:`speaker`, :func:`plots_wanted` and :func:`announce` are the
+small things every run says and asks.
 """
 
 from __future__ import annotations
@@ -42,16 +49,17 @@ import numpy as np
 from filelock import FileLock, Timeout
 
 import numcnn
+from numcnn.callbacks import previous_path
+from numcnn.errors import ModelFileError, NonFiniteOutputError
 from numcnn.files import write_atomically, write_json_atomically
 
-from numcnn.callbacks import previous_path
-from numcnn.errors import ModelFileError
-
-from .reports import SPLIT_FILES, split_file, write_text
+from .command import EXIT
+from .reports import SPLIT_FILES, split_file, write_results, write_text
 from .seedfiles import seal, verify_checksum
 from .settings import SettingsError
 
-__all__ = ["RunFolder", "FolderInUse", "keep_out_of_data"]
+__all__ = ["RunFolder", "FolderInUse", "keep_out_of_data", "run_seeds", "speaker",
+           "plots_wanted", "announce"]
 
 
 class FolderInUse(RuntimeError):
@@ -157,7 +165,7 @@ class RunFolder:
     def write_seed_files(self, folder, recipe, mean, data_identity=None):
         """``mean_image.npy`` and ``recipe.json`` of a seed, before its training.
 
-        recipe.json gets the records :func:`cellstudy.seedfiles.seal` adds (the
+        recipe.json gets the records :func:`cellstudy.shared.seedfiles.seal` adds (the
         mean image's and the data's, a checksum), and, for a model continued
         with another ``--epochs``, ``epochs_changed`` (see :meth:`resume`).
         """
@@ -243,7 +251,7 @@ class RunFolder:
         digest given, and a recipe.json that recorded it): estimated cell
         groups that changed would otherwise move former validation images into
         training without a word. The data (``data_identity``, of
-        :func:`cellstudy.datacheck.data_identity`) likewise, split by split;
+        :func:`cellstudy.shared.datacheck.data_identity`) likewise, split by split;
         a recipe.json that did not record it gets a warning.
 
         Returns
@@ -299,6 +307,59 @@ def keep_out_of_data(settings, data_dirs):
                 raise SettingsError(f"{flag} {place} lies inside the data folder {data_dir}: "
                                     f"its files would be read as data by every later run; "
                                     f"choose a folder outside it")
+
+
+def run_seeds(run, seeds, train, study):
+    """Train every seed in turn, rewriting results.json and summary.txt after each.
+
+    Parameters
+    ----------
+    run : RunFolder
+        The locked output folder.
+    seeds : list of int
+    train : callable
+        ``train(seed)``: the seed's metrics for results.json, or
+        ``{"seed": S, "diverged": reason}`` when its training diverged.
+    study : cellstudy.shared.reports.StudyRecord
+        What results.json says of the study besides its seeds.
+
+    Returns
+    -------
+    int
+        The exit status: 3 when some seed's training diverged, or its trained
+        model's outputs are not finite (the others still ran), else 0.
+    """
+    results = []
+    for seed in seeds:
+        try:
+            results.append(train(seed))
+        except NonFiniteOutputError as error:      # finite weights, but outputs that are not
+            results.append(run.discard_seed(seed, f"the trained model cannot be evaluated: "
+                                                  f"{error}"))
+        summary = write_results(run, study, results)
+    print("\n" + summary)
+    print(f"\nresults: {run.out / 'results.json'}, {run.out / 'summary.txt'}")
+    return EXIT.DIVERGED if any("diverged" in result for result in results) else EXIT.DONE
+
+
+def speaker(settings):
+    """``say(*parts)``: print, unless ``--quiet``."""
+    def say(*parts):
+        if not settings.quiet:
+            print(*parts, flush=True)
+    return say
+
+
+def plots_wanted(settings):
+    """True unless ``--no-plots``, or matplotlib is missing."""
+    from numcnn import plots
+    return not settings.no_plots and plots.available()
+
+
+def announce(run, data_dir, say, note=""):
+    """The first line of a run: numcnn's version and backend, the data, the output."""
+    say(f"numcnn {numcnn.__version__}, backend {numcnn.get_backend()}; data {data_dir}; "
+        f"output {run.out}" + (f"\n({note})" if note else ""))
 
 
 def _check_same_data(folder, then, now):
