@@ -8,13 +8,16 @@ datasets numcnn is taught with live in :mod:`numcnn.datasets`.
 - :mod:`numcnn.data.decode`: one image (or many) through the loaders' steps;
 - :mod:`numcnn.data.cache`: decoded images cached, keyed on the files' bytes;
 - :mod:`numcnn.data.transforms`: crops of one image, block means, [0, 1], the mean image;
-- :mod:`numcnn.data.augment`: random crops, flips, quarter turns, colour jitter, symmetries.
+- :mod:`numcnn.data.augment`: random crops, flips, quarter turns, colour jitter, symmetries;
+- :mod:`numcnn.data.stain`: stain (optical density), scale and light augmentation.
 """
 
 from .augment import (SYMMETRY_COUNT, centre_crop, colour_jitter, crop_and_flip,
                       predict_symmetric, random_crop, random_flips, symmetries)
 from .cache import CACHE_ENV_VAR, default_cache_dir
 from .decode import decode_images, prepare_image, preprocess_image, warn_skipped
+from .stain import (brightness_contrast, change_stains, lab_augment, random_rescale,
+                    stain_jitter)
 from .images import (IMAGE_EXTENSIONS, ImageError, ImageSet, SkippedImagesWarning,
                      find_class_folders, image_files_in, list_image_files, load_image_folder,
                      read_rgb_image, subsample_per_class)
@@ -34,4 +37,5 @@ __all__ = [
     # augmentation and test-time views
     "random_flips", "colour_jitter", "symmetries", "SYMMETRY_COUNT",
     "random_crop", "centre_crop", "crop_and_flip", "predict_symmetric",
+    "stain_jitter", "change_stains", "random_rescale", "brightness_contrast", "lab_augment",
 ]
