@@ -33,7 +33,7 @@ import numcnn                   # before numpy: numcnn sets how OpenBLAS's threa
 import numpy as np
 from numcnn.callbacks import (BatchNormCalibration, LearningRateScheduler, ModelCheckpoint,
                               cosine_schedule)
-from numcnn.data import MeanImage, crop_and_flip
+from numcnn.data import MeanImage
 from numcnn.datasets import bloodcells
 from numcnn.layers import (BatchNorm1D, BatchNorm2D, Conv2D, Dense, Dropout, Flatten, MaxPool2D,
                            ReLU)
@@ -45,7 +45,8 @@ from cellstudy.bloodcells.command import explain, parse_args, predict, show_clas
 from cellstudy.bloodcells.stain import StainCrop
 from cellstudy.shared import datacheck, evaluation, reports
 from cellstudy.shared.command import COMMAND_STOPPED, guarded, run_command
-from cellstudy.shared.evaluation import Split, evaluate_seed, evaluation_view, normalise_colour
+from cellstudy.shared.evaluation import (Split, augmentation_words, evaluate_seed, evaluation_view,
+                                         normalise_colour, training_augment)
 from cellstudy.shared.prediction import model_path
 from cellstudy.shared.runs import (RunFolder, announce, keep_out_of_data, plots_wanted, run_seeds,
                                    speaker)
@@ -141,8 +142,9 @@ def train_seed(seed, *, settings, data, run, say):
         model.fit(train.x, train.y, batch_size=settings.batch_size, epochs=settings.epochs,
                   initial_epoch=model.epoch, verbose=0 if settings.quiet else 1,
                   validation_data=(view(val.x), val.y),
-                  augment=crop_and_flip(settings.input_size if settings.crop else None,
-                                        rotate90=settings.square, colour=settings.colour_jitter),
+                  augment=training_augment(settings, mean.mean,
+                                           settings.input_size if settings.crop else None,
+                                           rotate90=settings.square),
                   callbacks=[LearningRateScheduler(cosine_schedule(
                                  settings.lr, settings.epochs, min_lr=settings.lr / 100)),
                              BatchNormCalibration(view(train.x[:CALIBRATION_IMAGES])),
@@ -163,12 +165,8 @@ def recipe_of(settings, validation_split=None):
     return {**settings.to_recipe(), "classes": list(CLASSES), "validation_fraction":
             evaluation.VALIDATION_FRACTION, "weight_decay": WEIGHT_DECAY, "dropout": DROPOUT,
             "optimizer": "AdamW (decoupled weight decay)", "schedule": "cosine to lr/100",
-            "augmentation": ", then ".join(
-                ([f"random {settings.input_size}x{settings.input_size} crop"] if settings.crop else [])
-                + ["random flips (left-right, up-down)"]
-                + (["random quarter turns"] if settings.square else [])
-                + ([f"colour jitter {settings.colour_jitter:g} (per-channel gain and shift)"]
-                   if settings.colour_jitter else [])),
+            "augmentation": augmentation_words(settings, settings.input_size if settings.crop
+                                               else None, rotate90=settings.square),
             "evaluation_crop": "centre" if settings.crop else "none (whole image)",
             "evaluation_views": ("validation and TEST: mean probabilities over the 8 symmetries "
                                  "of the square; training set: one view"

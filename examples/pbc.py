@@ -33,7 +33,7 @@ import numcnn                   # before numpy: numcnn sets how OpenBLAS's threa
 import numpy as np
 from numcnn.callbacks import (BatchNormCalibration, LearningRateScheduler, ModelCheckpoint,
                               cosine_schedule)
-from numcnn.data import MeanImage, crop_and_flip
+from numcnn.data import MeanImage
 from numcnn.datasets import pbc
 from numcnn.layers import (BatchNorm1D, BatchNorm2D, Conv2D, Dense, Dropout, Flatten, MaxPool2D,
                            ReLU)
@@ -43,8 +43,9 @@ from numcnn.optim import AdamW
 from cellstudy.pbc.command import parse_args, predict, show_class_counts
 from cellstudy.shared import datacheck, reports
 from cellstudy.shared.command import COMMAND_STOPPED, guarded, run_command
-from cellstudy.shared.evaluation import (Split, evaluate_seed, evaluation_view, fair_sample,
-                                         normalise_colour)
+from cellstudy.shared.evaluation import (Split, augmentation_words, evaluate_seed,
+                                         evaluation_view, fair_sample, normalise_colour,
+                                         training_augment)
 from cellstudy.shared.runs import (RunFolder, announce, keep_out_of_data, plots_wanted, run_seeds,
                                    speaker)
 
@@ -120,8 +121,7 @@ def train_seed(seed, *, settings, data, run, say):
         model.fit(train.x, train.y, batch_size=settings.batch_size, epochs=settings.epochs,
                   initial_epoch=model.epoch, verbose=0 if settings.quiet else 1,
                   validation_data=(view(val.x), val.y),
-                  augment=crop_and_flip(settings.input_size, rotate90=True,
-                                        colour=settings.colour_jitter),
+                  augment=training_augment(settings, mean.mean, settings.input_size),
                   callbacks=[LearningRateScheduler(cosine_schedule(
                                  settings.lr, settings.epochs, min_lr=settings.lr / 100)),
                              BatchNormCalibration(view(train.x[calibration])),
@@ -141,10 +141,7 @@ def recipe_of(settings, classes):
     """The settings, and in words what the code fixes: recipe.json and results.json."""
     return {**settings.to_recipe(), "classes": list(classes),
             "optimizer": "AdamW (decoupled weight decay)", "schedule": "cosine to lr/100",
-            "augmentation": f"random {settings.input_size}x{settings.input_size} crop, then "
-                            "random flips and quarter turns"
-                            + (f", colour jitter {settings.colour_jitter:g}"
-                               if settings.colour_jitter else ""),
+            "augmentation": augmentation_words(settings, settings.input_size),
             "evaluation_views": ("validation and TEST: mean probabilities over the 8 symmetries "
                                  "of the square; training set: one view"
                                  if settings.tta == "symmetries" else "one view"),

@@ -124,6 +124,14 @@ def run_student(path, timeout=600):
     raise AssertionError("the student's version has no exercise check")
 
 
+def _last_words(error):
+    """The line of a lesson that failed and the error's own last line, without colours."""
+    text = re.sub(r"\x1b\[[0-9;]*m", "", str(error)).strip()
+    lines = [line.strip() for line in text.splitlines() if line.strip()]
+    failing = [line for line in lines if line.startswith("---->")]
+    return " | ".join(([failing[-1]] if failing else []) + lines[-1:])
+
+
 def save(nb, path):
     import nbformat
     EXECUTED.mkdir(parents=True, exist_ok=True)
@@ -167,9 +175,7 @@ def main(argv=None):
             line, student_seconds = ("(not run)", 0.0) if args.teacher_only \
                 else run_student(path)
         except Exception as error:  # noqa: BLE001 - report every lesson, then fail
-            message = str(error).strip().splitlines()
-            print(f"{name:<28}  FAILED: {type(error).__name__}: "
-                  f"{message[-1] if message else ''}")
+            print(f"{name:<28}  FAILED: {type(error).__name__}: {_last_words(error)}")
             failed.append(name)
             continue
         print(f"{name:<28}{seconds:>10.1f}{student_seconds:>10.1f}  {line[:70]}", flush=True)

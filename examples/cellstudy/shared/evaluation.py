@@ -33,11 +33,13 @@ from typing import Optional
 import numpy as np
 from sklearn.model_selection import GroupShuffleSplit, train_test_split
 
-from numcnn.data import centre_crop, predict_symmetric
+from numcnn.data import (centre_crop, colour_jitter, crop_and_flip, lab_augment,
+                         predict_symmetric)
 
 from . import reports
 
-__all__ = ["TARGET_MEAN", "TARGET_SPREAD", "normalise_colour",
+__all__ = ["TARGET_MEAN", "TARGET_SPREAD", "normalise_colour", "training_augment",
+           "augmentation_words", "LAB_STAIN", "LAB_RESCALE", "LAB_LIGHT",
            "VALIDATION_FRACTION", "split_by_images", "split_whole_groups", "validation_digest",
            "fair_sample", "evaluation_view", "predict_views", "predict_probabilities",
            "Split", "evaluate_seed"]
@@ -112,6 +114,39 @@ def fair_sample(n, k, seed):
 # ---------------------------------------------------------------------------
 # Views
 # ---------------------------------------------------------------------------
+#: --augment lab's strengths, registered in docs/twolabs.md before any result: each stain's
+#: amount times Uniform(0.8, 1.2) plus Uniform(-0.1, 0.1) (optical density), zoom factors
+#: Uniform(0.85, 1.18), brightness Uniform(-0.1, 0.1), contrast Uniform(0.8, 1.2).
+LAB_STAIN, LAB_RESCALE, LAB_LIGHT = (0.2, 0.1), (0.85, 1.18), (0.1, 0.2)
+
+
+def training_augment(settings, mean_image, size, rotate90=True):
+    """The ``fit(augment=...)`` a study trains with: a random crop of ``size`` (None: none),
+    flips and (``rotate90``) quarter turns, colour jitter when asked; with
+    ``--augment lab`` first each image's stains, light and scale
+    (:func:`numcnn.data.stain.lab_augment`, on the images before ``mean_image`` is
+    subtracted)."""
+    if settings.augment != "lab":
+        return crop_and_flip(size, rotate90=rotate90, colour=settings.colour_jitter)
+    lab = lab_augment(size, mean_image, stain=LAB_STAIN, rescale=LAB_RESCALE, light=LAB_LIGHT,
+                      rotate90=rotate90)
+    if not settings.colour_jitter:
+        return lab
+    return lambda xb, rng: colour_jitter(lab(xb, rng), rng, settings.colour_jitter)
+
+
+def augmentation_words(settings, size, rotate90=True):
+    """What :func:`training_augment` does, in the words of recipe.json."""
+    steps = (["stains in optical density (Giemsa basis) times Uniform(0.8, 1.2) plus "
+              "Uniform(-0.1, 0.1), brightness Uniform(-0.1, 0.1), contrast Uniform(0.8, 1.2), "
+              "zoom Uniform(0.85, 1.18)"] if settings.augment == "lab" else [])
+    steps += [f"random {size}x{size} crop"] if size else []
+    steps += ["random flips (left-right, up-down)"] + (["random quarter turns"] if rotate90 else [])
+    steps += ([f"colour jitter {settings.colour_jitter:g} (per-channel gain and shift)"]
+              if settings.colour_jitter else [])
+    return ", then ".join(steps)
+
+
 def evaluation_view(x, input_size, crop=True):
     """The centre ``input_size`` square of each image (``crop=False``: the whole image)."""
     return centre_crop(x, input_size) if crop else x

@@ -33,7 +33,7 @@ class Settings:
     VERSION: ClassVar[int] = 2
     #: Fields that change what a model learns: a run resumes only with the same ones.
     TRAINING: ClassVar[Tuple[str, ...]] = ("batch_size", "lr", "class_weights", "max_per_class",
-                                           "colour_jitter")
+                                           "colour_jitter", "augment")
     #: version -> function(recipe dict) -> recipe dict of the next version.
     MIGRATIONS: ClassVar[Dict[int, object]] = {}
     #: Whole-number fields that must be >= 1 (the others must be >= 0).
@@ -41,7 +41,8 @@ class Settings:
     #: Text fields and the values they may take.
     CHOICES: ClassVar[Dict[str, Tuple[str, ...]]] = {
         "class_weights": ("none", "balanced"), "tta": ("symmetries", "none"),
-        "backend": ("numba", "numpy"), "colour_norm": ("none", "image")}
+        "backend": ("numba", "numpy"), "colour_norm": ("none", "image"),
+        "augment": ("standard", "lab")}
 
     data: Optional[str] = None
     out: str = "runs/study"
@@ -52,6 +53,7 @@ class Settings:
     lr: float = 1e-3
     class_weights: str = "none"
     colour_jitter: float = 0.0
+    augment: str = "standard"
     tta: str = "symmetries"
     seeds: int = 1
     seed: Optional[int] = None
