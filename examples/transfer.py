@@ -58,14 +58,8 @@ def measure_scale(settings, say):
                              / "LYMPHOCYTE").glob("*.jpeg"))
     pbc_train = pbc.load_data("train", settings.pbc_data, classes=["lymphocyte"],
                               cache_dir=settings.cache_dir, progress=False)
-    bc = scale.typical_diameter(bc_lymphocytes[::settings.every])
-    pb = scale.typical_diameter(pbc_train.paths[::settings.every])
-    ratio = pb[0] / bc[0]
-    say(f"typical lymphocyte diameter (training images): blood-cell archive {bc[0]:.1f} px "
-        f"(quartiles {bc[1][0]:.1f}-{bc[1][1]:.1f}, {bc[2]} cells), PBC {pb[0]:.1f} px "
-        f"({pb[1][0]:.1f}-{pb[1][1]:.1f}, {pb[2]} cells): a PBC pixel is {1 / ratio:.3f} "
-        f"blood-cell pixels")
-    return ratio, {"bloodcells_px": bc, "pbc_px": pb, "pbc_px_per_bloodcell_px": ratio}
+    return scale.scale_between(bc_lymphocytes[::settings.every], pbc_train.paths[::settings.every],
+                               say)
 
 
 def pbc_as_bloodcells(recipe, ratio, settings):

@@ -94,13 +94,20 @@ EXAMPLES = """  python examples/bloodcells.py --data ../shared/blood-cells     t
   python examples/bloodcells.py --explain                        Grad-CAM grid of TEST images"""
 
 
-def parse_args(argv=None):
-    """``(settings, actions)`` from the command line; bad flags exit with status 2."""
-    defaults = BloodCellSettings()
+def parse_args(argv=None, settings_class=BloodCellSettings, prog="bloodcells.py",
+               description=DESCRIPTION, examples=EXAMPLES, more_flags=None):
+    """``(settings, actions)`` from the command line; bad flags exit with status 2.
+
+    ``settings_class`` and the texts let another script of the same images
+    (``examples/twolabs.py``) take these flags; ``more_flags(parser)`` adds its own.
+    """
+    defaults = settings_class()
     parser = build_parser(
-        "bloodcells.py", DESCRIPTION, defaults, EXAMPLES,
+        prog, description, defaults, examples,
         data_help="the unpacked Kaggle archive (holding dataset2-master/); default: "
                   "$NUMCNN_BLOODCELLS, else ~/data/blood-cells")
+    if more_flags is not None:
+        more_flags(parser)
     prep = parser.add_argument_group("preprocessing")
     prep.add_argument("--crop", metavar="PX", type=int, default=defaults.crop,
                       help="side of the window cut around the stained cell before downscaling; "
@@ -135,7 +142,7 @@ def parse_args(argv=None):
                               "and the first convolution's feature maps of one image")
     explain.add_argument("--explain-per-class", metavar="K", type=positive_int, default=4,
                          help="TEST images per class in the Grad-CAM grid")
-    return parse(parser, BloodCellSettings, argv, _check)
+    return parse(parser, settings_class, argv, _check)
 
 
 def _check(parser, args):

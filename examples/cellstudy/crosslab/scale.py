@@ -34,12 +34,12 @@ import numpy as np
 from skimage import measure
 from skimage.transform import resize
 
-from numcnn.data import read_rgb_image
+from numcnn.data import downscale, read_rgb_image
 
 from ..bloodcells.stain import crop_to_stain, stain_mask
 
-__all__ = ["stained_diameter", "typical_diameter", "MASK_SCALE", "ScaledToWindow",
-           "ScaledStainCrop"]
+__all__ = ["stained_diameter", "typical_diameter", "scale_between", "MASK_SCALE",
+           "ScaledToWindow", "ScaledStainCrop", "images_in_window", "rescaled_for_predict"]
 
 MASK_SCALE = 2      # the stain mask at half resolution: fine enough for 50-pixel cells
 
@@ -58,6 +58,57 @@ def typical_diameter(paths):
     diameters = np.array([stained_diameter(read_rgb_image(path)) for path in paths])
     diameters = diameters[np.isfinite(diameters)]
     return float(np.median(diameters)), np.percentile(diameters, [25, 75]).tolist(), len(diameters)
+
+
+def scale_between(bloodcell_lymphocytes, pbc_lymphocytes, say):
+    """PBC pixels per blood-cell pixel: the ratio of the two datasets' lymphocyte diameters.
+
+    Both lists are image files of *training* lymphocytes. Returns ``(ratio, facts)``,
+    ``facts`` for results.json; ``say`` prints the measure.
+    """
+    bc = typical_diameter(bloodcell_lymphocytes)
+    pb = typical_diameter(pbc_lymphocytes)
+    ratio = pb[0] / bc[0]
+    say(f"typical lymphocyte diameter (training images): blood-cell archive {bc[0]:.1f} px "
+        f"(quartiles {bc[1][0]:.1f}-{bc[1][1]:.1f}, {bc[2]} cells), PBC {pb[0]:.1f} px "
+        f"({pb[1][0]:.1f}-{pb[1][1]:.1f}, {pb[2]} cells): a PBC pixel is {1 / ratio:.3f} "
+        f"blood-cell pixels")
+    return ratio, {"bloodcells_px": bc, "pbc_px": pb, "pbc_px_per_bloodcell_px": ratio}
+
+
+def images_in_window(x, transform, factor):
+    """Loaded images (NCHW float32 in [0, 1], exact multiples of 1/255) through a per-image
+    transform (HWC uint8 in and out), then block means by ``factor``: NCHW float32 in [0, 1]."""
+    out = []
+    for image in x:
+        pixels = np.rint(image.transpose(1, 2, 0) * 255).astype(np.uint8)     # CHW -> HWC
+        made = np.ascontiguousarray(transform(pixels).transpose(2, 0, 1), np.float32)
+        out.append(downscale(made, factor) / 255)
+    return np.stack(out).astype(np.float32)
+
+
+def rescaled_for_predict(image, scale, window):
+    """An image of any laboratory at the blood-cell archive's scale, at least ``window`` square.
+
+    ``scale`` is the image's linear magnification relative to the archive's
+    frames (1.0 for them): the image is resized by ``1 / scale``. A result
+    smaller than the window is set in its middle on its own background colour
+    (the median of its border), as :class:`ScaledToWindow` does for training.
+    """
+    height, width = image.shape[:2]
+    if scale != 1:
+        size = (max(1, round(height / scale)), max(1, round(width / scale)))
+        image = np.clip(np.rint(resize(image, size, order=1, anti_aliasing=scale > 1,
+                                       preserve_range=True)), 0, 255).astype(np.uint8)
+        height, width = size
+    if height >= window and width >= window:
+        return image
+    border = np.concatenate([image[0], image[-1], image[:, 0], image[:, -1]])
+    out = np.empty((max(height, window), max(width, window), 3), np.uint8)
+    out[:] = np.median(border, axis=0).astype(np.uint8)
+    top, left = (out.shape[0] - height) // 2, (out.shape[1] - width) // 2
+    out[top:top + height, left:left + width] = image
+    return out
 
 
 def _resized(image, side):

@@ -116,6 +116,7 @@ def report_split(predicted, y, classes, title, folder, split, groups=None,
         plots.confusion_matrix(matrix, classes, path=split_file(folder, "confusion", split),
                                title=f"Confusion matrix, {split} (seed {seed})")
     result = {"accuracy": report["accuracy"],
+              "balanced_accuracy": report["macro"]["recall"],     # mean recall over classes
               "precision": {c: v["precision"] for c, v in report["classes"].items()},
               "recall": {c: v["recall"] for c, v in report["classes"].items()},
               "f1": {c: v["f1"] for c, v in report["classes"].items()},

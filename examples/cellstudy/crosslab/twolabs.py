@@ -1,0 +1,138 @@
+"""The two-laboratory model's command: its settings, its flags, its balance and ``--predict``.
+
+``examples/twolabs.py`` trains the blood-cell study's network on both
+laboratories' cells at the blood-cell archive's scale. What it adds to that
+study's command (:mod:`cellstudy.bloodcells.command`) is here:
+
+- :class:`TwoLabSettings`: the blood-cell settings, the PBC data folder, and
+  the augmentation of docs/twolabs.md on by default;
+- :func:`parse_args`: the blood-cell study's flags plus ``--pbc-data`` and
+  ``--scale``;
+- :func:`balanced_sample`: the larger laboratory's training images cut down
+  to the smaller one's count, class by class;
+- :func:`predict` (``--predict IMAGE... [--scale S]``): an image of any
+  laboratory, a whole field or a crop, brought to the archive's scale, cut
+  around its stained cell and classified; an image without one is an error.
+"""
+
+from __future__ import annotations
+
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Optional
+
+import numpy as np
+
+from numcnn.data import centre_crop, crop_around, downscale, read_rgb_image
+from numcnn.datasets import bloodcells
+
+from ..bloodcells import command as bloodcell_command
+from ..bloodcells.stain import find_stain_centre
+from ..shared.command import EXIT, finite_positive
+from ..shared.evaluation import normalise_colour
+from ..shared.prediction import model_for_predict, predict_images
+from .scale import rescaled_for_predict
+
+__all__ = ["TwoLabSettings", "parse_args", "balanced_sample", "predict", "SHARED"]
+
+#: PBC's names of the four classes both laboratories have, in the blood-cell labels' order.
+SHARED = ("eosinophil", "lymphocyte", "monocyte", "neutrophil")
+
+
+@dataclass(frozen=True)
+class TwoLabSettings(bloodcell_command.BloodCellSettings):
+    """The blood-cell study's settings, PBC's folder, and the laboratory augmentation."""
+
+    out: str = "runs/twolabs"
+    augment: str = "lab"
+    pbc_data: Optional[str] = None
+
+
+DESCRIPTION = """One four-class white-cell classifier (EOSINOPHIL, LYMPHOCYTE, MONOCYTE,
+NEUTROPHIL) trained on two laboratories' slides: the Kaggle blood-cell archive and PBC,
+at one physical scale, balanced, with stain, light and scale augmentation.
+Reported per laboratory (docs/twolabs.md)."""
+
+EXAMPLES = """  python examples/twolabs.py --data ../shared/blood-cells --pbc-data ../shared/pbc
+  python examples/twolabs.py --seeds 3 --resume                   3 seeds, continuing
+  python examples/twolabs.py --predict a.jpg --scale 1.75        a PBC original (360x363)
+  python examples/twolabs.py --predict cell.jpeg                  a blood-cell archive frame"""
+
+
+def _more_flags(parser):
+    parser.add_argument("--pbc-data", metavar="DIR", default=None,
+                        help="PBC, prepared or as downloaded; default: $NUMCNN_PBC, "
+                             "else ~/data/pbc")
+    parser.add_argument("--scale", metavar="S", type=finite_positive, default=1.0,
+                        help="--predict: the images' linear magnification relative to the "
+                             "blood-cell archive's 320x240 frames (1.0 for them, 1.75 for "
+                             "PBC's originals; docs/twolabs.md says how to measure it)")
+
+
+def parse_args(argv=None):
+    """``(settings, actions)`` from the command line; bad flags exit with status 2."""
+    return bloodcell_command.parse_args(argv, TwoLabSettings, "twolabs.py", DESCRIPTION,
+                                        EXAMPLES, _more_flags)
+
+
+def balanced_sample(y_big, n_small, seed):
+    """Indices of a seeded sample of ``n_small`` of ``y_big``, stratified by class, sorted.
+
+    Each class keeps its share of ``y_big`` (rounded; the remainder goes to the
+    largest classes), so the sample has the larger laboratory's class mix at the
+    smaller one's size. All indices when ``len(y_big) <= n_small``.
+    """
+    if len(y_big) <= n_small:
+        return np.arange(len(y_big))
+    rng = np.random.default_rng(seed)
+    classes, counts = np.unique(y_big, return_counts=True)
+    wanted = np.floor(counts * n_small / len(y_big)).astype(int)
+    for k in np.argsort(-counts)[:n_small - wanted.sum()]:
+        wanted[k] += 1
+    chosen = [rng.choice(np.flatnonzero(y_big == c), size=n, replace=False)
+              for c, n in zip(classes, wanted)]
+    return np.sort(np.concatenate(chosen))
+
+
+def _input_maker(recipe, mean, input_shape, scale):
+    """``path -> (x, None)``: one image of any size at the archive's scale, as training made it."""
+    def make_input(path):
+        if not Path(path).is_file():
+            raise OSError("no such file")
+        image = rescaled_for_predict(read_rgb_image(path), scale, recipe.crop)
+        centre = find_stain_centre(image)
+        if centre is None:
+            raise ValueError("no stained white cell found (no purple region large enough "
+                             "for a nucleus); is --scale right?")
+        window = np.ascontiguousarray(crop_around(image, centre, recipe.crop).transpose(2, 0, 1),
+                                      np.float32)
+        x = downscale(window, recipe.factor)[None] / 255                  # (1, 3, H', W')
+        if recipe.colour_norm == "image":
+            x = normalise_colour(x)
+        x = centre_crop((x - mean).astype(np.float32), recipe.input_size)
+        if input_shape is not None and x.shape[1:] != tuple(input_shape):
+            raise ValueError(f"image gives input {x.shape[1:]}, the model expects "
+                             f"{tuple(input_shape)}")
+        return x, None
+
+    return make_input
+
+
+def predict(settings, actions):
+    """``--predict``: print class probabilities for each image; return the exit status."""
+    loaded = model_for_predict(settings, actions, TwoLabSettings, (bloodcells.CLASSES, True))
+    if loaded is None:
+        return EXIT.BAD_INPUT
+    model_path, model, recipe, classes, mean = loaded
+    views = settings.tta if actions.tta_explicit else recipe.tta
+    description = (f"model {model_path} ({model.epoch} epochs); images at {actions.scale:g}x "
+                   f"the blood-cell archive's scale, resized by {1 / actions.scale:.3f}; stain "
+                   f"crop {recipe.crop}, factor {recipe.factor}, centre {recipe.input_size}x"
+                   f"{recipe.input_size}"
+                   + ("; mean over the 8 symmetric views" if views == "symmetries" else "; one view"))
+    make_input = _input_maker(recipe, mean, model.input_shape, actions.scale)
+    if actions.allow_other_size:
+        print("note: --allow-other-size is not needed here: any size is read at --scale",
+              file=sys.stderr)
+    return predict_images(actions.predict, model, classes, make_input, views, description)
