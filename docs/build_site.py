@@ -7,8 +7,8 @@ One command, warnings as errors (a broken link, a bad docstring or a missing
 page fails the build). What goes in:
 
 - ``docs/index.md`` as the landing page, the guides of ``docs/`` (tutorial,
-  layers, im2col, performance, reliability, the two studies) and the
-  benchmark reports they link to;
+  layers, im2col, performance and its history, reliability, the two studies)
+  and the benchmark report they link to;
 - the course (``docs/course/``): its index and every lesson's teacher version
   *with its outputs and figures*, taken from ``docs/course/_build/executed/``
   where ``docs/course/run_lessons.py`` left a current one, otherwise executed
@@ -41,8 +41,8 @@ STAGE = DOCS / "_build" / "site-src"
 DOCTREES = DOCS / "_build" / "doctrees"
 HTML = DOCS / "_build" / "html"      # Sphinx writes here (myst-nb puts its files beside it) ...
 OUT = DOCS / "_site"                 # ... and the finished site moves here
-GUIDES = ["tutorial.md", "layers.md", "im2col.md", "performance.md", "reliability.md",
-          "bloodcells.md", "pbc.md"]
+GUIDES = ["tutorial.md", "layers.md", "im2col.md", "performance.md", "performance-history.md",
+          "reliability.md", "bloodcells.md", "pbc.md"]
 MATHJAX_PLACES = [os.environ.get("NUMCNN_MATHJAX", ""), "/usr/share/javascript/mathjax",
                   "/usr/share/nodejs/mathjax", "/usr/lib/node_modules/mathjax"]
 LINK = re.compile(r"(!?)\[([^\]\n]*)\]\(([^)\s]+)\)")
