@@ -9,9 +9,18 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-PYTHON="${FLOORS_PYTHON:-$(command -v python3.10 || true)}"
+# A Python 3.10 that runs: FLOORS_PYTHON, python3.10 on the PATH (a pyenv shim on it may
+# name a version pyenv has but has not selected), or pyenv's own 3.10 installations.
+runs_310() { [ -n "$1" ] && "$1" -c 'import sys; sys.exit(sys.version_info[:2] != (3, 10))' \
+                 2>/dev/null; }
+PYTHON=""
+for candidate in "${FLOORS_PYTHON:-}" "$(command -v python3.10 || true)" \
+        $(command -v pyenv >/dev/null && ls -d "$(pyenv root)"/versions/3.10*/bin/python3.10 \
+          2>/dev/null || true); do
+    if runs_310 "$candidate"; then PYTHON="$candidate"; break; fi
+done
 if [ -z "$PYTHON" ]; then
-    echo "floors: no python3.10 on this machine (set FLOORS_PYTHON); not tested" >&2
+    echo "floors: no Python 3.10 that runs on this machine (set FLOORS_PYTHON); not tested" >&2
     exit 1
 fi
 VENV="${FLOORS_VENV:-.ci/floors-venv}"
