@@ -430,7 +430,7 @@ def speed_section(rows, settings, quick):
         "Training on numba runs the plan (numcnn/plan.py): each 3x3 Conv2D with stride 1 "
         "through the direct kernels (`conv2d_direct`, `conv2d_direct_backward`: no column "
         "matrix), each BatchNorm + ReLU pair with the `batchnorm_relu_*` kernels (other "
-        "convolutions followed by BatchNorm2D + ReLU as one im2col step); the "
+        "convolutions as im2col and one matrix multiply); the "
         "`Conv2D`, `BatchNorm2D` and `ReLU` rows are the layers one by one "
         "(`Sequential.forward`, `model.profile`: im2col and one matrix multiply).",
         f"pytest-benchmark: --benchmark-min-rounds={settings['min_rounds']} "

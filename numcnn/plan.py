@@ -5,9 +5,7 @@ another way, or together with a neighbour: a BatchNorm and the ReLU after it
 make one pass over the data instead of two each way; a 3x3 convolution with
 stride 1 runs the direct kernels, which need no column matrix; any other
 convolution adds its bias while it reorders its output, and computes its
-weight gradient as the transpose of a product that BLAS does faster, and if
-BatchNorm and ReLU follow it, hands its product to them in the layout it
-comes in.
+weight gradient as the transpose of a product that BLAS does faster.
 :func:`build_plan` turns a list of layers
 into a list of steps, each one layer or a fused group; training (``fit``,
 ``train_step``), ``evaluate`` and ``predict`` run the plan, while everything
@@ -23,10 +21,10 @@ layer's ``grads``. The tests hold the two paths to that.
 import numpy as np
 
 from .backend import get_backend, kernels
-from .layers import BatchNorm, BatchNorm2D, Conv2D, ReLU
+from .layers import BatchNorm, Conv2D, ReLU
 from .layers.columns import ColumnWorkspace
 
-__all__ = ["build_plan", "Plan", "Step", "LayerStep", "ConvolutionStep", "ConvolutionBlockStep",
+__all__ = ["build_plan", "Plan", "Step", "LayerStep", "ConvolutionStep",
            "DirectConvolutionStep", "BatchNormReLUStep", "runs_direct"]
 
 
@@ -125,68 +123,6 @@ class ConvolutionStep(Step):
                 kernels().col2im(dcols, x[images].shape, conv.KH, conv.KW, conv.stride,
                                  conv.padding, out=dx[images])
         conv.grads["W"] = np.ascontiguousarray(dWT.T).reshape(W.shape)
-        return dx
-
-
-class ConvolutionBlockStep(ConvolutionStep):
-    """A Conv2D, the BatchNorm2D after it and the ReLU after that, on the GEMM's result as it comes.
-
-    The convolution's product ``Wm @ cols`` has shape ``(F, N*P)``: a row per
-    channel. BatchNorm's statistics are sums along exactly those rows, so the
-    step computes them there (the bias added on the way), writes the block's
-    output in NCHW once, and on the way back writes the gradient of the
-    convolution's output in the same row layout that the convolution's
-    backward multiplies next: two passes over the largest array of the block
-    saved each way. Same values as the three layers one by one, to float32
-    rounding.
-    """
-
-    def __init__(self, conv, norm, relu):
-        super().__init__(conv)
-        self.layers = [conv, norm, relu]
-        self.norm = norm
-
-    def forward(self, x, training):
-        conv, norm = self.conv, self.norm
-        N = len(x)
-        F, OH, OW = conv.output_shape(x.shape[1:])
-        Wm = conv.params["W"].astype(x.dtype, copy=False).reshape(F, -1)
-        b = conv.params["b"].astype(x.dtype, copy=False)
-        gamma = norm.params["gamma"].astype(x.dtype, copy=False)
-        beta = norm.params["beta"].astype(x.dtype, copy=False)
-        rows = np.empty((F, N * OH * OW), dtype=x.dtype)          # the whole batch's product
-        P = OH * OW
-        for images, cols in self.columns.chunks(x, forward=True):
-            np.matmul(Wm, cols, out=rows[:, images.start * P:images.stop * P])
-        self._x, self._training = x, training
-        if training:
-            y, self._mean, self._var = kernels().rows_batchnorm_relu_forward(
-                rows, b, gamma, beta, norm.eps, N)
-            norm.update_running_statistics(self._mean, self._var, N * P)
-            self._rows, self._y = rows, y
-        else:
-            mean = norm.buffers["running_mean"].astype(x.dtype)
-            var = norm.buffers["running_var"].astype(x.dtype)
-            y = kernels().rows_batchnorm_relu_inference(rows, b, gamma, beta, mean, var,
-                                                        norm.eps, N)
-        return y.reshape(N, F, OH, OW)
-
-    def backward(self, dy, input_grad):
-        if not self._training:
-            raise RuntimeError("the fused convolution block goes backward only after a "
-                               "training pass (run the layers one by one for gradients in "
-                               "evaluation mode)")
-        conv, norm, x = self.conv, self.norm, self._x
-        N, F = dy.shape[:2]
-        P = dy.shape[2] * dy.shape[3]
-        gamma = norm.params["gamma"].astype(x.dtype, copy=False)
-        b = conv.params["b"].astype(x.dtype, copy=False)
-        dY, norm.grads["gamma"], norm.grads["beta"] = kernels().rows_batchnorm_relu_backward(
-            dy.reshape(N, F, P), self._y, self._rows, b, gamma, self._mean, self._var, norm.eps)
-        dx = self.gradients_from_rows(
-            lambda images, cols: dY[:, images.start * P:images.stop * P], input_grad)
-        conv.grads["b"] = kernels().channel_sums(dY.reshape(1, F, -1)).astype(x.dtype)
-        self._rows = self._y = None
         return dx
 
 
@@ -303,15 +239,9 @@ def build_plan(layers, fuse=None):
     steps, k = [], 0
     while k < len(layers):
         layer, after = layers[k], layers[k + 1] if k + 1 < len(layers) else None
-        third = layers[k + 2] if k + 2 < len(layers) else None
         if fuse and isinstance(layer, Conv2D) and runs_direct(layer):
             steps.append(DirectConvolutionStep(layer))   # a BatchNorm-ReLU step may follow
             k += 1
-            continue
-        if (fuse and isinstance(layer, Conv2D) and isinstance(after, BatchNorm2D)
-                and isinstance(third, ReLU)):
-            steps.append(ConvolutionBlockStep(layer, after, third))
-            k += 3
             continue
         if fuse and isinstance(layer, BatchNorm) and isinstance(after, ReLU):
             steps.append(BatchNormReLUStep(layer, after))

@@ -9,7 +9,6 @@ A kernel is worth running only where it has been tested. numcnn has two routes:
   so ``auto`` takes this route only there.
 - ``"portable"``: only ordinary numba loops and the BLAS. Convolutions run
   as im2col and one matrix multiply (the plan's
-  :class:`~numcnn.plan.ConvolutionBlockStep` and
   :class:`~numcnn.plan.ConvolutionStep`). Every other processor takes it:
   arm64 (Apple Silicon, Linux arm64), x86-64 without AVX2, and any run with
   numba's compiler switched off (``NUMBA_DISABLE_JIT=1``).

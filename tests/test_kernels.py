@@ -103,9 +103,7 @@ def test_expected_kernels_exist():
                 "maxpool_forward", "maxpool_backward", "batchnorm_forward",
                 "batchnorm_inference", "batchnorm_backward", "relu_forward", "relu_backward",
                 "dropout_forward", "dropout_backward", "uniform_from_seed",
-                "batchnorm_relu_forward", "batchnorm_relu_inference", "batchnorm_relu_backward",
-                "rows_batchnorm_relu_forward", "rows_batchnorm_relu_inference",
-                "rows_batchnorm_relu_backward"}
+                "batchnorm_relu_forward", "batchnorm_relu_inference", "batchnorm_relu_backward"}
     assert expected <= set(public_functions(jit))
 
 
@@ -613,42 +611,6 @@ def test_fused_batchnorm_relu_equals_the_two_kernels(shape, dtype, seed):
     np.testing.assert_array_equal(jit.batchnorm_relu_inference(x, gamma, beta, mean, var, 1e-5),
                                   jit.relu_forward(jit.batchnorm_inference(x, gamma, beta, mean,
                                                                             var, 1e-5)))
-
-
-@SETTINGS
-@given(shape=image_shape(), dtype=dtypes, seed=seeds)
-def test_rows_batchnorm_relu_matches_reference_and_the_nchw_kernels(shape, dtype, seed):
-    """On a convolution's GEMM result (F, N*P), as on its NCHW output plus the bias."""
-    N, F, H, W = shape
-    if N * H * W < 2:
-        N = 2
-    P = H * W
-    rng = np.random.default_rng(seed)
-    rows = rng.standard_normal((F, N * P)).astype(dtype)
-    bias, gamma, beta = (rng.standard_normal(F).astype(dtype) for _ in range(3))
-    y, mean, var = jit.rows_batchnorm_relu_forward(rows, bias, gamma, beta, 1e-5, N)
-    x = jit.nchw_from_rows(rows, N, bias=bias)                        # (N, F, P)
-    y_nchw, mean_nchw, var_nchw = jit.batchnorm_relu_forward(x, gamma, beta, 1e-5)
-    assert_close(y, y_nchw, dtype, scale=np.abs(y_nchw).max() + 1)
-    assert_close(mean, mean_nchw, dtype, scale=np.abs(mean_nchw).max() + 1)
-    y_ref, mean_ref, var_ref = reference.rows_batchnorm_relu_forward(rows, bias, gamma, beta,
-                                                                     1e-5, N)
-    assert_close(y, y_ref, dtype, scale=np.abs(y_ref).max() + 1)
-    dy = rng.standard_normal((N, F, P)).astype(dtype)
-    dx_rows, dgamma, dbeta = jit.rows_batchnorm_relu_backward(dy, y, rows, bias, gamma, mean,
-                                                              var, 1e-5)
-    dx, dgamma2, dbeta2 = jit.batchnorm_relu_backward(dy, y, x, gamma, mean, var, 1e-5)
-    scale = (np.abs(dy).sum() + 1) * (np.abs(gamma).max() + 1)
-    assert_close(dx_rows, jit.rows_from_nchw(dx), dtype, scale=scale)
-    assert_close(dgamma, dgamma2, dtype, scale=scale)
-    assert_close(dbeta, dbeta2, dtype, scale=scale)
-    ref = reference.rows_batchnorm_relu_backward(dy, y, rows, bias, gamma, mean, var, 1e-5)
-    for got, want in zip((dx_rows, dgamma, dbeta), ref):
-        assert_close(got, want, dtype, scale=scale)
-    inference = jit.rows_batchnorm_relu_inference(rows, bias, gamma, beta, mean, var, 1e-5, N)
-    assert_close(inference, reference.rows_batchnorm_relu_inference(rows, bias, gamma, beta,
-                                                                     mean, var, 1e-5, N),
-                 dtype, scale=np.abs(y).max() + 1)
 
 
 # ---------------------------------------------------------------------------

@@ -12,13 +12,13 @@ from numcnn.layers import (BatchNorm1D, BatchNorm2D, Conv2D, Dense, Dropout, Fla
                            ReLU)
 from numcnn.losses import SoftmaxCrossEntropy
 from numcnn.optim import AdamW
-from numcnn.plan import (BatchNormReLUStep, ConvolutionBlockStep, ConvolutionStep,
-                         DirectConvolutionStep, LayerStep, build_plan)
+from numcnn.plan import (BatchNormReLUStep, ConvolutionStep, DirectConvolutionStep, LayerStep,
+                         build_plan)
 
 
 def small_network(seed=0, kernel=3):
     """Two convolution blocks: 3x3 kernels run the direct step on the vectors route, 5x5
-    ones (and 3x3 ones on the portable route) the im2col block."""
+    ones (and 3x3 ones on the portable route) the im2col step; then BatchNorm-ReLU."""
     pad = kernel // 2
     return numcnn.Sequential([
         Conv2D(3, 8, kernel, padding=pad), BatchNorm2D(8), ReLU(), MaxPool2D(2), Dropout(0.3),
@@ -38,9 +38,10 @@ def test_the_numba_plan_fuses_convolution_blocks_and_batchnorm_relu():
         lone = build_plan([Conv2D(3, 4, 3, stride=2), ReLU(), Flatten()])
         lone_direct = build_plan([Conv2D(3, 4, 3), ReLU(), Flatten()])
     kinds = [type(step) for step in plan.steps]
-    assert kinds == [ConvolutionBlockStep, LayerStep, LayerStep, ConvolutionBlockStep, LayerStep,
-                     LayerStep, LayerStep, LayerStep, BatchNormReLUStep, LayerStep]
-    assert [len(step.layers) for step in plan.steps] == [3, 1, 1, 3, 1, 1, 1, 1, 2, 1]
+    assert kinds == [ConvolutionStep, BatchNormReLUStep, LayerStep, LayerStep,
+                     ConvolutionStep, BatchNormReLUStep, LayerStep, LayerStep,
+                     LayerStep, LayerStep, BatchNormReLUStep, LayerStep]
+    assert [len(step.layers) for step in plan.steps] == [1, 2, 1, 1, 1, 2, 1, 1, 1, 1, 2, 1]
     assert sum(len(step.layers) for step in plan.steps) == 15
     if numcnn.route() == "vectors":                # 3x3 stride 1: the direct kernels
         assert [type(step) for step in direct.steps] == [

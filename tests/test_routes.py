@@ -17,7 +17,7 @@ import pytest
 import numcnn
 from numcnn import routes
 from numcnn.layers import BatchNorm2D, Conv2D, Dense, Flatten, MaxPool2D, ReLU
-from numcnn.plan import ConvolutionBlockStep, DirectConvolutionStep
+from numcnn.plan import ConvolutionStep, DirectConvolutionStep
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 
@@ -52,9 +52,9 @@ def test_the_route_in_force_is_the_one_expected_and_the_plan_follows_it():
     assert numcnn.route() == expected
     steps = {type(step) for step in network().plan().steps}
     if expected == "vectors":
-        assert DirectConvolutionStep in steps and ConvolutionBlockStep not in steps
+        assert DirectConvolutionStep in steps and ConvolutionStep not in steps
     else:
-        assert DirectConvolutionStep not in steps and ConvolutionBlockStep in steps
+        assert DirectConvolutionStep not in steps and ConvolutionStep in steps
 
 
 def test_auto_takes_the_vectors_only_where_they_are_tested():

@@ -445,39 +445,3 @@ def batchnorm_relu_backward(dy, y, x, gamma, mean, var, eps):
     then :func:`batchnorm_backward` of ``dz``. Returns ``(dx, dgamma, dbeta)``.
     """
     return batchnorm_backward(relu_backward(dy, y), x, gamma, mean, var, eps)
-
-
-# ---------------------------------------------------------------------------
-# A convolution's matrix-multiply result straight into BatchNorm and ReLU
-# ---------------------------------------------------------------------------
-def rows_batchnorm_relu_forward(rows, bias, gamma, beta, eps, N):
-    """``max(0, BN(x))`` of a convolution's output still in the GEMM's layout.
-
-    ``x = nchw_from_rows(rows, N, bias=bias)`` (the convolution's output, bias
-    added), then :func:`batchnorm_relu_forward`. The numba twin reads ``rows``
-    (shape ``(F, N * P)``) once, without making ``x``.
-
-    Returns ``(y, mean, var)``, ``y`` of shape (N, F, P).
-    """
-    x = nchw_from_rows(rows, N, bias=bias)
-    y, mean, var = batchnorm_relu_forward(x[..., None], gamma, beta, eps)
-    return y[..., 0], mean, var
-
-
-def rows_batchnorm_relu_inference(rows, bias, gamma, beta, mean, var, eps, N):
-    """As :func:`rows_batchnorm_relu_forward`, with fixed statistics: ``y`` of shape (N, F, P)."""
-    x = nchw_from_rows(rows, N, bias=bias)
-    return batchnorm_relu_inference(x[..., None], gamma, beta, mean, var, eps)[..., 0]
-
-
-def rows_batchnorm_relu_backward(dy, y, rows, bias, gamma, mean, var, eps):
-    """Gradients of :func:`rows_batchnorm_relu_forward`, ``dx`` in the GEMM's layout.
-
-    Returns ``(dx_rows, dgamma, dbeta)`` where ``dx_rows = rows_from_nchw(dx)``
-    (shape ``(F, N * P)``): what the convolution's backward pass multiplies next.
-    """
-    N = dy.shape[0]
-    x = nchw_from_rows(rows, N, bias=bias)
-    dx, dgamma, dbeta = batchnorm_relu_backward(dy[..., None], y[..., None], x[..., None],
-                                                gamma, mean, var, eps)
-    return rows_from_nchw(dx[..., 0]), dgamma, dbeta

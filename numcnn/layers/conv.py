@@ -58,9 +58,8 @@ class Conv2D(Layer):
       2 runs the direct kernels of :mod:`numcnn.kernels.jit.conv3x3`, no
       column matrix (:class:`numcnn.plan.DirectConvolutionStep`). Every other
       convolution, and every one on the portable route, runs the same product
-      as here, with the BatchNorm and ReLU after it fused into it when they
-      follow (:class:`numcnn.plan.ConvolutionBlockStep`, else
-      :class:`numcnn.plan.ConvolutionStep`). The values are the same to
+      as here, the bias added while the product is reordered into NCHW
+      (:class:`numcnn.plan.ConvolutionStep`). The values are the same to
       float32 rounding; on ``"numpy"`` the plan runs the layers one by one.
     """
 

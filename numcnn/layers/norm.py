@@ -44,9 +44,7 @@ class BatchNorm(Layer):
     ``fit``, ``evaluate`` and ``predict`` on ``"numba"`` (the plan,
     :mod:`numcnn.plan`), a BatchNorm followed by a ReLU runs fused with it,
     one pass each way (``batchnorm_relu_*``,
-    :class:`numcnn.plan.BatchNormReLUStep`), or straight from the product of
-    the convolution before it (``rows_batchnorm_relu_*``,
-    :class:`numcnn.plan.ConvolutionBlockStep`); the same values to float32
+    :class:`numcnn.plan.BatchNormReLUStep`); the same values to float32
     rounding, the same running statistics.
     """
 

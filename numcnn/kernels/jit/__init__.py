@@ -30,14 +30,11 @@ from .elementwise import (dropout_backward, dropout_forward, relu_backward, relu
                           uniform_from_seed)
 from .normalisation import (batchnorm_backward, batchnorm_forward, batchnorm_inference,
                             batchnorm_relu_backward, batchnorm_relu_forward,
-                            batchnorm_relu_inference, rows_batchnorm_relu_backward,
-                            rows_batchnorm_relu_forward, rows_batchnorm_relu_inference)
+                            batchnorm_relu_inference)
 from .pooling import maxpool_backward, maxpool_forward
 
 __all__ = ["conv_output_size", "conv2d_direct", "conv2d_direct_backward", "im2col", "col2im",
            "nchw_from_rows", "rows_from_nchw", "add_channel_bias", "channel_sums",
            "maxpool_forward", "maxpool_backward", "batchnorm_forward", "batchnorm_inference",
            "batchnorm_backward", "batchnorm_relu_forward", "batchnorm_relu_inference",
-           "batchnorm_relu_backward", "rows_batchnorm_relu_forward",
-           "rows_batchnorm_relu_inference", "rows_batchnorm_relu_backward", "relu_forward",
-           "relu_backward", "uniform_from_seed", "dropout_forward", "dropout_backward"]
+           "batchnorm_relu_backward", "relu_forward", "relu_backward", "uniform_from_seed", "dropout_forward", "dropout_backward"]

@@ -1,4 +1,4 @@
-"""Batch normalisation, alone, followed by a ReLU, or straight from a convolution's product.
+"""Batch normalisation, alone or followed by a ReLU.
 
 The numba twins of the normalisation sections of :mod:`numcnn.kernels.reference`.
 Statistics are summed in float64, one channel an iteration of ``prange``; the
@@ -11,9 +11,7 @@ from numba import prange
 from .compiling import kernel
 
 __all__ = ["batchnorm_forward", "batchnorm_inference", "batchnorm_backward",
-           "batchnorm_relu_forward", "batchnorm_relu_inference", "batchnorm_relu_backward",
-           "rows_batchnorm_relu_forward", "rows_batchnorm_relu_inference",
-           "rows_batchnorm_relu_backward"]
+           "batchnorm_relu_forward", "batchnorm_relu_inference", "batchnorm_relu_backward"]
 
 
 @kernel(parallel=True, reassociate=True)
@@ -152,101 +150,3 @@ def batchnorm_relu_inference(x, gamma, beta, mean, var, eps):
 def batchnorm_relu_backward(dy, y, x, gamma, mean, var, eps):
     """Gradients of ``max(0, BN(x))`` in training mode (the ReLU's mask read from ``y``)."""
     return _batchnorm_gradients(dy, y, x, gamma, mean, var, eps)
-
-
-# ---------------------------------------------------------------------------
-# A convolution's matrix-multiply result straight into BatchNorm and ReLU
-# ---------------------------------------------------------------------------
-@kernel(parallel=True, reassociate=True)
-def _rows_mean_var(rows, bias, N, mean, var):
-    F = rows.shape[0]
-    M = rows.shape[1]
-    for f in prange(F):  # the same sums, in the same order, as _channel_mean_var's
-        b = bias[f]
-        total = 0.0
-        for i in range(M):
-            total += rows[f, i] + b
-        mu = total / M
-        sq = 0.0
-        for i in range(M):
-            d = (rows[f, i] + b) - mu
-            sq += d * d
-        mean[f] = mu
-        var[f] = sq / M
-
-
-@kernel(parallel=True)
-def _rows_affine(rows, bias, scale, shift, relu, y):
-    N, F, P = y.shape
-    for nf in prange(N * F):
-        n = nf // F
-        f = nf % F
-        source = rows[f, n * P:(n + 1) * P]
-        target = y[n, f]
-        b = bias[f]
-        s = scale[f]
-        t = shift[f]
-        for p in range(P):
-            v = (source[p] + b) * s + t
-            target[p] = (0 if v <= 0 else v) if relu else v
-
-
-def rows_batchnorm_relu_forward(rows, bias, gamma, beta, eps, N):
-    """``max(0, BN(rows + bias))``, read in the GEMM's layout; see the reference twin."""
-    F = rows.shape[0]
-    mean = np.empty(F, dtype=np.float64)
-    var = np.empty(F, dtype=np.float64)
-    _rows_mean_var(rows, bias, N, mean, var)
-    scale, shift = _affine_from_stats(gamma, beta, mean, var, eps, rows.dtype)
-    y = np.empty((N, F, rows.shape[1] // N), dtype=rows.dtype)
-    _rows_affine(rows, bias, scale, shift, True, y)
-    return y, mean.astype(rows.dtype), var.astype(rows.dtype)
-
-
-def rows_batchnorm_relu_inference(rows, bias, gamma, beta, mean, var, eps, N):
-    """``max(0, BN(rows + bias))`` with fixed statistics; see the reference twin."""
-    scale, shift = _affine_from_stats(gamma, beta, mean, var, eps, rows.dtype)
-    y = np.empty((N, rows.shape[0], rows.shape[1] // N), dtype=rows.dtype)
-    _rows_affine(rows, bias, scale, shift, True, y)
-    return y
-
-
-@kernel(parallel=True, reassociate=True)
-def _rows_batchnorm_relu_backward(dy, y, rows, bias, gamma, mean, inv_std, dx, dgamma, dbeta):
-    N, F, P = dy.shape
-    M = N * P
-    for f in prange(F):  # the same sums and values as _batchnorm_backward's, dx as rows
-        mu = mean[f]
-        s = inv_std[f]
-        b = bias[f]
-        sum_dy = 0.0
-        sum_dy_xc = 0.0
-        for n in range(N):
-            for p in range(P):
-                g = dy[n, f, p] if y[n, f, p] > 0 else 0
-                sum_dy += g
-                sum_dy_xc += g * ((rows[f, n * P + p] + b) - mu)
-        sum_dy_xhat = sum_dy_xc * s
-        dbeta[f] = sum_dy
-        dgamma[f] = sum_dy_xhat
-        k = gamma[f] * s / M
-        for n in range(N):
-            for p in range(P):
-                g = dy[n, f, p] if y[n, f, p] > 0 else 0
-                xhat = ((rows[f, n * P + p] + b) - mu) * s
-                dx[f, n * P + p] = k * (M * g - sum_dy - xhat * sum_dy_xhat)
-
-
-def rows_batchnorm_relu_backward(dy, y, rows, bias, gamma, mean, var, eps):
-    """Gradients of the fused forward, ``dx`` in the GEMM's layout; see the reference twin."""
-    F = rows.shape[0]
-    inv_std = 1.0 / np.sqrt(var.astype(np.float64) + eps)
-    dx = np.empty_like(rows)
-    dgamma = np.empty(F, dtype=np.float64)
-    dbeta = np.empty(F, dtype=np.float64)
-    _rows_batchnorm_relu_backward(np.ascontiguousarray(dy), np.ascontiguousarray(y), rows,
-                                  bias, gamma.astype(np.float64), mean.astype(np.float64),
-                                  inv_std, dx, dgamma, dbeta)
-    return dx, dgamma.astype(rows.dtype), dbeta.astype(rows.dtype)
-
-
