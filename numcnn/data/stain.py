@@ -158,16 +158,17 @@ def random_rescale(x: np.ndarray, rng: np.random.Generator, low: float = 0.9,
         rows, dtype=np.intp)
     left = np.minimum(np.floor(cols).astype(np.intp), W - 2) if W > 1 else np.zeros_like(
         cols, dtype=np.intp)
-    dy = (rows - top).astype(x.dtype)[:, None]                                    # (N, 1, H, 1)
-    dx = (cols - left).astype(x.dtype)[:, None]                                   # (N, 1, 1, W)
-    n = np.arange(N)[:, None, None, None]
-    c = np.arange(C)[None, :, None, None]
-    top, left = top[:, None], left[:, None]
+    dy = (rows - top).astype(x.dtype)                                             # (N, H, 1)
+    dx = (cols - left).astype(x.dtype)                                            # (N, 1, W)
     below = np.minimum(top + 1, H - 1)
     right = np.minimum(left + 1, W - 1)
-    upper = x[n, c, top, left] * (1 - dx) + x[n, c, top, right] * dx
-    lower = x[n, c, below, left] * (1 - dx) + x[n, c, below, right] * dx
-    return (upper * (1 - dy) + lower * dy).astype(x.dtype)
+    out = np.empty_like(x)
+    for k in range(N):    # bilinear is separable: between two rows, then two columns
+        between_rows = (x[k][:, top[k, :, 0]] * (1 - dy[k])
+                        + x[k][:, below[k, :, 0]] * dy[k])                        # (C, H, W)
+        out[k] = (between_rows[:, :, left[k, 0]] * (1 - dx[k])
+                  + between_rows[:, :, right[k, 0]] * dx[k])
+    return out
 
 
 def brightness_contrast(x: np.ndarray, rng: np.random.Generator, brightness: float = 0.1,
