@@ -42,7 +42,7 @@ DOCTREES = DOCS / "_build" / "doctrees"
 HTML = DOCS / "_build" / "html"      # Sphinx writes here (myst-nb puts its files beside it) ...
 OUT = DOCS / "_site"                 # ... and the finished site moves here
 GUIDES = ["tutorial.md", "layers.md", "im2col.md", "performance.md", "performance-history.md",
-          "reliability.md", "bloodcells.md", "pbc.md"]
+          "reliability.md", "bloodcells.md", "pbc.md", "twolabs.md"]
 MATHJAX_PLACES = [os.environ.get("NUMCNN_MATHJAX", ""), "/usr/share/javascript/mathjax",
                   "/usr/share/nodejs/mathjax", "/usr/lib/node_modules/mathjax"]
 LINK = re.compile(r"(!?)\[([^\]\n]*)\]\(([^)\s]+)\)")
