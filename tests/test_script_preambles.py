@@ -19,8 +19,8 @@ import pytest
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 SCRIPTS = ["examples/bloodcells.py", "examples/pbc.py", "examples/transfer.py",
-           "examples/digits.py", "benchmarks/bloodnet.py", "benchmarks/lock_cost.py",
-           "benchmarks/step_time.py"]
+           "examples/twolabs.py", "examples/digits.py", "benchmarks/bloodnet.py",
+           "benchmarks/lock_cost.py", "benchmarks/augment_cost.py", "benchmarks/step_time.py"]
 #: Python that sets the variable: environ's setdefault, or an assignment to environ[...].
 SETS_IT = re.compile(r"environ(?:\.setdefault\(|\[)\s*[\"']OPENBLAS_THREAD_TIMEOUT[\"']")
 #: Runs a script's module code as `python <script>` would, but not its main; prints the setting.
