@@ -41,7 +41,7 @@ STAGE = DOCS / "_build" / "site-src"
 DOCTREES = DOCS / "_build" / "doctrees"
 HTML = DOCS / "_build" / "html"      # Sphinx writes here (myst-nb puts its files beside it) ...
 OUT = DOCS / "_site"                 # ... and the finished site moves here
-GUIDES = ["tutorial.md", "layers.md", "im2col.md", "performance.md", "performance-history.md",
+DOC_PAGES = ["tutorial.md", "layers.md", "im2col.md", "performance.md", "performance-history.md",
           "reliability.md", "bloodcells.md", "pbc.md", "twolabs.md"]
 MATHJAX_PLACES = [os.environ.get("NUMCNN_MATHJAX", ""), "/usr/share/javascript/mathjax",
                   "/usr/share/nodejs/mathjax", "/usr/lib/node_modules/mathjax"]
@@ -152,7 +152,7 @@ def stage(notebooks):
     (STAGE / "course").mkdir(parents=True)
     shutil.copytree(DOCS / "img", STAGE / "img")
     markdown = {DOCS / "index.md": "index.md", COURSE / "index.md": "course/index.md"}
-    markdown.update({DOCS / name: name for name in GUIDES})
+    markdown.update({DOCS / name: name for name in DOC_PAGES})
     markdown.update({path: f"benchmarks/{path.name}"
                      for path in sorted((DOCS / "benchmarks").glob("*.md"))})
     staged = set(markdown) | {path.resolve() for path in (DOCS / "img").iterdir()} \
@@ -180,7 +180,7 @@ def site_navigation(notebooks):
         return (f"\n```{{toctree}}\n:hidden:\n:caption: {caption}\n\n"
                 + "\n".join(entries) + "\n```\n")
     return (toctree("Course", ["course/index"] + [f"course/{stem}" for stem in notebooks])
-            + toctree("Guides", [name[:-3] for name in GUIDES])
+            + toctree("Guides", [name[:-3] for name in DOC_PAGES])
             + toctree("Reference", ["api"]))
 
 

@@ -16,7 +16,7 @@ import subprocess
 import sys
 from importlib import metadata
 
-__all__ = ["machine_info", "processor_name", "dataset_places", "report"]
+__all__ = ["machine_info", "processor_name", "report"]
 
 #: Environment variables that change how numcnn or its libraries run.
 SETTINGS = ("NUMCNN_ROUTE", "NUMCNN_BACKEND", "NUMCNN_CACHE", "NUMBA_CPU_NAME",
@@ -96,23 +96,6 @@ def machine_info():
     }
 
 
-def dataset_places():
-    """``{name: (folder or None, how to get it)}`` for every dataset numcnn loads."""
-    from .datasets import bloodcells, pbc
-    from .errors import DataNotFoundError
-    places = {"digits": ("inside scikit-learn (no download)", "")}
-    for name, module, url in (
-            ("bloodcells", bloodcells, "https://www.kaggle.com/datasets/paultimothymooney/"
-                                       "blood-cells"),
-            ("pbc", pbc, "https://doi.org/10.17632/snkd93bnjr.1")):
-        try:
-            places[name] = (str(module.locate()), "")
-        except DataNotFoundError:
-            places[name] = (None, f"not found: get it from {url}, then pass --data or set "
-                                  f"{module.DATA_ENV_VAR}")
-    return places
-
-
 def report():
     """The text ``python -m numcnn info`` prints."""
     info = machine_info()
@@ -130,7 +113,8 @@ def report():
              f"scikit-learn {info['scikit_learn']}",
              "BLAS: " + ("; ".join(info["blas"]) or "none found"),
              f"cache folder: {info['cache']}"]
-    for name, (folder, how) in dataset_places().items():
+    from .datasets import places
+    for name, (folder, how) in places().items():
         lines.append(f"dataset {name}: {folder or how}")
     if info["environment"]:
         lines.append("settings: " + " ".join(f"{key}={value}"

@@ -22,4 +22,20 @@ scikit-learn, a dependency: nothing to find or download.
 """
 from . import bloodcells, digits, pbc
 
-__all__ = ["bloodcells", "digits", "pbc"]
+__all__ = ["bloodcells", "digits", "pbc", "places"]
+
+#: The datasets that must be found on disk, by name.
+DOWNLOADED = {"bloodcells": bloodcells, "pbc": pbc}
+
+
+def places():
+    """``{name: (folder or None, how to get it)}`` for every dataset numcnn loads."""
+    from ..errors import DataNotFoundError
+    found = {"digits": ("inside scikit-learn (no download)", "")}
+    for name, module in DOWNLOADED.items():
+        try:
+            found[name] = (str(module.locate()), "")
+        except DataNotFoundError:
+            found[name] = (None, f"not found: get it from {module.SOURCE_URL}, then pass --data "
+                                 f"or set {module.DATA_ENV_VAR}")
+    return found

@@ -49,6 +49,8 @@ IMAGE_SHAPE = (240, 320, 3)           # HWC of every JPEG in the archive
 """HWC shape of every JPEG in the archive."""
 DATA_ENV_VAR = "NUMCNN_BLOODCELLS"
 """The environment variable that may say where the images are."""
+SOURCE_URL = "https://www.kaggle.com/datasets/paultimothymooney/blood-cells"
+"""Where the archive can be downloaded."""
 
 #: Where the images/ folder may sit inside the folder the user points at.
 _IMAGES_SUBFOLDERS = ("dataset2-master/images", "images", ".")

@@ -80,6 +80,8 @@ IMAGE_SIZE = 128
 """Side of the stored images, in pixels."""
 DATA_ENV_VAR = "NUMCNN_PBC"
 """The environment variable that may say where the dataset is."""
+SOURCE_URL = "https://doi.org/10.17632/snkd93bnjr.1"
+"""Where the dataset can be downloaded (Mendeley Data)."""
 CITATION = ("Acevedo A, Merino A, Alférez S, Molina Á, Boldú L, Rodellar J. A dataset of "
             "microscopic peripheral blood cell images for development of automatic recognition "
             "systems. Data in Brief 30 (2020) 105474. doi:10.17632/snkd93bnjr.1 (CC BY 4.0)")
