@@ -62,15 +62,15 @@ def load_images(settings, say):
     """Both laboratories' images at the archive's scale: the archive's TRAIN and TEST as the
     blood-cell study makes them, PBC's train, val and test splits of the four classes."""
     data = bloodcell_study.load_images(settings, say)         # train, test, their cells
-    archive_lymphocytes = [path for path, label in zip(data["train"].paths, data["train"].y)
-                           if CLASSES[label] == "LYMPHOCYTE"]
-    ratio, data["scale"] = scale.scale_between(archive_lymphocytes, _pbc_lymphocytes(settings),
-                                               say)
+    ours = {split: pbc.load_data(split, settings.pbc_data, classes=list(SHARED),
+                                 max_per_class=settings.max_per_class,
+                                 cache_dir=settings.cache_dir, progress=not settings.quiet)
+            for split in ("train", "val", "test")}
+    ratio, data["scale"] = scale.scale_between(*[                # the training lymphocytes
+        [path for path, label in zip(images.paths, images.y) if label == SHARED.index("lymphocyte")]
+        for images in (data["train"], ours["train"])], say)
     window = scale.ScaledToWindow(1 / ratio, settings.crop)  # PBC pixels -> archive pixels
-    for split in ("train", "val", "test"):
-        images = pbc.load_data(split, settings.pbc_data, classes=list(SHARED),
-                               max_per_class=settings.max_per_class, cache_dir=settings.cache_dir,
-                               progress=not settings.quiet)
+    for split, images in ours.items():
         images.x = scale.images_in_window(images.x, window, settings.factor)
         if settings.colour_norm == "image":
             images.x = normalise_colour(images.x)
@@ -80,13 +80,6 @@ def load_images(settings, say):
     pbc_files = datacheck.check_data(data, ("pbc_train", "pbc_val", "pbc_test"))
     data["files"]["identity"].update(pbc_files["identity"])  # a resumed run: the same images
     return data
-
-
-def _pbc_lymphocytes(settings):
-    """PBC's training lymphocytes (files), on which its scale is measured."""
-    return pbc.load_data("train", settings.pbc_data, classes=["lymphocyte"],
-                         max_per_class=settings.max_per_class, cache_dir=settings.cache_dir,
-                         progress=False).paths
 
 
 def train_seed(seed, *, settings, data, run, say):
