@@ -5,9 +5,10 @@ without importing the example (which pulls in the whole study), and
 ``compare.py`` repeats a few of bloodnet's constants so as not to import numpy.
 These tests fail when either drifts from what it copies.
 """
-import importlib.util
 
 import pytest
+
+from numcnn.testing import load_script
 
 import bloodnet
 import compare
@@ -17,13 +18,10 @@ EXAMPLE = bloodnet.REPO_ROOT / "examples" / "bloodcells.py"
 
 @pytest.fixture(scope="module")
 def example():
-    spec = importlib.util.spec_from_file_location("bloodcells_example_for_benchmarks", EXAMPLE)
-    module = importlib.util.module_from_spec(spec)
-    try:
-        spec.loader.exec_module(module)     # (cellstudy: examples/ is on sys.path, conftest.py)
+    try:                                    # (cellstudy: examples/ is on sys.path, conftest.py)
+        return load_script(EXAMPLE, "bloodcells_example_for_benchmarks")
     except ImportError as error:
         pytest.skip(f"examples/bloodcells.py cannot be imported here ({error})")
-    return module
 
 
 @pytest.fixture(scope="module")

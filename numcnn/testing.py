@@ -15,7 +15,7 @@ a kernel or layer of your own can be held to them alike:
 """
 import numpy as np
 
-__all__ = ["assert_close32"]
+__all__ = ["assert_close32", "load_script"]
 
 
 def assert_close32(actual, expected, what="", rtol=1e-4, atol_scale=1e-5):
@@ -44,3 +44,13 @@ def assert_close32(actual, expected, what="", rtol=1e-4, atol_scale=1e-5):
     scale = max(float(np.abs(expected).max(initial=0.0)), 1e-30)
     np.testing.assert_allclose(actual, expected, rtol=rtol, atol=atol_scale * scale,
                                err_msg=what)
+
+
+def load_script(path, name):
+    """A script file as a module named ``name``, its top level run, its ``__main__`` block not:
+    how a test reaches a script's functions (``load_script("examples/pbc.py", "pbc_example")``)."""
+    import importlib.util
+    spec = importlib.util.spec_from_file_location(name, path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module

@@ -6,11 +6,12 @@ teachers' versions come out of the one source as they should, every lesson
 has an exercise whose check comes after its stub, asserts something, and
 every exercise of ``numcnn.exercises`` is taught somewhere.
 """
-import importlib.util
 import re
 from pathlib import Path
 
 import pytest
+
+from numcnn.testing import load_script
 
 from numcnn import exercises
 
@@ -18,10 +19,7 @@ COURSE = Path(__file__).resolve().parent.parent / "docs" / "course"
 
 
 def load(name):
-    spec = importlib.util.spec_from_file_location(f"course_{name}", COURSE / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_script(COURSE / f"{name}.py", f"course_{name}")
 
 
 versions = load("versions")

@@ -25,6 +25,8 @@ from pathlib import Path
 
 import pytest
 
+from numcnn.testing import load_script
+
 import numcnn
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -323,10 +325,7 @@ def test_api_reference_renders(tmp_path):
 # The generated parts of docs/im2col.md are what their scripts generate
 # ---------------------------------------------------------------------------
 def load_doc_script(name):
-    spec = importlib.util.spec_from_file_location(f"docs_{name}", DOCS / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_script(DOCS / f"{name}.py", f"docs_{name}")
 
 
 def test_im2col_memory_table_is_current():

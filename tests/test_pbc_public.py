@@ -14,7 +14,6 @@ import configparser
 import contextlib
 import csv
 import gzip
-import importlib.util
 import io
 import os
 import re
@@ -23,6 +22,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+
+from numcnn.testing import load_script
 from PIL import Image
 
 import numcnn.data.cache
@@ -265,10 +266,7 @@ def test_a_folder_without_originals_says_where_to_get_them(tmp_path):
 # ----------------------------------------------------------------------------
 
 def test_docs_table_is_current(originals, pbc_dir):
-    spec = importlib.util.spec_from_file_location("docs_pbc_originals",
-                                                  REPO_ROOT / "docs" / "pbc_originals.py")
-    script = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(script)
+    script = load_script(REPO_ROOT / "docs" / "pbc_originals.py", "docs_pbc_originals")
     printed = io.StringIO()
     with contextlib.redirect_stdout(printed):
         script.main(originals, pbc_dir)

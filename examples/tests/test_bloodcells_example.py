@@ -6,7 +6,6 @@ check the outputs, that ``--resume`` gives exactly the weights of an
 uninterrupted run (also from the files numcnn 0.1 wrote), and ``--predict``.
 The fast tests need no training.
 """
-import importlib.util
 import json
 import os
 import shutil
@@ -16,6 +15,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+
+from numcnn.testing import load_script
 from skimage import io, transform
 
 import numcnn
@@ -33,14 +34,7 @@ SCRIPT = REPO_ROOT / "examples" / "bloodcells.py"
 CLASSES = bloodcells.CLASSES
 
 
-def _load_example():
-    spec = importlib.util.spec_from_file_location("bloodcells_example", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-example = _load_example()
+example = load_script(SCRIPT, "bloodcells_example")
 
 
 def settings_of(argv):

@@ -25,7 +25,6 @@ The library's own fault tests are in tests/test_faults.py; docs/reliability.md
 lists every case with its outcome.
 """
 import errno
-import importlib.util
 import json
 import os
 import re
@@ -40,6 +39,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+
+from numcnn.testing import load_script
 from skimage import io, transform
 
 import numcnn
@@ -62,15 +63,8 @@ STEPS = 15             # training steps of a whole run: 3 epochs of 5 batches (a
 TIMEOUT = 300          # seconds any one subprocess may take before the test fails
 
 
-def _load(script, name):
-    spec = importlib.util.spec_from_file_location(name, script)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-example = _load(SCRIPT, "bloodcells_example_faults")
-pbc_example = _load(PBC_SCRIPT, "pbc_example_faults")
+example = load_script(SCRIPT, "bloodcells_example_faults")
+pbc_example = load_script(PBC_SCRIPT, "pbc_example_faults")
 
 # The driver runs examples/bloodcells.py as a script, as `python bloodcells.py ...` does,
 # with two hooks: it prints FAULT-STEP to stderr before every training step, and with

@@ -34,6 +34,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from numcnn.testing import load_script
+
 import numcnn
 from numcnn import metrics
 from numcnn.data import list_image_files, subsample_per_class
@@ -58,15 +60,7 @@ TRANSFER_SCRIPT = REPO_ROOT / "examples" / "transfer.py"
 SHARED = ("eosinophil", "lymphocyte", "monocyte", "neutrophil")
 
 
-def _load(script, name):
-    import importlib.util
-    spec = importlib.util.spec_from_file_location(name, script)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-transfer_example = _load(TRANSFER_SCRIPT, "transfer_example_faults")
+transfer_example = load_script(TRANSFER_SCRIPT, "transfer_example_faults")
 
 
 def one_error(err):

@@ -6,12 +6,13 @@ intervals over images, figures, results.json with the keys of the blood-cell
 study, --resume, --predict. The transfer script then tests that model's
 four-class sibling and a tiny blood-cell model on the other laboratory's images.
 """
-import importlib.util
 import json
 from pathlib import Path
 
 import numpy as np
 import pytest
+
+from numcnn.testing import load_script
 
 import numcnn
 from numcnn.datasets import pbc
@@ -23,10 +24,7 @@ SHARED = ("eosinophil", "lymphocyte", "monocyte", "neutrophil")
 
 
 def _load(name):
-    spec = importlib.util.spec_from_file_location(f"{name}_example", EXAMPLES / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_script(EXAMPLES / f"{name}.py", f"{name}_example")
 
 
 pbc_example = _load("pbc")

@@ -5,13 +5,14 @@ each split, a narrow network); its reports per laboratory, figures and
 results.json are checked, then --resume and --predict on images of both
 laboratories, at their scales, and on one with no stained cell.
 """
-import importlib.util
 import json
 import re
 from pathlib import Path
 
 import numpy as np
 import pytest
+
+from numcnn.testing import load_script
 
 import numcnn
 from numcnn.datasets import bloodcells
@@ -25,10 +26,7 @@ PREDICTION = re.compile(r"^(?P<path>.+): (?P<cls>EOSINOPHIL|LYMPHOCYTE|MONOCYTE|
 
 
 def _load(name):
-    spec = importlib.util.spec_from_file_location(f"{name}_example", EXAMPLES / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_script(EXAMPLES / f"{name}.py", f"{name}_example")
 
 
 twolabs = _load("twolabs")
