@@ -35,6 +35,8 @@ class Step:
     """
 
     layers = ()
+    #: The attributes in which ``forward`` keeps what ``backward`` needs.
+    saved = ()
 
     def forward(self, x, training):
         """The output of the step's last layer for the input ``x`` of its first."""
@@ -46,6 +48,11 @@ class Step:
         ``input_grad=False`` (the first step of a model) may skip it and return None.
         """
         raise NotImplementedError
+
+    def release(self):
+        """Let go of what ``forward`` kept for ``backward`` (see :meth:`Layer.release`)."""
+        for name in self.saved:
+            setattr(self, name, None)
 
 
 class LayerStep(Step):
@@ -60,6 +67,9 @@ class LayerStep(Step):
     def backward(self, dy, input_grad):
         return self.layers[0].backward(dy, input_grad=input_grad)
 
+    def release(self):
+        self.layers[0].release()
+
 
 class ConvolutionStep(Step):
     """A Conv2D computed as the layer does (im2col, one matrix multiply), done faster.
@@ -71,6 +81,8 @@ class ConvolutionStep(Step):
     OpenBLAS runs about a fifth faster for these shapes (a reordered sum:
     equal to float32 rounding).
     """
+
+    saved = ("_x",)
 
     def __init__(self, conv):
         self.layers = [conv]
@@ -141,6 +153,8 @@ class DirectConvolutionStep(Step):
     BatchNorm and ReLU after it are the next step of the plan.
     """
 
+    saved = ("_x",)
+
     def __init__(self, conv):
         self.layers = [conv]
         self.conv = conv
@@ -175,6 +189,8 @@ def runs_direct(conv):
 
 class BatchNormReLUStep(Step):
     """A BatchNorm and the ReLU after it, in one pass each way."""
+
+    saved = ("_x", "_y", "_mean", "_var")
 
     def __init__(self, norm, relu):
         self.layers = [norm, relu]
@@ -222,9 +238,15 @@ class Plan:
         return x
 
     def backward(self, dy):
-        """Backpropagate ``dy`` through every step; fills every layer's ``grads``."""
+        """Backpropagate ``dy`` through every step; fills every layer's ``grads``.
+
+        Each step lets go of its activations once its gradients are made: the
+        memory of the steps done serves the ones still to go (docs/performance.md,
+        "Memory", measures what that saves).
+        """
         for k in range(len(self.steps) - 1, -1, -1):
             dy = self.steps[k].backward(dy, input_grad=k > 0)
+            self.steps[k].release()
 
     def describe(self):
         """One line per step: its kind and its layers' names."""

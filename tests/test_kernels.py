@@ -668,16 +668,19 @@ def test_dropout_matches_reference_exactly(shape, dtype, p, seed):
     rng = np.random.default_rng(seed)
     x = rng.standard_normal(shape).astype(dtype)
     draw = int(rng.integers(0, 2**63))
-    y_ref, mask_ref = reference.dropout_forward(x, draw, p)
-    y_jit, mask_jit = jit.dropout_forward(x, draw, p)
+    mask_ref = reference.dropout_mask(draw, shape, p, x.dtype)
+    mask_jit = jit.dropout_mask(draw, shape, p, x.dtype)
+    y_ref, y_jit = reference.dropout_forward(x, draw, p), jit.dropout_forward(x, draw, p)
     assert y_jit.dtype == y_ref.dtype and mask_jit.dtype == mask_ref.dtype
     np.testing.assert_array_equal(mask_jit, mask_ref)
     np.testing.assert_array_equal(y_jit, y_ref)
+    np.testing.assert_array_equal(y_ref, x * mask_ref)
     u = reference.uniform_from_seed(draw, shape)
     np.testing.assert_array_equal(mask_ref == 0, u < np.float32(p))
     dy = rng.standard_normal(shape).astype(dtype)
-    np.testing.assert_array_equal(jit.dropout_backward(dy, mask_ref),
-                                  reference.dropout_backward(dy, mask_ref))
+    np.testing.assert_array_equal(jit.dropout_backward(dy, draw, p),
+                                  reference.dropout_backward(dy, draw, p))
+    np.testing.assert_array_equal(reference.dropout_backward(dy, draw, p), dy * mask_ref)
 
 
 def test_uniform_from_seed_is_splitmix64_and_looks_uniform():

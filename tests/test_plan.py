@@ -135,6 +135,27 @@ def test_the_fused_step_goes_backward_only_after_training(rng, kernel):
 
 
 @KERNELS
+@pytest.mark.parametrize("backend", ["numba", "numpy"])
+def test_backward_lets_go_of_every_activation(rng, kernel, backend):
+    """Once the plan's backward pass is through, no step and no layer holds an activation
+    (each let go as soon as its gradients were made), and a second backward is refused."""
+    model = small_network(kernel=kernel)
+    x = rng.standard_normal((4, 3, 16, 16)).astype(np.float32)
+    dy = rng.standard_normal((4, 3)).astype(np.float32)
+    with numcnn.use_backend(backend):
+        plan = build_plan(model.layers)
+        plan.forward(x, True)
+        holders = list(plan.steps) + list(model.layers)
+        held = [getattr(owner, name, None) for owner in holders for name in owner.saved]
+        assert sum(isinstance(array, np.ndarray) for array in held) >= 8
+        plan.backward(dy)
+        assert [(owner, name) for owner in holders for name in owner.saved
+                if getattr(owner, name, None) is not None] == []
+        with pytest.raises(RuntimeError, match="forward before backward"):
+            model.layers[-1].backward(dy)
+
+
+@KERNELS
 def test_training_is_still_deterministic_with_the_plan(rng, kernel):
     x = rng.standard_normal((24, 3, 16, 16)).astype(np.float32)
     y = rng.integers(0, 3, 24)

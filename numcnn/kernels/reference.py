@@ -387,32 +387,35 @@ def uniform_from_seed(seed, shape):
     return ((z >> np.uint64(40)).astype(np.float32) * np.float32(2.0 ** -24)).reshape(shape)
 
 
+def dropout_mask(seed, shape, p, dtype):
+    """``0`` where a unit is dropped (``u < p``), ``1 / (1 - p)`` where it is kept.
+
+    ``u = uniform_from_seed(seed, shape)``: the mask is a function of the
+    seed, so the backward pass makes it again instead of keeping it.
+    """
+    u = uniform_from_seed(seed, shape)
+    return (u >= np.float32(p)).astype(dtype) * np.dtype(dtype).type(1.0 / (1.0 - p))
+
+
 def dropout_forward(x, seed, p):
-    """Inverted dropout: keep where ``u >= p`` and scale kept units by 1/(1-p).
+    """Inverted dropout: ``x * mask``, kept units scaled by 1/(1-p).
 
     Parameters
     ----------
     x : ndarray, any shape
     seed : int
-        64-bit seed of the uniform numbers ``u = uniform_from_seed(seed, x.shape)``
-        (the layer draws it from its Generator).
+        64-bit seed of the uniform numbers (the layer draws it from its
+        Generator); see :func:`dropout_mask`.
     p : float
         Drop probability, 0 <= p < 1.
-
-    Returns
-    -------
-    y : ndarray, like x
-    mask : ndarray, like x
-        ``0`` where dropped, ``1 / (1 - p)`` where kept; ``dx = dy * mask``.
     """
-    u = uniform_from_seed(seed, x.shape)
-    mask = (u >= np.float32(p)).astype(x.dtype) * x.dtype.type(1.0 / (1.0 - p))
-    return x * mask, mask
+    return x * dropout_mask(seed, x.shape, p, x.dtype)
 
 
-def dropout_backward(dy, mask):
-    """``dy * mask``: the same units are dropped and scaled on the way back."""
-    return dy * mask
+def dropout_backward(dy, seed, p):
+    """``dy * mask``, the forward pass's mask made again from its seed: the same
+    units are dropped and scaled on the way back, and no mask is stored."""
+    return dy * dropout_mask(seed, dy.shape, p, dy.dtype)
 
 
 # ===========================================================================

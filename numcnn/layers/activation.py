@@ -21,6 +21,8 @@ class ReLU(Layer):
     fused kernel (see :class:`numcnn.layers.BatchNorm`).
     """
 
+    saved = ("_y",)
+
     def _forward(self, x, training):
         self._y = kernels().relu_forward(x)
         return self._y
@@ -53,6 +55,7 @@ class Softmax(Layer):
 
     sample_ndim = 1
     layout = "(N, K)"
+    saved = ("_y",)
 
     def _forward(self, x, training):
         self._y = softmax(x, axis=1)

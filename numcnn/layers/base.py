@@ -33,6 +33,9 @@ class Layer:
     sample_ndim = None
     #: Printable layout of the expected input, used in error messages.
     layout = "(N, ...)"
+    #: The attributes in which ``forward`` keeps what ``backward`` needs;
+    #: :meth:`release` lets them go.
+    saved = ()
 
     def __init__(self):
         self.params = {}
@@ -82,6 +85,18 @@ class Layer:
             raise ValueError(f"{self.describe()}.backward expects a gradient of shape "
                              f"{self._out_shape} (the shape of its output); got {got}")
         return self._backward(dy, input_grad)
+
+    def release(self):
+        """Let go of what the last ``forward`` kept for ``backward``.
+
+        Training calls it on each layer as soon as the layer's gradients are
+        made, so that the activations of the layers already done are freed
+        while the backward pass goes on (PyTorch's autograd frees them the same
+        way). A later ``backward`` without a new ``forward`` is refused.
+        """
+        for name in self.saved:
+            setattr(self, name, None)
+        self._out_shape = None
 
     def build(self, rng):
         """(Re-)initialise parameters and random state from a Generator."""

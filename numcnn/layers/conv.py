@@ -65,6 +65,7 @@ class Conv2D(Layer):
 
     sample_ndim = 3
     layout = "(N, C, H, W)"
+    saved = ("_x",)
 
     def __init__(self, in_channels, out_channels, kernel_size, stride=1, padding=0,
                  init="he", rng=None):

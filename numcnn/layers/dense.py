@@ -28,6 +28,7 @@ class Dense(Layer):
     """
 
     sample_ndim = 1
+    saved = ("_x",)
 
     def __init__(self, in_features, out_features, init="he", rng=None):
         super().__init__()

@@ -31,6 +31,9 @@ class Dropout(Layer):
     layer's Generator, and the kernel computes ``u`` for every unit from it
     (:func:`numcnn.kernels.reference.uniform_from_seed`, the SplitMix64
     sequence), without drawing or storing millions of numbers one by one.
+    The layer keeps only the seed: the backward pass makes the same mask
+    again from it (:func:`numcnn.kernels.reference.dropout_mask`) instead
+    of storing a mask as large as the input.
 
     Which code runs it, one layer at a time and in the plan alike:
     :func:`numcnn.kernels.reference.dropout_forward` and ``dropout_backward``,
@@ -55,13 +58,12 @@ class Dropout(Layer):
 
     def _forward(self, x, training):
         if not training or self.p == 0.0:
-            self._mask = None
+            self._seed = None
             return x
-        seed = self.rng.integers(0, 2**63)      # one draw: the kernel makes the uniforms
-        y, self._mask = kernels().dropout_forward(x, seed, self.p)
-        return y
+        self._seed = self.rng.integers(0, 2**63)   # one draw: the kernel makes the uniforms
+        return kernels().dropout_forward(x, self._seed, self.p)
 
     def _backward(self, dy, input_grad=True):
-        if self._mask is None:
+        if self._seed is None:
             return dy
-        return kernels().dropout_backward(dy, self._mask)
+        return kernels().dropout_backward(dy, self._seed, self.p)   # the same mask, made again

@@ -48,6 +48,8 @@ class BatchNorm(Layer):
     rounding, the same running statistics.
     """
 
+    saved = ("_x", "_mean", "_var")
+
     def __init__(self, num_features, eps=1e-5, momentum=0.1):
         super().__init__()
         where = type(self).__name__

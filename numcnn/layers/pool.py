@@ -37,6 +37,7 @@ class MaxPool2D(Layer):
 
     sample_ndim = 3
     layout = "(N, C, H, W)"
+    saved = ("_argmax",)
 
     def __init__(self, kernel_size, stride=None):
         super().__init__()

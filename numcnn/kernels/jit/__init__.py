@@ -26,8 +26,8 @@ backward are race-free.
 from ..reference import conv_output_size
 from .columns import add_channel_bias, channel_sums, col2im, im2col, nchw_from_rows, rows_from_nchw
 from .direct import conv2d_direct, conv2d_direct_backward
-from .elementwise import (dropout_backward, dropout_forward, relu_backward, relu_forward,
-                          uniform_from_seed)
+from .elementwise import (dropout_backward, dropout_forward, dropout_mask, relu_backward,
+                          relu_forward, uniform_from_seed)
 from .normalisation import (batchnorm_backward, batchnorm_forward, batchnorm_inference,
                             batchnorm_relu_backward, batchnorm_relu_forward,
                             batchnorm_relu_inference)
@@ -37,4 +37,5 @@ __all__ = ["conv_output_size", "conv2d_direct", "conv2d_direct_backward", "im2co
            "nchw_from_rows", "rows_from_nchw", "add_channel_bias", "channel_sums",
            "maxpool_forward", "maxpool_backward", "batchnorm_forward", "batchnorm_inference",
            "batchnorm_backward", "batchnorm_relu_forward", "batchnorm_relu_inference",
-           "batchnorm_relu_backward", "relu_forward", "relu_backward", "uniform_from_seed", "dropout_forward", "dropout_backward"]
+           "batchnorm_relu_backward", "relu_forward", "relu_backward", "uniform_from_seed",
+           "dropout_mask", "dropout_forward", "dropout_backward"]

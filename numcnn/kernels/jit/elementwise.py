@@ -12,8 +12,8 @@ from numba import njit, prange
 from ..reference import SPLITMIX_MIX1, SPLITMIX_MIX2, SPLITMIX_STEP
 from .compiling import kernel
 
-__all__ = ["relu_forward", "relu_backward", "uniform_from_seed", "dropout_forward",
-           "dropout_backward"]
+__all__ = ["relu_forward", "relu_backward", "uniform_from_seed", "dropout_mask",
+           "dropout_forward", "dropout_backward"]
 
 
 @kernel(parallel=True)
@@ -69,34 +69,30 @@ def uniform_from_seed(seed, shape):
 
 
 @kernel(parallel=True)
-def _dropout_forward(x, seed, p, scale, y, mask):
+def _dropout(x, seed, p, scale, y):
     for i in prange(x.size):
         u = _splitmix_uniform(seed, i)  # made here, never stored
-        m = scale if u >= p else 0
-        mask[i] = m
-        y[i] = x[i] * m
+        y[i] = x[i] * scale if u >= p else x[i] * 0
+
+
+def _dropout_call(x, seed, p):
+    x = np.ascontiguousarray(x)
+    y = np.empty_like(x)
+    _dropout(x.reshape(-1), np.uint64(seed), np.float32(p), x.dtype.type(1.0 / (1.0 - p)),
+             y.reshape(-1))
+    return y
+
+
+def dropout_mask(seed, shape, p, dtype):
+    """The mask that dropout_forward multiplies by, as an array; see the reference twin."""
+    return _dropout_call(np.ones(shape, dtype=dtype), seed, p)
 
 
 def dropout_forward(x, seed, p):
     """Inverted dropout, its uniform numbers made on the fly; see the reference twin."""
-    x = np.ascontiguousarray(x)
-    y = np.empty_like(x)
-    mask = np.empty_like(x)
-    scale = x.dtype.type(1.0 / (1.0 - p))
-    _dropout_forward(x.reshape(-1), np.uint64(seed), np.float32(p), scale,
-                     y.reshape(-1), mask.reshape(-1))
-    return y, mask
+    return _dropout_call(x, seed, p)
 
 
-@kernel(parallel=True)
-def _multiply(a, b, out):
-    for i in prange(a.size):
-        out[i] = a[i] * b[i]
-
-
-def dropout_backward(dy, mask):
-    """``dy * mask``."""
-    dy = np.ascontiguousarray(dy)
-    dx = np.empty_like(dy)
-    _multiply(dy.reshape(-1), mask.reshape(-1), dx.reshape(-1))
-    return dx
+def dropout_backward(dy, seed, p):
+    """``dy * mask``, the mask made again from the seed; see the reference twin."""
+    return _dropout_call(dy, seed, p)
