@@ -145,8 +145,10 @@ def test_profile_total_agrees_with_a_timed_training_step(rng):
         steps.append(time.perf_counter() - began)
         profiles.append(model.profile(x, y, print_fn=None)["total_ms"] / 1e3)
     # The profile is the step without the optimizer update: same order of magnitude.
-    ratio = np.median(profiles) / np.median(steps)
-    assert 0.3 < ratio < 3.0, (np.median(profiles), np.median(steps))
+    # Minima, the least disturbed call of each: on a loaded machine (a training run
+    # beside the suite) the medians of five calls once gave 0.28.
+    ratio = min(profiles) / min(steps)
+    assert 0.3 < ratio < 3.0, (min(profiles), min(steps))
 
 
 def test_profile_prints_a_table(trained, capsys):
