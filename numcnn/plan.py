@@ -35,7 +35,7 @@ class Step:
     """
 
     layers = ()
-    #: The attributes in which ``forward`` keeps what ``backward`` needs.
+    #: The attributes in which ``forward`` keeps arrays for ``backward``.
     saved = ()
 
     def forward(self, x, training):

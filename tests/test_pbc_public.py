@@ -22,11 +22,10 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-
-from numcnn.testing import load_script
 from PIL import Image
 
 import numcnn.data.cache
+from numcnn.testing import load_script
 from numcnn.data import downscale, preprocess_image, read_rgb_image
 from numcnn.datasets import pbc
 from numcnn.datasets.pbc_originals import (ORIGINALS_FOLDER, PrepareOriginal, file_md5,

@@ -33,8 +33,8 @@ class Layer:
     sample_ndim = None
     #: Printable layout of the expected input, used in error messages.
     layout = "(N, ...)"
-    #: The attributes in which ``forward`` keeps what ``backward`` needs;
-    #: :meth:`release` lets them go.
+    #: The attributes in which ``forward`` keeps arrays for ``backward`` (small
+    #: things, a shape or a seed, stay); :meth:`release` lets them go.
     saved = ()
 
     def __init__(self):
