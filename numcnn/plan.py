@@ -2,7 +2,8 @@
 
 Layers are written one at a time, to be read. Some work is cheaper done
 another way, or together with a neighbour: a BatchNorm and the ReLU after it
-make one pass over the data instead of two each way; a 3x3 convolution with
+make one pass over the data instead of two each way (and, with a 2x2 max
+pool after them, never write the ReLU's full-size output); a 3x3 convolution with
 stride 1 runs the direct kernels, which need no column matrix; any other
 convolution adds its bias while it reorders its output, and computes its
 weight gradient as the transpose of a product that BLAS does faster.
@@ -21,11 +22,12 @@ layer's ``grads``. The tests hold the two paths to that.
 import numpy as np
 
 from .backend import get_backend, kernels
-from .layers import BatchNorm, Conv2D, ReLU
+from .layers import BatchNorm, BatchNorm2D, Conv2D, MaxPool2D, ReLU
 from .layers.columns import ColumnWorkspace
 
 __all__ = ["build_plan", "Plan", "Step", "LayerStep", "ConvolutionStep",
-           "DirectConvolutionStep", "BatchNormReLUStep", "runs_direct"]
+           "DirectConvolutionStep", "BatchNormReLUStep", "BatchNormReLUMaxPoolStep",
+           "runs_direct", "pools_2x2"]
 
 
 class Step:
@@ -225,6 +227,57 @@ class BatchNormReLUStep(Step):
         return dx.reshape(dy.shape)
 
 
+class BatchNormReLUMaxPoolStep(Step):
+    """A BatchNorm2D, the ReLU after it and a 2x2 max pool with stride 2 after that, fused.
+
+    The full-size output of the ReLU is never written, nor its gradient: the
+    forward pass writes the pooled output and where each window's maximum
+    was; the backward pass needs BatchNorm's sums over the windows' positive
+    maxima only (the only inputs whose gradient is not zero), then writes the
+    input gradient in one pass. About half the memory traffic of the three
+    layers one by one (docs/performance.md measures it).
+    """
+
+    saved = ("_x", "_y", "_argmax", "_mean", "_var")
+
+    def __init__(self, norm, relu, pool):
+        self.layers = [norm, relu, pool]
+
+    def forward(self, x, training):
+        norm, _, pool = self.layers
+        pool.output_shape(x.shape[1:])                # the layer's own check of the input
+        gamma = norm.params["gamma"].astype(x.dtype, copy=False)
+        beta = norm.params["beta"].astype(x.dtype, copy=False)
+        self._training = training
+        if not training:
+            mean = norm.buffers["running_mean"].astype(x.dtype)
+            var = norm.buffers["running_var"].astype(x.dtype)
+            return kernels().batchnorm_relu_maxpool2_inference(x, gamma, beta, mean, var,
+                                                               norm.eps)
+        y, self._argmax, self._mean, self._var = kernels().batchnorm_relu_maxpool2_forward(
+            x, gamma, beta, norm.eps)
+        norm.update_running_statistics(self._mean, self._var,
+                                       x.shape[0] * x.shape[2] * x.shape[3])
+        self._x, self._y = x, y
+        return y
+
+    def backward(self, dy, input_grad):
+        if not self._training:
+            raise RuntimeError("the fused BatchNorm-ReLU-MaxPool step goes backward only after "
+                               "a training pass (run the layers one by one for gradients in "
+                               "evaluation mode)")
+        norm = self.layers[0]
+        gamma = norm.params["gamma"].astype(self._x.dtype, copy=False)
+        dx, norm.grads["gamma"], norm.grads["beta"] = kernels().batchnorm_relu_maxpool2_backward(
+            dy, self._argmax, self._y, self._x, gamma, self._mean, self._var, norm.eps)
+        return dx
+
+
+def pools_2x2(layer):
+    """Whether ``layer`` is a max pool over 2x2 windows with stride 2 (the fused step's kind)."""
+    return isinstance(layer, MaxPool2D) and layer.K == layer.stride == 2
+
+
 class Plan:
     """The steps of a model, run forward and backward like its list of layers."""
 
@@ -264,6 +317,11 @@ def build_plan(layers, fuse=None):
         if fuse and isinstance(layer, Conv2D) and runs_direct(layer):
             steps.append(DirectConvolutionStep(layer))   # a BatchNorm-ReLU step may follow
             k += 1
+            continue
+        if (fuse and isinstance(layer, BatchNorm2D) and isinstance(after, ReLU)
+                and k + 2 < len(layers) and pools_2x2(layers[k + 2])):
+            steps.append(BatchNormReLUMaxPoolStep(layer, after, layers[k + 2]))
+            k += 3
             continue
         if fuse and isinstance(layer, BatchNorm) and isinstance(after, ReLU):
             steps.append(BatchNormReLUStep(layer, after))

@@ -103,7 +103,9 @@ def test_expected_kernels_exist():
                 "maxpool_forward", "maxpool_backward", "batchnorm_forward",
                 "batchnorm_inference", "batchnorm_backward", "relu_forward", "relu_backward",
                 "dropout_forward", "dropout_backward", "uniform_from_seed",
-                "batchnorm_relu_forward", "batchnorm_relu_inference", "batchnorm_relu_backward"}
+                "batchnorm_relu_forward", "batchnorm_relu_inference", "batchnorm_relu_backward",
+                "batchnorm_relu_maxpool2_forward", "batchnorm_relu_maxpool2_inference",
+                "batchnorm_relu_maxpool2_backward"}
     assert expected <= set(public_functions(jit))
 
 
@@ -613,6 +615,48 @@ def test_fused_batchnorm_relu_equals_the_two_kernels(shape, dtype, seed):
                                                                             var, 1e-5)))
 
 
+@st.composite
+def pooled_image_shape(draw):
+    """(N, C, H, W) with H, W >= 2, odd ones included (a last row or column no window covers)."""
+    return (draw(st.integers(1, 4)), draw(st.integers(1, 4)), draw(st.integers(2, 9)),
+            draw(st.integers(2, 9)))
+
+
+@SETTINGS
+@given(shape=pooled_image_shape(), dtype=dtypes, seed=seeds)
+def test_fused_batchnorm_relu_maxpool2_equals_the_kernels_one_after_another(shape, dtype, seed):
+    """BatchNorm-ReLU-MaxPool in one kernel each way: forward, the same bits as
+    ``batchnorm_relu_forward`` then ``maxpool_forward`` (the ReLU's zeros tie in many
+    windows: the first one wins in both); backward, the same gradients as
+    ``maxpool_backward`` then ``batchnorm_relu_backward`` to rounding; both twins agree."""
+    rng, x, gamma, beta = bn_inputs(shape, dtype, seed)
+    y, argmax, mean, var = jit.batchnorm_relu_maxpool2_forward(x, gamma, beta, 1e-5)
+    z, mean2, var2 = jit.batchnorm_relu_forward(x, gamma, beta, 1e-5)
+    y2, argmax2 = jit.maxpool_forward(z, 2, 2)
+    np.testing.assert_array_equal(y, y2)
+    np.testing.assert_array_equal(argmax, argmax2)
+    np.testing.assert_array_equal(mean, mean2)
+    np.testing.assert_array_equal(var, var2)
+    y_ref, argmax_ref, mean_ref, var_ref = reference.batchnorm_relu_maxpool2_forward(
+        x, gamma, beta, 1e-5)
+    assert_close(y, y_ref, dtype, scale=np.abs(y_ref).max() + np.abs(beta).max() + 1)
+    assert_close(mean, mean_ref, dtype)
+    np.testing.assert_array_equal(
+        jit.batchnorm_relu_maxpool2_inference(x, gamma, beta, mean, var, 1e-5),
+        jit.maxpool_forward(jit.batchnorm_relu_inference(x, gamma, beta, mean, var, 1e-5),
+                            2, 2)[0])
+    dy = rng.standard_normal(y.shape).astype(dtype)
+    fused = jit.batchnorm_relu_maxpool2_backward(dy, argmax, y, x, gamma, mean, var, 1e-5)
+    apart = jit.batchnorm_relu_backward(jit.maxpool_backward(dy, argmax, x.shape, 2, 2), z, x,
+                                        gamma, mean, var, 1e-5)
+    twin = reference.batchnorm_relu_maxpool2_backward(dy, argmax, y, x, gamma, mean, var, 1e-5)
+    scale = (np.abs(dy).sum() + 1) * (np.abs(gamma).max() + 1)
+    for a, b, c in zip(fused, apart, twin):
+        assert a.shape == b.shape and a.dtype == b.dtype == x.dtype
+        assert_close(a, b, dtype, scale=scale)
+        assert_close(a, c, dtype, scale=scale)
+
+
 # ---------------------------------------------------------------------------
 # Element-wise kernels
 # ---------------------------------------------------------------------------
@@ -659,6 +703,9 @@ def test_nan_reaches_the_output_of_relu_maxpool_and_batchnorm_relu(module):
     mean, var = np.zeros(3, np.float32), np.ones(3, np.float32)
     y = module.batchnorm_relu_inference(x, gamma, beta, mean, var, 1e-5)
     assert np.isnan(y).sum() == 2 and np.isnan(y[0, 1, 2, 3])
+    pooled = module.batchnorm_relu_maxpool2_inference(x, gamma, beta, mean, var, 1e-5)
+    np.testing.assert_array_equal(pooled, module.maxpool_forward(y, 2, 2)[0])
+    assert np.isnan(pooled).sum() == 2 and np.isnan(pooled[0, 1, 1, 1]) and np.isnan(pooled[1, 2, 0, 0])
 
 
 @SETTINGS

@@ -12,8 +12,8 @@ from numcnn.layers import (BatchNorm1D, BatchNorm2D, Conv2D, Dense, Dropout, Fla
                            ReLU)
 from numcnn.losses import SoftmaxCrossEntropy
 from numcnn.optim import AdamW
-from numcnn.plan import (BatchNormReLUStep, ConvolutionStep, DirectConvolutionStep, LayerStep,
-                         build_plan)
+from numcnn.plan import (BatchNormReLUMaxPoolStep, BatchNormReLUStep, ConvolutionStep,
+                         DirectConvolutionStep, LayerStep, build_plan)
 
 
 def small_network(seed=0, kernel=3):
@@ -38,15 +38,15 @@ def test_the_numba_plan_fuses_convolution_blocks_and_batchnorm_relu():
         lone = build_plan([Conv2D(3, 4, 3, stride=2), ReLU(), Flatten()])
         lone_direct = build_plan([Conv2D(3, 4, 3), ReLU(), Flatten()])
     kinds = [type(step) for step in plan.steps]
-    assert kinds == [ConvolutionStep, BatchNormReLUStep, LayerStep, LayerStep,
-                     ConvolutionStep, BatchNormReLUStep, LayerStep, LayerStep,
+    assert kinds == [ConvolutionStep, BatchNormReLUMaxPoolStep, LayerStep,
+                     ConvolutionStep, BatchNormReLUMaxPoolStep, LayerStep,
                      LayerStep, LayerStep, BatchNormReLUStep, LayerStep]
-    assert [len(step.layers) for step in plan.steps] == [1, 2, 1, 1, 1, 2, 1, 1, 1, 1, 2, 1]
+    assert [len(step.layers) for step in plan.steps] == [1, 3, 1, 1, 3, 1, 1, 1, 2, 1]
     assert sum(len(step.layers) for step in plan.steps) == 15
     if numcnn.route() == "vectors":                # 3x3 stride 1: the direct kernels
         assert [type(step) for step in direct.steps] == [
-            DirectConvolutionStep, BatchNormReLUStep, LayerStep, LayerStep,
-            DirectConvolutionStep, BatchNormReLUStep, LayerStep, LayerStep,
+            DirectConvolutionStep, BatchNormReLUMaxPoolStep, LayerStep,
+            DirectConvolutionStep, BatchNormReLUMaxPoolStep, LayerStep,
             LayerStep, LayerStep, BatchNormReLUStep, LayerStep]
         assert [type(step) for step in lone_direct.steps] == [DirectConvolutionStep, LayerStep,
                                                               LayerStep]
@@ -123,6 +123,53 @@ def test_the_direct_step_checks_the_input_like_the_layer(rng):
         step = DirectConvolutionStep(small_network(kernel=3).layers[0])     # on any route
         with pytest.raises(ValueError, match="channel"):
             step.forward(rng.standard_normal((2, 4, 16, 16)).astype(np.float32), True)
+
+
+def pooling_block(pool, size):
+    """A convolution, BatchNorm-ReLU, a max pool, then a Dense head, for inputs ``size``."""
+    features = int(np.prod(pool.output_shape((4,) + size)))
+    return numcnn.Sequential([Conv2D(3, 4, 3, padding=1), BatchNorm2D(4), ReLU(), pool, Flatten(),
+                              Dense(features, 3)], seed=1, input_shape=(3,) + size)
+
+
+@pytest.mark.parametrize("size", [(8, 8), (9, 11), (2, 3)], ids=["even", "odd", "one-window-row"])
+def test_the_pooling_step_and_the_layers_agree_on_any_size(rng, size):
+    """BatchNorm-ReLU and a 2x2 max pool are one step; on odd sizes the last row or column,
+    which no window covers, still gets BatchNorm's gradient."""
+    x = rng.standard_normal((5,) + (3,) + size).astype(np.float32)
+    dy = rng.standard_normal((5, 3)).astype(np.float32)
+    fused, plain = pooling_block(MaxPool2D(2), size), pooling_block(MaxPool2D(2), size)
+    with numcnn.use_backend("numba"):
+        plan = build_plan(fused.layers)
+        assert BatchNormReLUMaxPoolStep in [type(step) for step in plan.steps]
+        np.testing.assert_allclose(plan.forward(x, True), plain.forward(x, True), rtol=1e-5,
+                                   atol=1e-6)
+        plan.backward(dy)
+        dx_plain = plain.backward(dy)
+        for a, b in zip(fused.layers, plain.layers):
+            for name in a.grads:
+                np.testing.assert_allclose(a.grads[name], b.grads[name], rtol=1e-3, atol=1e-5,
+                                           err_msg=f"{a.name}.{name}")
+        assert dx_plain is None or dx_plain.shape == x.shape
+        np.testing.assert_allclose(plan.forward(x, False), plain.forward(x, False), rtol=1e-5,
+                                   atol=1e-6)
+
+
+def test_only_2x2_pools_with_stride_2_join_the_fused_step():
+    with numcnn.use_backend("numba"):
+        for pool in (MaxPool2D(3), MaxPool2D(2, stride=1)):
+            kinds = [type(step) for step in build_plan(pooling_block(pool, (9, 9)).layers).steps]
+            assert BatchNormReLUMaxPoolStep not in kinds and BatchNormReLUStep in kinds
+
+
+def test_the_pooling_step_checks_its_input_and_its_mode(rng):
+    with numcnn.use_backend("numba"):
+        step = BatchNormReLUMaxPoolStep(BatchNorm2D(4), ReLU(), MaxPool2D(2))
+        with pytest.raises(ValueError, match="smaller than the 2x2 window"):
+            step.forward(rng.standard_normal((2, 4, 1, 6)).astype(np.float32), True)
+        step.forward(rng.standard_normal((2, 4, 4, 6)).astype(np.float32), False)
+        with pytest.raises(RuntimeError, match="training pass"):
+            step.backward(np.ones((2, 4, 2, 3), np.float32), True)
 
 
 @KERNELS

@@ -448,3 +448,37 @@ def batchnorm_relu_backward(dy, y, x, gamma, mean, var, eps):
     then :func:`batchnorm_backward` of ``dz``. Returns ``(dx, dgamma, dbeta)``.
     """
     return batchnorm_backward(relu_backward(dy, y), x, gamma, mean, var, eps)
+
+
+# ---------------------------------------------------------------------------
+# BatchNorm, ReLU and a 2x2 max pool with stride 2: one call (the numba twins
+# never write the ReLU's full-size output, nor its gradient)
+# ---------------------------------------------------------------------------
+def batchnorm_relu_maxpool2_forward(x, gamma, beta, eps):
+    """:func:`batchnorm_relu_forward`, then :func:`maxpool_forward` with 2x2 windows, stride 2.
+
+    Returns ``(y, argmax, mean, var)``: the pooled output and the position of
+    each window's maximum (as :func:`maxpool_forward` gives them), and the
+    batch statistics (as :func:`batchnorm_forward` gives them).
+    """
+    z, mean, var = batchnorm_relu_forward(x, gamma, beta, eps)
+    y, argmax = maxpool_forward(z, 2, 2)
+    return y, argmax, mean, var
+
+
+def batchnorm_relu_maxpool2_inference(x, gamma, beta, mean, var, eps):
+    """:func:`batchnorm_relu_inference`, then the 2x2 max pool (its output only)."""
+    return maxpool_forward(batchnorm_relu_inference(x, gamma, beta, mean, var, eps), 2, 2)[0]
+
+
+def batchnorm_relu_maxpool2_backward(dy, argmax, y, x, gamma, mean, var, eps):
+    """Gradients of :func:`batchnorm_relu_maxpool2_forward`: the pool's, then BatchNorm-ReLU's.
+
+    ``dz = maxpool_backward(dy, ...)`` is the gradient w.r.t. the ReLU's output
+    ``z``; it is zero wherever an input did not win its window, so the ReLU's
+    mask is needed only at the winners, where ``z`` equals the pooled ``y``:
+    ``maxpool_backward(y, ...)`` puts it there. Returns ``(dx, dgamma, dbeta)``.
+    """
+    dz = maxpool_backward(dy, argmax, x.shape, 2, 2)
+    z_at_winners = maxpool_backward(y, argmax, x.shape, 2, 2)
+    return batchnorm_relu_backward(dz, z_at_winners, x, gamma, mean, var, eps)

@@ -44,7 +44,9 @@ class BatchNorm(Layer):
     ``fit``, ``evaluate`` and ``predict`` on ``"numba"`` (the plan,
     :mod:`numcnn.plan`), a BatchNorm followed by a ReLU runs fused with it,
     one pass each way (``batchnorm_relu_*``,
-    :class:`numcnn.plan.BatchNormReLUStep`); the same values to float32
+    :class:`numcnn.plan.BatchNormReLUStep`), and with a 2x2 max pool after
+    the ReLU, the three together (``batchnorm_relu_maxpool2_*``,
+    :class:`numcnn.plan.BatchNormReLUMaxPoolStep`); the same values to float32
     rounding, the same running statistics.
     """
 

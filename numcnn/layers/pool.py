@@ -29,10 +29,12 @@ class MaxPool2D(Layer):
     A NaN is the maximum of its window (as in PyTorch), so that it reaches the
     output.
 
-    Which code runs it, one layer at a time and in the plan alike:
-    :func:`numcnn.kernels.reference.maxpool_forward` and ``maxpool_backward``,
-    or their twins in :mod:`numcnn.kernels.jit.pooling` on the ``"numba"``
-    backend (2x2 windows with stride 2 have a kernel of their own there).
+    Which code runs it: :func:`numcnn.kernels.reference.maxpool_forward` and
+    ``maxpool_backward``, or their twins in :mod:`numcnn.kernels.jit.pooling`
+    on the ``"numba"`` backend (2x2 windows with stride 2 have a kernel of
+    their own there). In ``fit``, ``evaluate`` and ``predict`` on ``"numba"``,
+    a 2x2 pool with stride 2 after a BatchNorm2D and a ReLU runs fused with
+    them (:class:`numcnn.plan.BatchNormReLUMaxPoolStep`).
     """
 
     sample_ndim = 3

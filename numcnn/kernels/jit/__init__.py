@@ -15,7 +15,7 @@ The kernels live in rooms, in :mod:`numcnn.kernels.reference`'s order:
   a convolution's matrix multiply;
 - :mod:`~numcnn.kernels.jit.pooling`: max pooling;
 - :mod:`~numcnn.kernels.jit.normalisation`: BatchNorm, alone or fused with
-  the ReLU after it;
+  the ReLU after it (and with a 2x2 max pool after that);
 - :mod:`~numcnn.kernels.jit.elementwise`: ReLU and dropout.
 
 :mod:`~numcnn.kernels.jit.compiling` says how they are compiled (threads, the
@@ -30,12 +30,14 @@ from .elementwise import (dropout_backward, dropout_forward, dropout_mask, relu_
                           relu_forward, uniform_from_seed)
 from .normalisation import (batchnorm_backward, batchnorm_forward, batchnorm_inference,
                             batchnorm_relu_backward, batchnorm_relu_forward,
-                            batchnorm_relu_inference)
+                            batchnorm_relu_inference, batchnorm_relu_maxpool2_backward,
+                            batchnorm_relu_maxpool2_forward, batchnorm_relu_maxpool2_inference)
 from .pooling import maxpool_backward, maxpool_forward
 
 __all__ = ["conv_output_size", "conv2d_direct", "conv2d_direct_backward", "im2col", "col2im",
            "nchw_from_rows", "rows_from_nchw", "add_channel_bias", "channel_sums",
            "maxpool_forward", "maxpool_backward", "batchnorm_forward", "batchnorm_inference",
            "batchnorm_backward", "batchnorm_relu_forward", "batchnorm_relu_inference",
-           "batchnorm_relu_backward", "relu_forward", "relu_backward", "uniform_from_seed",
+           "batchnorm_relu_backward", "batchnorm_relu_maxpool2_forward",
+           "batchnorm_relu_maxpool2_inference", "batchnorm_relu_maxpool2_backward", "relu_forward", "relu_backward", "uniform_from_seed",
            "dropout_mask", "dropout_forward", "dropout_backward"]

@@ -6,12 +6,15 @@ fused kernels make one pass fewer over the data each way than the layers one
 by one, with the same sums in the same order.
 """
 import numpy as np
-from numba import prange
+from numba import njit, prange
 
 from .compiling import kernel
+from .pooling import _window_maximum
 
 __all__ = ["batchnorm_forward", "batchnorm_inference", "batchnorm_backward",
-           "batchnorm_relu_forward", "batchnorm_relu_inference", "batchnorm_relu_backward"]
+           "batchnorm_relu_forward", "batchnorm_relu_inference", "batchnorm_relu_backward",
+           "batchnorm_relu_maxpool2_forward", "batchnorm_relu_maxpool2_inference",
+           "batchnorm_relu_maxpool2_backward"]
 
 
 @kernel(parallel=True, reassociate=True)
@@ -34,7 +37,7 @@ def _channel_mean_var(x, mean, var):
 
 
 @kernel(parallel=True)
-def _channel_affine(x, scale, shift, relu, y):
+def _channel_affine(x, scale, shift, relu, zero, y):
     N, C, L = x.shape
     for nc in prange(N * C):
         n = nc // C
@@ -43,7 +46,7 @@ def _channel_affine(x, scale, shift, relu, y):
         t = shift[c]
         for i in range(L):
             v = x[n, c, i] * s + t
-            y[n, c, i] = (0 if v <= 0 else v) if relu else v   # relu: the ReLU after it, fused
+            y[n, c, i] = (zero if v <= 0 else v) if relu else v   # relu: the ReLU after it, fused
 
 
 def _affine_from_stats(gamma, beta, mean, var, eps, dtype):
@@ -63,7 +66,7 @@ def _batchnorm(x, gamma, beta, eps, relu):
     _channel_mean_var(x3, mean, var)
     scale, shift = _affine_from_stats(gamma, beta, mean, var, eps, x.dtype)
     y = np.empty_like(x)
-    _channel_affine(x3, scale, shift, relu, y.reshape(N, C, -1))
+    _channel_affine(x3, scale, shift, relu, x.dtype.type(0), y.reshape(N, C, -1))
     return y, mean.astype(x.dtype), var.astype(x.dtype)
 
 
@@ -73,7 +76,8 @@ def _batchnorm_fixed(x, gamma, beta, mean, var, eps, relu):
     N, C = x.shape[:2]
     scale, shift = _affine_from_stats(gamma, beta, mean, var, eps, x.dtype)
     y = np.empty_like(x)
-    _channel_affine(x.reshape(N, C, -1), scale, shift, relu, y.reshape(N, C, -1))
+    _channel_affine(x.reshape(N, C, -1), scale, shift, relu, x.dtype.type(0),
+                    y.reshape(N, C, -1))
     return y
 
 
@@ -150,3 +154,163 @@ def batchnorm_relu_inference(x, gamma, beta, mean, var, eps):
 def batchnorm_relu_backward(dy, y, x, gamma, mean, var, eps):
     """Gradients of ``max(0, BN(x))`` in training mode (the ReLU's mask read from ``y``)."""
     return _batchnorm_gradients(dy, y, x, gamma, mean, var, eps)
+
+
+# ---------------------------------------------------------------------------
+# BatchNorm, ReLU and a 2x2 max pool with stride 2, fused: the full-size
+# output of the ReLU is never written, nor its gradient
+# ---------------------------------------------------------------------------
+@njit(inline="always")
+def _affine_relu(v, s, t, zero):
+    """``max(0, v * s + t)``, a NaN kept (``zero``: 0 of ``v``'s type, so that the select
+    stays in float32)."""
+    v = v * s + t
+    return zero if v <= 0 else v
+
+
+@kernel(parallel=True)
+def _affine_relu_maxpool2(x, scale, shift, zero, y, argmax):
+    N, C, OH, OW = y.shape
+    for nc in prange(N * C):
+        n = nc // C
+        c = nc % C
+        s = scale[c]
+        t = shift[c]
+        for oh in range(OH):
+            top = x[n, c, 2 * oh]
+            bottom = x[n, c, 2 * oh + 1]
+            out = y[n, c, oh]
+            at = argmax[n, c, oh]
+            for ow in range(OW):  # the window's four values after BatchNorm and ReLU
+                out[ow], at[ow] = _window_maximum(
+                    _affine_relu(top[2 * ow], s, t, zero), _affine_relu(top[2 * ow + 1], s, t, zero),
+                    _affine_relu(bottom[2 * ow], s, t, zero),
+                    _affine_relu(bottom[2 * ow + 1], s, t, zero))
+
+
+@njit(inline="always")
+def _at(where, v0, v1, v2, v3):
+    """The value at position ``where`` (0..3) of a 2x2 window.
+
+    A sum of the four values, each times 1 or 0, not a choice: the position of
+    a window's maximum is a coin toss, and a choice compiled into branches
+    mispredicts half the time. (An infinite or NaN value would spoil the sum;
+    it has already made the channel's statistics, and all its gradients,
+    infinite or NaN.)
+    """
+    return (v0 * np.float32(where == 0) + v1 * np.float32(where == 1)
+            + v2 * np.float32(where == 2) + v3 * np.float32(where == 3))
+
+
+@kernel(parallel=True, reassociate=True)
+def _winner_sums(dy, argmax, y, x, mean, sum_dy, sum_dy_xc):
+    """BatchNorm's two sums over the only inputs whose gradient is not zero: the windows'
+    positive maxima (``sum_dy_xc``: of ``dy * (x - mean)``)."""
+    N, C, OH, OW = dy.shape
+    for c in prange(C):
+        mu = mean[c]
+        total = 0.0           # float64 accumulators
+        total_xc = 0.0
+        for n in range(N):
+            for oh in range(OH):
+                top = x[n, c, 2 * oh]
+                bottom = x[n, c, 2 * oh + 1]
+                for ow in range(OW):
+                    g = dy[n, c, oh, ow] if y[n, c, oh, ow] > 0 else 0.0
+                    winner = _at(argmax[n, c, oh, ow], top[2 * ow], top[2 * ow + 1],
+                                 bottom[2 * ow], bottom[2 * ow + 1])
+                    total += g
+                    total_xc += g * (winner - mu)
+        sum_dy[c] = total
+        sum_dy_xc[c] = total_xc
+
+
+@kernel(parallel=True)
+def _pooled_batchnorm_input_grad(dy, argmax, y, x, mean, slope, offset, gain, zero, dx):
+    """``dx = slope (x - mean) + offset`` everywhere, plus ``gain dy`` at the positive maxima."""
+    N, C, OH, OW = dy.shape
+    H, W = x.shape[2:]
+    for nc in prange(N * C):
+        n = nc // C
+        c = nc % C
+        mu = mean[c]
+        a1 = slope[c]
+        a0 = offset[c]
+        k = gain[c]
+        for h in range(H):
+            if h >= 2 * OH:   # a last row no window covers
+                for w in range(W):
+                    dx[n, c, h, w] = a1 * (x[n, c, h, w] - mu) + a0
+                continue
+            oh = h // 2
+            i = 2 * (h % 2)   # the window positions of this row: i and i + 1
+            row = x[n, c, h]
+            out = dx[n, c, h]
+            for ow in range(OW):  # g times 1 or 0, not a choice: see _at
+                g = k * dy[n, c, oh, ow] if y[n, c, oh, ow] > 0 else zero
+                a = argmax[n, c, oh, ow]
+                out[2 * ow] = a1 * (row[2 * ow] - mu) + a0 + g * np.float32(a == i)
+                out[2 * ow + 1] = a1 * (row[2 * ow + 1] - mu) + a0 + g * np.float32(a == i + 1)
+            for w in range(2 * OW, W):   # a last column no window covers
+                out[w] = a1 * (row[w] - mu) + a0
+
+
+def _pooled_shape(x):
+    N, C, H, W = x.shape
+    if H < 2 or W < 2:
+        raise ValueError(f"a 2x2 max pool needs an input of at least 2x2; got {H}x{W}")
+    return N, C, H // 2, W // 2
+
+
+def _affine_relu_pooled(x, scale, shift):
+    y = np.empty(_pooled_shape(x), dtype=x.dtype)
+    argmax = np.empty(y.shape, dtype=np.int32)
+    _affine_relu_maxpool2(x, scale, shift, x.dtype.type(0), y, argmax)
+    return y, argmax
+
+
+def batchnorm_relu_maxpool2_forward(x, gamma, beta, eps):
+    """A 2x2 max pool (stride 2) of ``max(0, BN(x))``, batch statistics; see the reference twin."""
+    x = np.ascontiguousarray(x)
+    N, C = x.shape[:2]
+    _pooled_shape(x)
+    mean = np.empty(C, dtype=np.float64)
+    var = np.empty(C, dtype=np.float64)
+    _channel_mean_var(x.reshape(N, C, -1), mean, var)
+    scale, shift = _affine_from_stats(gamma, beta, mean, var, eps, x.dtype)
+    y, argmax = _affine_relu_pooled(x, scale, shift)
+    return y, argmax, mean.astype(x.dtype), var.astype(x.dtype)
+
+
+def batchnorm_relu_maxpool2_inference(x, gamma, beta, mean, var, eps):
+    """The same with fixed statistics (no argmax); see the reference twin."""
+    x = np.ascontiguousarray(x)
+    scale, shift = _affine_from_stats(gamma, beta, mean, var, eps, x.dtype)
+    return _affine_relu_pooled(x, scale, shift)[0]
+
+
+def batchnorm_relu_maxpool2_backward(dy, argmax, y, x, gamma, mean, var, eps):
+    """Gradients of :func:`batchnorm_relu_maxpool2_forward` (``y``, ``argmax``: its outputs).
+
+    BatchNorm's backward, ``dx = k (M g - sum(g) - xhat sum(g xhat))`` with
+    ``k = gamma inv_std / M``, where ``g``, the gradient after the ReLU and
+    the pool, is ``dy`` at a window's positive maximum and zero elsewhere: the
+    sums run over the pooled positions only, and ``dx`` is a straight line in
+    ``x - mean`` everywhere, plus ``k M dy`` at those maxima.
+    """
+    x = np.ascontiguousarray(x)
+    dy, argmax, y = (np.ascontiguousarray(a) for a in (dy, argmax, y))
+    N, C, H, W = x.shape
+    mean = mean.astype(np.float64)
+    inv_std = 1.0 / np.sqrt(var.astype(np.float64) + eps)
+    sum_dy = np.empty(C, dtype=np.float64)
+    sum_dy_xc = np.empty(C, dtype=np.float64)
+    _winner_sums(dy, argmax, y, x, mean, sum_dy, sum_dy_xc)
+    sum_dy_xhat = sum_dy_xc * inv_std                       # dgamma
+    k = gamma.astype(np.float64) * inv_std / (N * H * W)
+    slope, offset, gain = -k * inv_std * sum_dy_xhat, -k * sum_dy, k * (N * H * W)
+    dx = np.empty_like(x)
+    _pooled_batchnorm_input_grad(dy, argmax, y, x, *(a.astype(x.dtype) for a in
+                                                     (mean, slope, offset, gain)),
+                                 x.dtype.type(0), dx)
+    return dx, sum_dy_xhat.astype(x.dtype), sum_dy.astype(x.dtype)
