@@ -273,6 +273,7 @@ def test_3x3_weight_gradient_stacks_the_whole_batch_or_one_image_at_a_time():
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 @pytest.mark.parametrize("F, W", [(32, 64),     # conv1 of the network: whole blocks, rows of
                                   (20, 16),     # whole vectors (a vector a row, or two in float64)
+                                  (9, 48),      # rows of whole blocks of columns on every processor
                                   (17, 20),     # one filter past a block; vectors across rows
                                   (40, 40),
                                   (16, 25),

@@ -1,8 +1,8 @@
 """The vector operations of the 3x3 kernels (numcnn.kernels.jit.vectors), one by one.
 
-The block's size follows the processor (16 filters of 64-byte vectors with
-AVX-512, 8 of 32-byte vectors elsewhere), so the tests read it from the
-module; ``test_the_blocks_of_an_avx2_processor`` runs them, and the forward
+The block's size follows the processor (16 filters of one 64-byte vector
+with AVX-512, 4 filters of three 32-byte vectors elsewhere), so the tests
+read it from the module; ``test_the_blocks_of_an_avx2_processor`` runs them, and the forward
 kernel's tests, again with numba compiling for a processor without AVX-512.
 """
 import os
@@ -17,29 +17,37 @@ import pytest
 from numba import njit
 
 from numcnn.kernels.jit import vectors
-from numcnn.kernels.jit.vectors import BLOCK, VECTOR_BYTES, filled, multiply_add, store
+from numcnn.kernels.jit.vectors import BLOCK, VECTOR_BYTES, VECTORS, filled, multiply_add, store
 
 LANES = VECTOR_BYTES // 4                      # float32 numbers in a vector
 
 
 @njit
 def block_of(bias, first_bias, source, at, weights, first_weight, taps):
-    """A block started at the biases, plus ``taps`` input vectors times their weights,
-    stored whole into rows of an array of NaN."""
+    """A block started at the biases, plus ``taps`` times its input vectors times their
+    weights, stored whole into rows of an array of NaN: filter f's vector v at
+    ``[f, v * lanes:(v + 1) * lanes]``."""
     block = filled(bias, first_bias)
     for t in range(taps):
         block = multiply_add(block, source, at + t, weights, first_weight + t * BLOCK)
     lanes = VECTOR_BYTES // source.itemsize
-    out = np.full(BLOCK * lanes, np.nan, dtype=source.dtype)
-    store(out, 0, lanes, block, BLOCK, 0, lanes)
-    return out.reshape(BLOCK, lanes)
+    out = np.full(BLOCK * VECTORS * lanes, np.nan, dtype=source.dtype)
+    for v in range(VECTORS):
+        store(out, v * lanes, VECTORS * lanes, block, v, BLOCK, 0, lanes)
+    return out.reshape(BLOCK, VECTORS * lanes)
 
 
 @njit
-def stored(block_value, filters, lo, hi, start, stride, size):
+def stored(block_value, vector, filters, lo, hi, start, stride, size):
+    """``store`` of vector ``vector`` of a block whose vector v holds ``block_value + v``."""
     bias = np.full(BLOCK, block_value, dtype=np.float32)
+    source = np.ones(VECTORS * VECTOR_BYTES // 4 + 1, dtype=np.float32)
+    for v in range(VECTORS):          # vector v: 1 * v more than the bias
+        source[v * (VECTOR_BYTES // 4):(v + 1) * (VECTOR_BYTES // 4)] = v
+    weights = np.ones(BLOCK, dtype=np.float32)
+    block = multiply_add(filled(bias, 0), source, 0, weights, 0)
     out = np.full(size, np.nan, dtype=np.float32)
-    store(out, start, stride, filled(bias, 0), filters, lo, hi)
+    store(out, start, stride, block, vector, filters, lo, hi)
     return out
 
 
@@ -47,42 +55,46 @@ def stored(block_value, filters, lo, hi, start, stride, size):
 def test_a_block_sums_bias_and_products_filter_by_filter(dtype):
     rng = np.random.default_rng(0)
     lanes = VECTOR_BYTES // np.dtype(dtype).itemsize
-    source = rng.standard_normal(40).astype(dtype)
+    source = rng.standard_normal(3 * VECTOR_BYTES).astype(dtype)
     weights = rng.standard_normal(3 * BLOCK + 5).astype(dtype)
     bias = rng.standard_normal(BLOCK + 2).astype(dtype)
     got = block_of(bias, 2, source, 3, weights, 5, 3)
-    want = np.empty((BLOCK, lanes), dtype)
+    want = np.empty((BLOCK, VECTORS * lanes), dtype)
     for f in range(BLOCK):
         want[f] = bias[2 + f]
         for t in range(3):                      # the same order, one rounding a product (FMA)
-            want[f] = want[f] + source[3 + t:3 + t + lanes] * weights[5 + t * BLOCK + f]
+            inputs = source[3 + t:3 + t + VECTORS * lanes]     # the block's vectors side by side
+            want[f] = want[f] + inputs * weights[5 + t * BLOCK + f]
     np.testing.assert_allclose(got, want, rtol=4 * np.finfo(dtype).eps, atol=4 * np.finfo(dtype).eps)
 
 
-def test_store_writes_only_its_filters_and_lanes():
-    # 3 filters, lanes lo..hi-1 of each (the middle half), rows 20 apart, starting at 7
+@pytest.mark.parametrize("vector", range(VECTORS))
+def test_store_writes_only_its_vector_filters_and_lanes(vector):
+    # 3 filters (or all, if fewer), lanes lo..hi-1 of each (the middle half), rows 20
+    # apart, starting at 7: the numbers of the vector asked for
+    filters = min(3, BLOCK)
     lo, hi = LANES // 4, LANES - LANES // 4
-    out = stored(1.5, 3, lo, hi, 7, 20, 80)
+    out = stored(1.5, vector, filters, lo, hi, 7, 20, 80)
     written = np.zeros(80, bool)
-    for f in range(3):
+    for f in range(filters):
         written[7 + 20 * f + lo:7 + 20 * f + hi] = True
-    assert np.all(out[written] == 1.5)
+    assert np.all(out[written] == 1.5 + vector)
     assert np.isnan(out[~written]).all()
 
 
 def test_store_may_start_before_the_array_when_its_first_lane_does_not():
     # the last 6 lanes of a vector that would start LANES - 6 places before the array
-    out = stored(2.0, 1, LANES - 6, LANES, 6 - LANES, 0, 8)
-    assert np.all(out[:6] == 2.0) and np.isnan(out[6:]).all()
+    out = stored(2.0, VECTORS - 1, 1, LANES - 6, LANES, 6 - LANES, 0, 8)
+    assert np.all(out[:6] == 2.0 + VECTORS - 1) and np.isnan(out[6:]).all()
 
 
 def test_whole_vectors_of_all_filters():
-    out = stored(3.0, BLOCK, 0, LANES, 0, LANES, BLOCK * LANES + 3)
+    out = stored(3.0, 0, BLOCK, 0, LANES, 0, LANES, BLOCK * LANES + 3)
     assert np.all(out[:BLOCK * LANES] == 3.0) and np.isnan(out[BLOCK * LANES:]).all()
 
 
 def test_the_block_follows_the_processor_numba_compiles_for():
-    """16 filters of 64-byte vectors with AVX-512, else 8 of 32 bytes: read from
+    """16 filters of one 64-byte vector with AVX-512, else 4 of three 32-byte vectors: read from
     NUMBA_CPU_FEATURES when it is set (the AVX2 run below sets it; numba sets it
     empty for NUMBA_CPU_NAME=generic), else from the processor as LLVM reports it."""
     from numba.core import config
@@ -91,7 +103,7 @@ def test_the_block_follows_the_processor_numba_compiles_for():
     else:
         has_avx512 = bool(llvm.get_host_cpu_features().get("avx512f"))
     assert vectors._has_avx512() == has_avx512
-    assert (VECTOR_BYTES, BLOCK) == ((64, 16) if has_avx512 else (32, 8))
+    assert (VECTOR_BYTES, BLOCK, VECTORS) == ((64, 16, 1) if has_avx512 else (32, 4, 3))
 
 
 #: What numba compiles for in the next test: a Haswell (AVX2 and FMA, no AVX-512).
@@ -101,7 +113,7 @@ AVX2_FEATURES = "+avx,+avx2,+fma,+sse4.2,+popcnt,+f16c,+bmi,+bmi2,+lzcnt,+movbe,
 @pytest.mark.skipif(os.environ.get("NUMBA_CPU_FEATURES") == AVX2_FEATURES,
                     reason="already compiling for AVX2 (this is the inner run)")
 @pytest.mark.skipif(
-    (VECTOR_BYTES, BLOCK) == (32, 8) and llvm.get_host_cpu_features().get("avx2"),
+    (VECTOR_BYTES, BLOCK, VECTORS) == (32, 4, 3) and llvm.get_host_cpu_features().get("avx2"),
     reason="this processor has AVX2 and no AVX-512: the tests of this run compiled and ran "
            "the AVX2 blocks already (tests/routes.py runs them for a Haswell too)")
 @pytest.mark.skipif(not (llvm.get_host_cpu_features().get("avx2")
@@ -110,7 +122,7 @@ AVX2_FEATURES = "+avx,+avx2,+fma,+sse4.2,+popcnt,+f16c,+bmi,+bmi2,+lzcnt,+movbe,
 @pytest.mark.subprocess
 def test_the_blocks_of_an_avx2_processor(tmp_path):
     """This file's tests and those of the 3x3 kernels, with numba compiling for a
-    processor without AVX-512 (blocks of 8 filters of 32-byte vectors), in a
+    processor without AVX-512 (blocks of 4 filters of three 32-byte vectors), in a
     process of their own with an empty numba cache."""
     env = dict(os.environ, NUMBA_CPU_NAME="haswell", NUMBA_CPU_FEATURES=AVX2_FEATURES,
                NUMBA_CACHE_DIR=str(tmp_path))

@@ -10,19 +10,19 @@ and lay each channel out as one flat row. Output (oh, ow) reads inputs
 (oh + i, ow + j), which sit at flat index q + i * WP + j with q = oh * WP + ow.
 
 The forward pass (and the input gradient, the same convolution) keeps a block
-of outputs in registers: BLOCK filters at ``lanes`` neighbouring columns of one
-output row, one vector register a filter (:mod:`numcnn.kernels.jit.vectors`;
-with AVX-512 16 filters at 16 float32 columns, with AVX2 8 at 8). Every
-channel c and tap (i, j) then adds one input vector, loaded once, times each
-filter's weight::
+of outputs in registers: BLOCK filters at ``VECTORS * lanes`` neighbouring
+columns of one output row, one vector register a filter and vector
+(:mod:`numcnn.kernels.jit.vectors`; with AVX-512 16 filters at 16 float32
+columns, with AVX2 4 filters at 3 x 8). Every channel c and tap (i, j) then
+adds VECTORS input vectors, each loaded once, times each filter's weight::
 
-    acc[f] += xp[c, (oh + i) * WP + ow + j : ... + lanes] * W[f0 + f, c, i, j]
+    acc[f, v] += xp[c, (oh + i) * WP + ow + v * lanes + j : ... + lanes] * W[f0 + f, c, i, j]
 
-BLOCK multiply-adds a load; the block is written to y once, when all 9C taps
-are in. The weights are laid out so that one tap's BLOCK filters are adjacent
+BLOCK * VECTORS multiply-adds for VECTORS + BLOCK numbers loaded; the block is
+written to y once, when all 9C taps are in. The weights are laid out so that one tap's BLOCK filters are adjacent
 (:func:`_filters_in_blocks`). Each image is padded into a buffer of its own.
-When a row is not a whole number of vectors wide, the vectors run on across
-rows at width WP instead, and each row's part of a block goes as a masked store.
+When a row is not a whole number of blocks wide, the vectors run on across
+rows at width WP instead, and each row's part of a vector goes as a masked store.
 
 The weight gradient is the same sums read the other way::
 
@@ -51,7 +51,7 @@ from numba.core.errors import NumbaError
 
 from ... import routes
 from .compiling import kernel
-from .vectors import BLOCK, VECTOR_BYTES, filled, multiply_add, store
+from .vectors import BLOCK, VECTOR_BYTES, VECTORS, filled, multiply_add, store
 
 __all__ = ["takes", "forward", "backward", "FILTER_BLOCK", "GRADIENT_STACK_BYTES",
            "GRADIENT_PARTS"]
@@ -268,11 +268,12 @@ def _conv3x3(x, weights, b, pad, y):
         raise ValueError("weights not in blocks of BLOCK filters: clear numba's cache")
     HP, WP = H + 2 * pad, Wd + 2 * pad
     lanes = VECTOR_BYTES // x.itemsize
-    # The last vector read starts at most at HP * WP - 1 (vectors across rows), so
-    # a plane of HP * WP + lanes numbers holds it; rounded up to a multiple of 16
+    span = VECTORS * lanes                         # a block's columns
+    # The last block read starts at most at HP * WP - 1 (vectors across rows), so
+    # a plane of HP * WP + span numbers holds it; rounded up to a multiple of 16
     # numbers (one 64-byte cache line of float32, two of float64) so that every
     # channel starts on a line.
-    plane = _ceil_div(HP * WP + lanes, 16) * 16
+    plane = _ceil_div(HP * WP + span, 16) * 16
     y_flat = y.reshape(-1)
     for n in prange(N):
         xp = _aligned_zeros(C, plane, x)
@@ -285,24 +286,29 @@ def _conv3x3(x, weights, b, pad, y):
             w_start = f0 * C * 9                   # the block's weights
             filters = min(BLOCK, F - f0)
             out = (n * F + f0) * OH * OW           # y[n, f0, 0, 0]
-            if OW % lanes == 0:                    # rows of whole vectors: a vector of a row
+            if OW % span == 0:                     # rows of whole blocks: a block of a row
                 for oh in range(OH):
-                    for ow in range(0, OW, lanes):
+                    for ow in range(0, OW, span):
                         outputs = _taps(filled(b, f0), xp, oh * WP + ow, plane, WP, weights,
                                         w_start, C)
-                        store(y_flat, out + oh * OW + ow, OH * OW, outputs, filters, 0, lanes)
+                        for v in range(VECTORS):
+                            store(y_flat, out + oh * OW + ow + v * lanes, OH * OW, outputs, v,
+                                  filters, 0, lanes)
             else:  # vectors run on across rows (the two padding columns are wasted work)
-                for q in range(0, (OH - 1) * WP + OW, lanes):     # outputs q .. q + lanes - 1
+                for q in range(0, (OH - 1) * WP + OW, span):      # outputs q .. q + span - 1
                     outputs = _taps(filled(b, f0), xp, q, plane, WP, weights, w_start, C)
-                    # lane l is column q + l - r * WP of output row r: one store a row, of
-                    # the lanes lo..hi-1 that fall in its OW columns (the vector's start
-                    # may lie before the row, even before y; lane lo does not)
-                    for r in range(q // WP, min(OH, _ceil_div(q + lanes, WP))):
-                        lo = max(0, r * WP - q)
-                        hi = min(lanes, r * WP + OW - q)
-                        if hi > lo:
-                            store(y_flat, out + r * OW + (q - r * WP), OH * OW, outputs,
-                                  filters, lo, hi)
+                    for v in range(VECTORS):
+                        first = q + v * lanes             # vector v: outputs first .. + lanes - 1
+                        # lane l is column first + l - r * WP of output row r: one store a
+                        # row, of the lanes lo..hi-1 that fall in its OW columns (the
+                        # vector's start may lie before the row, even before y; lane lo
+                        # does not)
+                        for r in range(first // WP, min(OH, _ceil_div(first + lanes, WP))):
+                            lo = max(0, r * WP - first)
+                            hi = min(lanes, r * WP + OW - first)
+                            if hi > lo:
+                                store(y_flat, out + r * OW + (first - r * WP), OH * OW, outputs,
+                                      v, filters, lo, hi)
 
 
 @kernel(reassociate=True)

@@ -7,15 +7,16 @@ does not write that from plain loops (it broadcasts every weight into a
 register of its own, and the registers do not hold them all), so this module
 gives the kernels one value type and three operations that say it directly:
 
-- a :class:`Block` is ``BLOCK`` vectors, one a filter: vector ``f`` holds
-  filter ``f``'s outputs at ``lanes`` neighbouring positions, one register
-  each (with AVX-512: 16 filters, 16 float32 or 8 float64 lanes; with AVX2:
-  8 filters, 8 or 4 lanes);
+- a :class:`Block` is ``BLOCK`` filters times ``VECTORS`` vectors: vector
+  ``(f, v)`` holds filter ``f``'s outputs at ``lanes`` neighbouring
+  positions, ``v * lanes`` after the block's first, one register each (with
+  AVX-512: 16 filters of one vector, 16 float32 or 8 float64 lanes; with
+  AVX2: 4 filters of three vectors, 8 or 4 lanes);
 - :func:`filled` starts a block at the biases,
-- :func:`multiply_add` adds one input vector times each filter's weight
-  (``acc[f] += x[at:at + lanes] * w[start + f]``),
-- :func:`store` writes a block (all its lanes, or some) into the output, one
-  row a filter.
+- :func:`multiply_add` adds ``VECTORS`` input vectors times each filter's
+  weight (``acc[f, v] += x[at + v * lanes:... + lanes] * w[start + f]``),
+- :func:`store` writes one of the block's vectors of every filter (all its
+  lanes, or some) into the output, one row a filter.
 
 Each is an ``@intrinsic``: a few lines that emit LLVM's vector instructions
 (multiply-add, masked store), so that numba compiles a kernel loop written
@@ -44,33 +45,38 @@ def _has_avx512():
     return "avx512f" in compile_target()["features"]
 
 
-#: Bytes in one vector register, and filters in a block: the block's
-#: accumulators must leave registers free for the input vector and a weight.
-#: AVX-512 has 32 registers of 64 bytes: blocks of 16 filters. Elsewhere
-#: (AVX2: 16 registers of 32 bytes) blocks of 8: with blocks of 16 there the
-#: compiler spills accumulators to memory, and the forward kernel took
-#: 1.3-1.4x the time of blocks of 8 (1.5-1.8x with 64-byte vectors; measured
-#: with numba compiling for Haswell).
+#: Bytes in one vector register, filters in a block, and vectors a filter.
+#: The block's accumulators must leave registers free for the input vectors
+#: and a weight, and be enough to hide a multiply-add's latency (4 cycles, 2
+#: a cycle: 8 in flight at least). AVX-512 has 32 registers of 64 bytes:
+#: blocks of 16 filters of one vector. AVX2 has 16 registers of 32 bytes:
+#: 4 filters of 3 vectors, 12 accumulators, 3 input vectors and a weight.
+#: Each tap then loads 7 numbers for 12 multiply-adds where 8 filters of one
+#: vector (the earlier block) loaded 9 for 8 and left no accumulator to
+#: spare: the forward kernel of the blood-cell network's second and third
+#: convolutions took 0.72-0.87x the time (AMD EPYC Zen 3, AVX2; blocks of 16
+#: filters of one vector spill accumulators to memory and took 1.3-1.4x).
 if _has_avx512():
-    VECTOR_BYTES, BLOCK = 64, 16
+    VECTOR_BYTES, BLOCK, VECTORS = 64, 16, 1
 else:
-    VECTOR_BYTES, BLOCK = 32, 8
+    VECTOR_BYTES, BLOCK, VECTORS = 32, 4, 3
 
 
 class Block(types.Type):
-    """``BLOCK`` vectors of ``lanes`` numbers of ``dtype`` each, kept in registers."""
+    """``BLOCK * VECTORS`` vectors of ``lanes`` numbers of ``dtype`` each, kept in registers
+    (filter ``f``'s vector ``v`` is number ``f * VECTORS + v``)."""
 
     def __init__(self, dtype, lanes):
         self.dtype = dtype
         self.lanes = lanes
-        super().__init__(name=f"Block({dtype}, {BLOCK}x{lanes})")
+        super().__init__(name=f"Block({dtype}, {BLOCK}x{VECTORS}x{lanes})")
 
 
 @register_model(Block)
 class _BlockModel(models.PrimitiveModel):
     def __init__(self, dmm, fe_type):
         vector = ir.VectorType(dmm.lookup(fe_type.dtype).get_value_type(), fe_type.lanes)
-        super().__init__(dmm, fe_type, ir.ArrayType(vector, BLOCK))
+        super().__init__(dmm, fe_type, ir.ArrayType(vector, BLOCK * VECTORS))
 
 
 def _flat(array_type, dtype=None):
@@ -121,8 +127,8 @@ def _declare(builder, name, overloaded, returns, arguments):
 
 @intrinsic
 def filled(typingctx, values, start):
-    """A block whose vector ``f`` is ``values[start + f]`` in every lane (one register
-    a filter, of ``VECTOR_BYTES / itemsize`` numbers of ``values``' dtype)."""
+    """A block whose vectors of filter ``f`` are ``values[start + f]`` in every lane (one
+    register a vector, of ``VECTOR_BYTES / itemsize`` numbers of ``values``' dtype)."""
     if not _flat(values):
         return None
     block = Block(values.dtype, VECTOR_BYTES // (values.dtype.bitwidth // 8))
@@ -130,24 +136,26 @@ def filled(typingctx, values, start):
     def codegen(context, builder, signature, args):
         array, index = args
         element = context.get_value_type(block.dtype)
-        result = ir.Constant(ir.ArrayType(ir.VectorType(element, block.lanes), BLOCK),
-                             ir.Undefined)
+        result = ir.Constant(
+            ir.ArrayType(ir.VectorType(element, block.lanes), BLOCK * VECTORS), ir.Undefined)
         for f in range(BLOCK):
             at = _pointer(context, builder, signature.args[0], array,
                           _offset(builder, index, f), signature.args[1])
-            value = builder.load(at, typ=element)
-            result = builder.insert_value(result, _splat(builder, value, block.lanes), f)
+            value = _splat(builder, builder.load(at, typ=element), block.lanes)
+            for v in range(VECTORS):
+                result = builder.insert_value(result, value, f * VECTORS + v)
         return result
     return block(values, start), codegen
 
 
 @intrinsic
 def multiply_add(typingctx, block, source, at, weights, start):
-    """``block[f] + source[at:at + lanes] * weights[start + f]`` for every filter ``f``.
+    """``block[f, v] + source[at + v * lanes:... + lanes] * weights[start + f]`` for every
+    filter ``f`` and vector ``v``.
 
-    One vector load of the input (no alignment needed), then ``BLOCK``
-    multiply-adds by single weights (fused where the processor has FMA), each
-    weight broadcast to all lanes.
+    ``VECTORS`` vector loads of the input (no alignment needed), then for each
+    filter its weight broadcast to all lanes and ``VECTORS`` multiply-adds
+    (fused where the processor has FMA).
     """
     if not (isinstance(block, Block) and _flat(source, block.dtype)
             and _flat(weights, block.dtype)):
@@ -157,23 +165,32 @@ def multiply_add(typingctx, block, source, at, weights, start):
         accumulators, array, index, weight_array, weight_index = args
         first = _pointer(context, builder, signature.args[1], array, index, signature.args[2])
         vector = ir.VectorType(context.get_value_type(block.dtype), block.lanes)
-        x = builder.load(builder.bitcast(first, vector.as_pointer()), align=1, typ=vector)
+        step = context.get_value_type(types.intp)
+        xs = [builder.load(builder.bitcast(builder.gep(first, [ir.Constant(step, v * block.lanes)]),
+                                           vector.as_pointer()), align=1, typ=vector)
+              for v in range(VECTORS)]                     # the input vectors, side by side
         fma = _declare(builder, "llvm.fmuladd", [vector], vector, [vector] * 3)
         for f in range(BLOCK):
             w = builder.load(_pointer(context, builder, signature.args[3], weight_array,
                                       _offset(builder, weight_index, f), signature.args[4]),
                              typ=vector.element)
-            total = builder.call(fma, [x, _splat(builder, w, block.lanes),
-                                       builder.extract_value(accumulators, f)])
-            accumulators = builder.insert_value(accumulators, total, f)
+            w = _splat(builder, w, block.lanes)
+            for v in range(VECTORS):
+                total = builder.call(fma, [xs[v], w,
+                                           builder.extract_value(accumulators, f * VECTORS + v)])
+                accumulators = builder.insert_value(accumulators, total, f * VECTORS + v)
         return accumulators
     return block(block, source, at, weights, start), codegen
 
 
 @intrinsic
-def store(typingctx, target, start, stride, block, filters, first, end):
-    """``target[start + f * stride + l] = block[f][l]`` for ``f < filters`` and
-    ``first <= l < end``.
+def store(typingctx, target, start, stride, block, vector_number, filters, first, end):
+    """``target[start + f * stride + l] = block[f, v][l]`` for ``f < filters`` and
+    ``first <= l < end``, with ``v = vector_number``.
+
+    ``vector_number`` may be a variable: the kernels call ``store`` in a loop
+    over ``range(VECTORS)``, which the compiler unrolls, and the choice of
+    vector (a chain of selects) then folds away.
 
     A whole vector a filter when the lanes are all of the block's, else a
     masked store of those lanes (the others are not touched, so ``start`` may
@@ -185,10 +202,10 @@ def store(typingctx, target, start, stride, block, filters, first, end):
         return None
 
     def codegen(context, builder, signature, args):
-        array, start, stride, accumulators, filters, first, end = args
-        start, stride, filters, first, end = (
+        array, start, stride, accumulators, number, filters, first, end = args
+        start, stride, number, filters, first, end = (
             context.cast(builder, value, value_type, types.intp)
-            for value, value_type in zip((start, stride, filters, first, end),
+            for value, value_type in zip((start, stride, number, filters, first, end),
                                          signature.args[1:3] + signature.args[4:]))
         lanes = block.lanes
         vector = ir.VectorType(context.get_value_type(block.dtype), lanes)
@@ -207,11 +224,16 @@ def store(typingctx, target, start, stride, block, filters, first, end):
                 at = builder.bitcast(builder.gep(
                     context.make_array(signature.args[0])(context, builder, array).data, [row]),
                     vector.as_pointer())
-                value = builder.extract_value(accumulators, f)
+                value = builder.extract_value(accumulators, f * VECTORS + VECTORS - 1)
+                for v in range(VECTORS - 2, -1, -1):     # the vector of number ``number``
+                    value = builder.select(
+                        builder.icmp_signed("==", number, ir.Constant(number.type, v)),
+                        builder.extract_value(accumulators, f * VECTORS + v), value)
                 with builder.if_else(whole, likely=True) as (all_lanes, some_lanes):
                     with all_lanes:
                         builder.store(value, at, align=1)
                     with some_lanes:
                         builder.call(masked_store, [value, at, ir.Constant(ir.IntType(32), 1), mask])
         return context.get_dummy_value()
-    return types.none(target, start, stride, block, filters, first, end), codegen
+    return (types.none(target, start, stride, block, vector_number, filters, first, end),
+            codegen)
