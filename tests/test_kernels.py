@@ -20,7 +20,7 @@ from hypothesis import strategies as st
 
 import numcnn
 from numcnn.kernels import jit, reference
-from numcnn.kernels.jit import conv3x3
+from numcnn.kernels.jit import conv3x3, normalisation
 from numcnn.kernels.reference import conv_output_size
 
 SETTINGS = settings(max_examples=40, deadline=None, database=None,
@@ -656,6 +656,25 @@ def test_fused_batchnorm_relu_maxpool2_equals_the_kernels_one_after_another(shap
         assert a.shape == b.shape and a.dtype == b.dtype == x.dtype
         assert_close(a, b, dtype, scale=scale)
         assert_close(a, c, dtype, scale=scale)
+
+
+@pytest.mark.parametrize("H, W", [(5, 9), (7, 2 * normalisation.LONG_ROWS + 1),
+                                  (4, 2 * normalisation.LONG_ROWS)],
+                         ids=["short-rows", "long-rows-odd", "long-rows-even"])
+def test_fused_batchnorm_relu_maxpool2_backward_on_short_and_long_rows(H, W):
+    """The input gradient is written a plane at a time on rows of fewer than
+    ``LONG_ROWS`` windows and a row at a time on longer ones: both agree with the
+    layers' kernels one after another, the uncovered last row and column included."""
+    rng, x, gamma, beta = bn_inputs((3, 2, H, W), np.float32, 7)
+    y, argmax, mean, var = jit.batchnorm_relu_maxpool2_forward(x, gamma, beta, 1e-5)
+    dy = rng.standard_normal(y.shape).astype(np.float32)
+    z, _, _ = jit.batchnorm_relu_forward(x, gamma, beta, 1e-5)
+    fused = jit.batchnorm_relu_maxpool2_backward(dy, argmax, y, x, gamma, mean, var, 1e-5)
+    apart = jit.batchnorm_relu_backward(jit.maxpool_backward(dy, argmax, x.shape, 2, 2), z, x,
+                                        gamma, mean, var, 1e-5)
+    scale = (np.abs(dy).sum() + 1) * (np.abs(gamma).max() + 1)
+    for a, b in zip(fused, apart):
+        assert_close(a, b, np.float32, scale=scale)
 
 
 # ---------------------------------------------------------------------------
