@@ -152,7 +152,8 @@ class DirectConvolutionStep(Step):
     (each forward pass, and the whole step, measured in docs/performance.md;
     the last convolution's backward pass alone is a little slower than
     im2col's). Same values as the im2col route to float32 rounding. A
-    BatchNorm and ReLU after it are the next step of the plan.
+    BatchNorm and ReLU after it (and a 2x2 max pool after them) are the next
+    step of the plan.
     """
 
     saved = ("_x",)
@@ -245,7 +246,7 @@ class BatchNormReLUMaxPoolStep(Step):
 
     def forward(self, x, training):
         norm, _, pool = self.layers
-        pool.output_shape(x.shape[1:])                # the layer's own check of the input
+        pool.output_shape(norm.output_shape(x.shape[1:]))   # the layers' own checks of the input
         gamma = norm.params["gamma"].astype(x.dtype, copy=False)
         beta = norm.params["beta"].astype(x.dtype, copy=False)
         self._training = training
@@ -315,7 +316,7 @@ def build_plan(layers, fuse=None):
     while k < len(layers):
         layer, after = layers[k], layers[k + 1] if k + 1 < len(layers) else None
         if fuse and isinstance(layer, Conv2D) and runs_direct(layer):
-            steps.append(DirectConvolutionStep(layer))   # a BatchNorm-ReLU step may follow
+            steps.append(DirectConvolutionStep(layer))  # a BatchNorm-ReLU(-MaxPool) step may follow
             k += 1
             continue
         if (fuse and isinstance(layer, BatchNorm2D) and isinstance(after, ReLU)

@@ -271,8 +271,8 @@ def test_3x3_weight_gradient_stacks_the_whole_batch_or_one_image_at_a_time():
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
-@pytest.mark.parametrize("F, W", [(32, 64),     # conv1 of the network: whole blocks, rows of
-                                  (20, 16),     # whole vectors (a vector a row, or two in float64)
+@pytest.mark.parametrize("F, W", [(32, 64),     # conv1 of the network: whole blocks of filters
+                                  (20, 16),     # (rows of whole blocks of columns with AVX-512)
                                   (9, 48),      # rows of whole blocks of columns on every processor
                                   (17, 20),     # one filter past a block; vectors across rows
                                   (40, 40),
@@ -641,7 +641,9 @@ def test_fused_batchnorm_relu_maxpool2_equals_the_kernels_one_after_another(shap
     y_ref, argmax_ref, mean_ref, var_ref = reference.batchnorm_relu_maxpool2_forward(
         x, gamma, beta, 1e-5)
     assert_close(y, y_ref, dtype, scale=np.abs(y_ref).max() + np.abs(beta).max() + 1)
-    assert_close(mean, mean_ref, dtype)
+    assert_close(mean, mean_ref, dtype, scale=np.abs(x).max())
+    assert_close(var, var_ref, dtype, scale=np.square(x).max())
+    assert argmax_ref.dtype == argmax.dtype and argmax_ref.shape == argmax.shape
     np.testing.assert_array_equal(
         jit.batchnorm_relu_maxpool2_inference(x, gamma, beta, mean, var, 1e-5),
         jit.maxpool_forward(jit.batchnorm_relu_inference(x, gamma, beta, mean, var, 1e-5),
@@ -661,20 +663,28 @@ def test_fused_batchnorm_relu_maxpool2_equals_the_kernels_one_after_another(shap
 @pytest.mark.parametrize("H, W", [(5, 9), (7, 2 * normalisation.LONG_ROWS + 1),
                                   (4, 2 * normalisation.LONG_ROWS)],
                          ids=["short-rows", "long-rows-odd", "long-rows-even"])
-def test_fused_batchnorm_relu_maxpool2_backward_on_short_and_long_rows(H, W):
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("seed", [7, 8])
+def test_fused_batchnorm_relu_maxpool2_backward_on_short_and_long_rows(H, W, dtype, seed):
     """The input gradient is written a plane at a time on rows of fewer than
     ``LONG_ROWS`` windows and a row at a time on longer ones: both agree with the
-    layers' kernels one after another, the uncovered last row and column included."""
-    rng, x, gamma, beta = bn_inputs((3, 2, H, W), np.float32, 7)
+    layers' kernels one after another, and so does the last row or column no window
+    covers (BatchNorm's terms only), held to its own size."""
+    rng, x, gamma, beta = bn_inputs((3, 2, H, W), dtype, seed)
     y, argmax, mean, var = jit.batchnorm_relu_maxpool2_forward(x, gamma, beta, 1e-5)
-    dy = rng.standard_normal(y.shape).astype(np.float32)
+    dy = rng.standard_normal(y.shape).astype(dtype)
     z, _, _ = jit.batchnorm_relu_forward(x, gamma, beta, 1e-5)
     fused = jit.batchnorm_relu_maxpool2_backward(dy, argmax, y, x, gamma, mean, var, 1e-5)
     apart = jit.batchnorm_relu_backward(jit.maxpool_backward(dy, argmax, x.shape, 2, 2), z, x,
                                         gamma, mean, var, 1e-5)
     scale = (np.abs(dy).sum() + 1) * (np.abs(gamma).max() + 1)
     for a, b in zip(fused, apart):
-        assert_close(a, b, np.float32, scale=scale)
+        assert_close(a, b, dtype, scale=scale)
+    uncovered = [part for part in (np.s_[..., 2 * (H // 2):, :], np.s_[..., 2 * (W // 2):])
+                 if fused[0][part].size]
+    assert uncovered or (H % 2, W % 2) == (0, 0)
+    for part in uncovered:               # no window's term: the line's own size
+        assert_close(fused[0][part], apart[0][part], dtype)
 
 
 # ---------------------------------------------------------------------------
@@ -711,8 +721,9 @@ def test_nan_reaches_the_output_of_relu_maxpool_and_batchnorm_relu(module):
     assert np.isnan(y[0, 1, 2, 3]) and np.isnan(y).sum() == 2
     for K, stride in [(2, 2), (3, 1)]:                       # the 2x2 kernel and the general one
         pooled, argmax = module.maxpool_forward(x, K, stride)
-        want, _ = reference.maxpool_forward(x, K, stride)
+        want, want_argmax = reference.maxpool_forward(x, K, stride)
         np.testing.assert_array_equal(pooled, want)          # NaN where a window holds one
+        np.testing.assert_array_equal(argmax, want_argmax)   # and the first NaN's place
         assert np.isnan(pooled[0, 1]).any() and np.isnan(pooled[1, 2, 0, 0])
         assert np.isnan(pooled).sum() == sum(np.isnan(window).any() for window in (
             x[n, c, i:i + K, j:j + K] for n in range(2) for c in range(3)
@@ -725,7 +736,22 @@ def test_nan_reaches_the_output_of_relu_maxpool_and_batchnorm_relu(module):
     assert np.isnan(y).sum() == 2 and np.isnan(y[0, 1, 2, 3])
     pooled = module.batchnorm_relu_maxpool2_inference(x, gamma, beta, mean, var, 1e-5)
     np.testing.assert_array_equal(pooled, module.maxpool_forward(y, 2, 2)[0])
-    assert np.isnan(pooled).sum() == 2 and np.isnan(pooled[0, 1, 1, 1]) and np.isnan(pooled[1, 2, 0, 0])
+    assert np.isnan(pooled).sum() == 2
+    assert np.isnan(pooled[0, 1, 1, 1]) and np.isnan(pooled[1, 2, 0, 0])
+
+
+@pytest.mark.parametrize("module", [reference, jit], ids=["reference", "numba"])
+def test_2x2_pool_windows_of_nans_infinities_and_ties(module):
+    """Each 2x2 window's maximum and its place: the first NaN, an infinity beside its
+    opposite (whose sum is NaN), all minus infinity, ties (the first wins)."""
+    windows = np.array([[1, np.nan, 5, np.nan], [np.inf, -np.inf, 0, 1],
+                        [-np.inf, -np.inf, -np.inf, -np.inf], [2, 2, 2, 2], [0, 3, 3, 1],
+                        [-1, -2, np.inf, np.nan], [4, -np.inf, 4, np.inf]], np.float32)
+    x = windows.reshape(1, len(windows), 2, 2)
+    pooled, argmax = module.maxpool_forward(x, 2, 2)
+    want = np.array([np.nan, np.inf, -np.inf, 2, 3, np.nan, np.inf], np.float32)
+    np.testing.assert_array_equal(pooled.reshape(-1), want)
+    np.testing.assert_array_equal(argmax.reshape(-1), [1, 0, 0, 0, 1, 3, 3])
 
 
 @SETTINGS

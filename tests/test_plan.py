@@ -145,12 +145,11 @@ def test_the_pooling_step_and_the_layers_agree_on_any_size(rng, size):
         np.testing.assert_allclose(plan.forward(x, True), plain.forward(x, True), rtol=1e-5,
                                    atol=1e-6)
         plan.backward(dy)
-        dx_plain = plain.backward(dy)
+        plain.backward(dy)
         for a, b in zip(fused.layers, plain.layers):
             for name in a.grads:
                 np.testing.assert_allclose(a.grads[name], b.grads[name], rtol=1e-3, atol=1e-5,
                                            err_msg=f"{a.name}.{name}")
-        assert dx_plain is None or dx_plain.shape == x.shape
         np.testing.assert_allclose(plan.forward(x, False), plain.forward(x, False), rtol=1e-5,
                                    atol=1e-6)
 

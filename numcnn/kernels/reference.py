@@ -421,8 +421,8 @@ def dropout_backward(dy, seed, p):
 # ===========================================================================
 # The plan's fused steps (numcnn.plan): what each computes, in one call.
 # Training and prediction on the numba backend run these where a BatchNorm and
-# a ReLU follow each other or a convolution; their numba twins make fewer
-# passes over the data. Each is written here as the layers one after the other.
+# a ReLU follow each other (and a 2x2 max pool follows them); their numba twins
+# make fewer passes over the data. Each is written here as the layers one after the other.
 # ===========================================================================
 # ---------------------------------------------------------------------------
 # BatchNorm followed by ReLU: one call (the numba twins fuse the passes)

@@ -39,5 +39,6 @@ __all__ = ["conv_output_size", "conv2d_direct", "conv2d_direct_backward", "im2co
            "maxpool_forward", "maxpool_backward", "batchnorm_forward", "batchnorm_inference",
            "batchnorm_backward", "batchnorm_relu_forward", "batchnorm_relu_inference",
            "batchnorm_relu_backward", "batchnorm_relu_maxpool2_forward",
-           "batchnorm_relu_maxpool2_inference", "batchnorm_relu_maxpool2_backward", "relu_forward", "relu_backward", "uniform_from_seed",
-           "dropout_mask", "dropout_forward", "dropout_backward"]
+           "batchnorm_relu_maxpool2_inference", "batchnorm_relu_maxpool2_backward",
+           "relu_forward", "relu_backward", "uniform_from_seed", "dropout_mask", "dropout_forward",
+           "dropout_backward"]

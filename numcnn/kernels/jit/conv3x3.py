@@ -16,11 +16,11 @@ columns of one output row, one vector register a filter and vector
 columns, with AVX2 4 filters at 3 x 8). Every channel c and tap (i, j) then
 adds VECTORS input vectors, each loaded once, times each filter's weight::
 
-    acc[f, v] += xp[c, (oh + i) * WP + ow + v * lanes + j : ... + lanes] * W[f0 + f, c, i, j]
+    acc[f, v] += xp[c, (oh + i) * WP + ow + v * lanes + j : ... + lanes] * W[f0+f, c, i, j]
 
 BLOCK * VECTORS multiply-adds for VECTORS + BLOCK numbers loaded; the block is
-written to y once, when all 9C taps are in. The weights are laid out so that one tap's BLOCK filters are adjacent
-(:func:`_filters_in_blocks`). Each image is padded into a buffer of its own.
+written to y once, when all 9C taps are in. The weights are laid out so that
+one tap's BLOCK filters are adjacent (:func:`_filters_in_blocks`). Each image is padded into a buffer of its own.
 When a row is not a whole number of blocks wide, the vectors run on across
 rows at width WP instead, and each row's part of a vector goes as a masked store.
 
@@ -259,8 +259,8 @@ def _taps(acc, xp, at, plane, WP, weights, w_start, C):
 @kernel(parallel=True)
 def _conv3x3(x, weights, b, pad, y):
     """y = x convolved with ``weights`` (from _filters_in_blocks, flat) plus ``b``
-    (padded to whole blocks), a block of ``BLOCK`` filters x one vector of columns
-    at a time."""
+    (padded to whole blocks), a block of ``BLOCK`` filters x ``VECTORS`` vectors of
+    columns at a time."""
     N, C, H, Wd = x.shape
     F, OH, OW = y.shape[1:]
     if len(b) % BLOCK != 0 or len(weights) != len(b) * C * 9:

@@ -1,9 +1,12 @@
-"""Batch normalisation, alone or followed by a ReLU.
+"""Batch normalisation, alone, followed by a ReLU, or by a ReLU and a 2x2 max pool.
 
 The numba twins of the normalisation sections of :mod:`numcnn.kernels.reference`.
-Statistics are summed in float64, one channel an iteration of ``prange``; the
-fused kernels make one pass fewer over the data each way than the layers one
-by one, with the same sums in the same order.
+Statistics are summed in float64, one channel an iteration of ``prange``. The
+BatchNorm-ReLU kernels make one pass fewer over the data each way than the
+layers one by one, with the same sums in the same order; the BatchNorm-ReLU-
+MaxPool kernels never write the ReLU's full-size output or its gradient, and
+their backward sums run over the windows' maxima only (the same terms, in
+another order: equal to rounding).
 """
 import numpy as np
 from numba import njit, prange
@@ -183,10 +186,10 @@ def _affine_relu_maxpool2(x, scale, shift, zero, y, argmax):
             out = y[n, c, oh]
             at = argmax[n, c, oh]
             for ow in range(OW):  # the window's four values after BatchNorm and ReLU
-                out[ow], at[ow] = _window_maximum(
-                    _affine_relu(top[2 * ow], s, t, zero), _affine_relu(top[2 * ow + 1], s, t, zero),
-                    _affine_relu(bottom[2 * ow], s, t, zero),
-                    _affine_relu(bottom[2 * ow + 1], s, t, zero))
+                out[ow], at[ow] = _window_maximum(_affine_relu(top[2 * ow], s, t, zero),
+                                                  _affine_relu(top[2 * ow + 1], s, t, zero),
+                                                  _affine_relu(bottom[2 * ow], s, t, zero),
+                                                  _affine_relu(bottom[2 * ow + 1], s, t, zero))
 
 
 @njit(inline="always")
@@ -226,53 +229,68 @@ def _winner_sums(dy, argmax, y, x, mean, sum_dy, sum_dy_xc):
         sum_dy_xc[c] = total_xc
 
 
-#: Windows in a row from which the input gradient is written one row at a time.
-#: The compiler vectorises that loop, but starts its vector code only on rows of
-#: about four vectors of windows or more; on shorter rows the whole plane's straight
-#: line first, then the winners' terms (plane in cache), took a third to a half of
-#: the time (AMD EPYC Zen 3, AVX2: planes of 32x32 and 16x16), and on rows of 32
-#: windows twice as long as a row at a time.
-LONG_ROWS = 4 * VECTOR_BYTES // 4
+#: Rows of at least this many windows get their input gradient one row at a
+#: time (:func:`_gradient_row_by_row`), shorter ones a plane at a time
+#: (:func:`_gradient_plane_then_winners`): four float32 vectors of windows. The
+#: compiler vectorises the row loop, but starts its vector code only on rows of
+#: about four vectors or more; on shorter rows the plane's straight line first,
+#: then the winners' terms, took a third to a half of the time (AMD EPYC Zen 3,
+#: AVX2: planes of 32x32 and 16x16), and on rows of 32 windows twice as long.
+LONG_ROWS = 4 * (VECTOR_BYTES // 4)
+
+
+@njit(inline="always")
+def _gradient_plane_then_winners(dy, argmax, y, x, mu, a1, a0, k, zero, dx):
+    """One plane (H, W) of the input gradient: the straight line everywhere, then each
+    window's winner its own term, while the plane is still in cache."""
+    OH, OW = dy.shape
+    H, W = x.shape
+    for h in range(H):
+        for w in range(W):
+            dx[h, w] = a1 * (x[h, w] - mu) + a0
+    for oh in range(OH):
+        for ow in range(OW):
+            g = k * dy[oh, ow] if y[oh, ow] > 0 else zero
+            a = argmax[oh, ow]
+            dx[2 * oh + a // 2, 2 * ow + a % 2] += g
+
+
+@njit(inline="always")
+def _gradient_row_by_row(dy, argmax, y, x, mu, a1, a0, k, zero, dx):
+    """The same plane, one row at a time: each input its line, plus its term if it won."""
+    OH, OW = dy.shape
+    H, W = x.shape
+    for h in range(H):
+        row = x[h]
+        out = dx[h]
+        if h >= 2 * OH:               # a last row no window covers
+            for w in range(W):
+                out[w] = a1 * (row[w] - mu) + a0
+            continue
+        oh = h // 2
+        i = 2 * (h % 2)               # the window positions of this row: i and i + 1
+        for ow in range(OW):
+            g = k * dy[oh, ow] if y[oh, ow] > 0 else zero
+            a = argmax[oh, ow]
+            out[2 * ow] = a1 * (row[2 * ow] - mu) + a0 + (g if a == i else zero)
+            out[2 * ow + 1] = a1 * (row[2 * ow + 1] - mu) + a0 + (g if a == i + 1 else zero)
+        for w in range(2 * OW, W):    # a last column no window covers
+            out[w] = a1 * (row[w] - mu) + a0
 
 
 @kernel(parallel=True)
 def _pooled_batchnorm_input_grad(dy, argmax, y, x, mean, slope, offset, gain, zero, dx):
     """``dx = slope (x - mean) + offset`` everywhere, plus ``gain dy`` at the positive maxima."""
     N, C, OH, OW = dy.shape
-    H, W = x.shape[2:]
     for nc in prange(N * C):
         n = nc // C
         c = nc % C
-        mu = mean[c]
-        a1 = slope[c]
-        a0 = offset[c]
-        k = gain[c]
         if OW < LONG_ROWS:
-            for h in range(H):            # the straight line, over the whole plane
-                for w in range(W):
-                    dx[n, c, h, w] = a1 * (x[n, c, h, w] - mu) + a0
-            for oh in range(OH):          # then each window's winner, still in cache
-                for ow in range(OW):
-                    g = k * dy[n, c, oh, ow] if y[n, c, oh, ow] > 0 else zero
-                    a = argmax[n, c, oh, ow]
-                    dx[n, c, 2 * oh + a // 2, 2 * ow + a % 2] += g
-            continue
-        for h in range(H):                # long rows: each row in one pass
-            row = x[n, c, h]
-            out = dx[n, c, h]
-            if h >= 2 * OH:               # a last row no window covers
-                for w in range(W):
-                    out[w] = a1 * (row[w] - mu) + a0
-                continue
-            oh = h // 2
-            i = 2 * (h % 2)               # the window positions of this row: i and i + 1
-            for ow in range(OW):          # the winner's term: g times 1 or 0, not a choice
-                g = k * dy[n, c, oh, ow] if y[n, c, oh, ow] > 0 else zero
-                a = argmax[n, c, oh, ow]
-                out[2 * ow] = a1 * (row[2 * ow] - mu) + a0 + g * np.float32(a == i)
-                out[2 * ow + 1] = a1 * (row[2 * ow + 1] - mu) + a0 + g * np.float32(a == i + 1)
-            for w in range(2 * OW, W):    # a last column no window covers
-                out[w] = a1 * (row[w] - mu) + a0
+            _gradient_plane_then_winners(dy[n, c], argmax[n, c], y[n, c], x[n, c], mean[c],
+                                         slope[c], offset[c], gain[c], zero, dx[n, c])
+        else:
+            _gradient_row_by_row(dy[n, c], argmax[n, c], y[n, c], x[n, c], mean[c], slope[c],
+                                 offset[c], gain[c], zero, dx[n, c])
 
 
 def _pooled_shape(x):
@@ -329,6 +347,8 @@ def batchnorm_relu_maxpool2_backward(dy, argmax, y, x, gamma, mean, var, eps):
     sum_dy_xhat = sum_dy_xc * inv_std                       # dgamma
     k = gamma.astype(np.float64) * inv_std / (N * H * W)
     slope, offset, gain = -k * inv_std * sum_dy_xhat, -k * sum_dy, k * (N * H * W)
+    # The map is applied in x's dtype (float32 for a float32 model): within a unit in
+    # the last place of its largest term of the float64 sum batchnorm_backward rounds once.
     dx = np.empty_like(x)
     _pooled_batchnorm_input_grad(dy, argmax, y, x, *(a.astype(x.dtype) for a in
                                                      (mean, slope, offset, gain)),

@@ -2,8 +2,9 @@
 
 ``prange`` runs over (image, channel) planes: each iteration owns its plane of
 the output, so the backward pass is race-free. 2x2 windows with stride 2 have
-kernels of their own (the same comparisons, written out). A NaN in a window
-is its maximum, as in the reference.
+kernels of their own (the four values compared pairwise, without a branch on
+the data: :func:`_window_maximum`). A NaN in a window is its maximum, as in
+the reference.
 """
 import numpy as np
 from numba import njit, prange
@@ -129,7 +130,7 @@ def maxpool_forward(x, K, stride):
     """Max pooling; see :func:`numcnn.kernels.reference.maxpool_forward`.
 
     2x2 windows with stride 2, the usual case, have a kernel of their own
-    (the same comparisons, written out: about eight times faster).
+    (the four values compared pairwise, without a branch on the data).
     """
     N, C, H, W = x.shape
     OH = conv_output_size(H, K, stride, 0)

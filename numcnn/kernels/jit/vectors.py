@@ -54,8 +54,9 @@ def _has_avx512():
 #: Each tap then loads 7 numbers for 12 multiply-adds where 8 filters of one
 #: vector (the earlier block) loaded 9 for 8 and left no accumulator to
 #: spare: the forward kernel of the blood-cell network's second and third
-#: convolutions took 0.72-0.87x the time (AMD EPYC Zen 3, AVX2; blocks of 16
-#: filters of one vector spill accumulators to memory and took 1.3-1.4x).
+#: convolutions took 0.83-0.96x the time, the first (3 input channels) 1.20-1.25x
+#: (AMD EPYC Zen 3, AVX2; docs/performance.md; blocks of 16 filters of one
+#: vector spill accumulators to memory and took 1.3-1.4x).
 if _has_avx512():
     VECTOR_BYTES, BLOCK, VECTORS = 64, 16, 1
 else:
@@ -188,9 +189,10 @@ def store(typingctx, target, start, stride, block, vector_number, filters, first
     """``target[start + f * stride + l] = block[f, v][l]`` for ``f < filters`` and
     ``first <= l < end``, with ``v = vector_number``.
 
-    ``vector_number`` may be a variable: the kernels call ``store`` in a loop
-    over ``range(VECTORS)``, which the compiler unrolls, and the choice of
-    vector (a chain of selects) then folds away.
+    ``vector_number`` (0 to ``VECTORS - 1``; a larger one stores the last
+    vector) may be a variable: the kernels call ``store`` in a loop over
+    ``range(VECTORS)``, which the compiler unrolls, and the choice of vector
+    (a chain of selects) then folds away.
 
     A whole vector a filter when the lanes are all of the block's, else a
     masked store of those lanes (the others are not touched, so ``start`` may
