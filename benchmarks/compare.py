@@ -429,7 +429,8 @@ def speed_section(rows, settings, quick):
         "backward call only (the forward pass runs untimed before each round). "
         "Training on numba runs the plan (numcnn/plan.py): each 3x3 Conv2D with stride 1 "
         "through the direct kernels (`conv2d_direct`, `conv2d_direct_backward`: no column "
-        "matrix), each BatchNorm + ReLU pair with the `batchnorm_relu_*` kernels (other "
+        "matrix), each BatchNorm + ReLU pair with the `batchnorm_relu_*` kernels, and with "
+        "a 2x2 max pool after them the `batchnorm_relu_maxpool2_*` ones (other "
         "convolutions as im2col and one matrix multiply); the "
         "`Conv2D`, `BatchNorm2D` and `ReLU` rows are the layers one by one "
         "(`Sequential.forward`, `model.profile`: im2col and one matrix multiply).",
