@@ -194,41 +194,56 @@ class BatchNormReLUStep(Step):
     """A BatchNorm and the ReLU after it, in one pass each way."""
 
     saved = ("_x", "_y", "_mean", "_var")
+    #: What the step is called in its errors.
+    kind = "BatchNorm-ReLU"
 
     def __init__(self, norm, relu):
         self.layers = [norm, relu]
 
     def forward(self, x, training):
-        norm = self.layers[0]
         x4 = x if x.ndim == 4 else x.reshape(x.shape + (1, 1))
-        gamma = norm.params["gamma"].astype(x.dtype, copy=False)
-        beta = norm.params["beta"].astype(x.dtype, copy=False)
+        gamma, beta = self._gamma_beta(x.dtype)
         self._training = training
         if training:
-            y, self._mean, self._var = kernels().batchnorm_relu_forward(x4, gamma, beta, norm.eps)
-            norm.update_running_statistics(self._mean, self._var,
-                                           x4.shape[0] * x4.shape[2] * x4.shape[3])
+            y, mean, var = kernels().batchnorm_relu_forward(x4, gamma, beta, self.layers[0].eps)
+            self._keep_batch_statistics(mean, var, x4)
             self._x, self._y = x4, y
         else:
-            mean = norm.buffers["running_mean"].astype(x.dtype)
-            var = norm.buffers["running_var"].astype(x.dtype)
-            y = kernels().batchnorm_relu_inference(x4, gamma, beta, mean, var, norm.eps)
+            y = kernels().batchnorm_relu_inference(x4, gamma, beta,
+                                                   *self._running_statistics(x.dtype),
+                                                   self.layers[0].eps)
         return y.reshape(x.shape)
 
     def backward(self, dy, input_grad):
-        if not self._training:
-            raise RuntimeError("the fused BatchNorm-ReLU step goes backward only after a "
-                               "training pass (run the layers one by one for gradients in "
-                               "evaluation mode)")
+        self._check_trained()
         norm = self.layers[0]
-        gamma = norm.params["gamma"].astype(self._x.dtype, copy=False)
-        dx, dgamma, dbeta = kernels().batchnorm_relu_backward(
-            dy.reshape(self._x.shape), self._y, self._x, gamma, self._mean, self._var, norm.eps)
-        norm.grads["gamma"], norm.grads["beta"] = dgamma, dbeta
+        dx, norm.grads["gamma"], norm.grads["beta"] = kernels().batchnorm_relu_backward(
+            dy.reshape(self._x.shape), self._y, self._x, self._gamma_beta(self._x.dtype)[0],
+            self._mean, self._var, norm.eps)
         return dx.reshape(dy.shape)
 
+    # What the fused BatchNorm steps share: the layer's parameters and statistics.
+    def _gamma_beta(self, dtype):
+        norm = self.layers[0]
+        return (norm.params["gamma"].astype(dtype, copy=False),
+                norm.params["beta"].astype(dtype, copy=False))
 
-class BatchNormReLUMaxPoolStep(Step):
+    def _running_statistics(self, dtype):
+        norm = self.layers[0]
+        return norm.buffers["running_mean"].astype(dtype), norm.buffers["running_var"].astype(dtype)
+
+    def _keep_batch_statistics(self, mean, var, x4):
+        """Keep the batch's statistics for backward and update the layer's running ones."""
+        self._mean, self._var = mean, var
+        self.layers[0].update_running_statistics(mean, var, x4.shape[0] * x4.shape[2] * x4.shape[3])
+
+    def _check_trained(self):
+        if not self._training:
+            raise RuntimeError(f"the fused {self.kind} step goes backward only after a training "
+                               f"pass (run the layers one by one for gradients in evaluation mode)")
+
+
+class BatchNormReLUMaxPoolStep(BatchNormReLUStep):
     """A BatchNorm2D, the ReLU after it and a 2x2 max pool with stride 2 after that, fused.
 
     The full-size output of the ReLU is never written, nor its gradient: the
@@ -236,10 +251,12 @@ class BatchNormReLUMaxPoolStep(Step):
     was; the backward pass needs BatchNorm's sums over the windows' positive
     maxima only (the only inputs whose gradient is not zero), then writes the
     input gradient in one pass. About half the memory traffic of the three
-    layers one by one (docs/performance.md measures it).
+    layers one by one (docs/performance.md, "BatchNorm, ReLU and max pooling
+    as one step", measures the time).
     """
 
     saved = ("_x", "_y", "_argmax", "_mean", "_var")
+    kind = "BatchNorm-ReLU-MaxPool"
 
     def __init__(self, norm, relu, pool):
         self.layers = [norm, relu, pool]
@@ -247,30 +264,23 @@ class BatchNormReLUMaxPoolStep(Step):
     def forward(self, x, training):
         norm, _, pool = self.layers
         pool.output_shape(norm.output_shape(x.shape[1:]))   # the layers' own checks of the input
-        gamma = norm.params["gamma"].astype(x.dtype, copy=False)
-        beta = norm.params["beta"].astype(x.dtype, copy=False)
+        gamma, beta = self._gamma_beta(x.dtype)
         self._training = training
         if not training:
-            mean = norm.buffers["running_mean"].astype(x.dtype)
-            var = norm.buffers["running_var"].astype(x.dtype)
-            return kernels().batchnorm_relu_maxpool2_inference(x, gamma, beta, mean, var,
-                                                               norm.eps)
-        y, self._argmax, self._mean, self._var = kernels().batchnorm_relu_maxpool2_forward(
-            x, gamma, beta, norm.eps)
-        norm.update_running_statistics(self._mean, self._var,
-                                       x.shape[0] * x.shape[2] * x.shape[3])
+            return kernels().batchnorm_relu_maxpool2_inference(
+                x, gamma, beta, *self._running_statistics(x.dtype), norm.eps)
+        y, self._argmax, mean, var = kernels().batchnorm_relu_maxpool2_forward(x, gamma, beta,
+                                                                                norm.eps)
+        self._keep_batch_statistics(mean, var, x)
         self._x, self._y = x, y
         return y
 
     def backward(self, dy, input_grad):
-        if not self._training:
-            raise RuntimeError("the fused BatchNorm-ReLU-MaxPool step goes backward only after "
-                               "a training pass (run the layers one by one for gradients in "
-                               "evaluation mode)")
+        self._check_trained()
         norm = self.layers[0]
-        gamma = norm.params["gamma"].astype(self._x.dtype, copy=False)
         dx, norm.grads["gamma"], norm.grads["beta"] = kernels().batchnorm_relu_maxpool2_backward(
-            dy, self._argmax, self._y, self._x, gamma, self._mean, self._var, norm.eps)
+            dy, self._argmax, self._y, self._x, self._gamma_beta(self._x.dtype)[0], self._mean,
+            self._var, norm.eps)
         return dx
 
 

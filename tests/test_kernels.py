@@ -623,6 +623,18 @@ def pooled_image_shape(draw):
             draw(st.integers(2, 9)))
 
 
+def pooled_gradients_fused_and_apart(dy, x, gamma, beta):
+    """For the forward pass of ``x``: the fused BatchNorm-ReLU-MaxPool backward of ``dy``,
+    and the layers' kernels one after another (``maxpool_backward``, then
+    ``batchnorm_relu_backward`` with the ReLU's full-size output)."""
+    y, argmax, mean, var = jit.batchnorm_relu_maxpool2_forward(x, gamma, beta, 1e-5)
+    z, _, _ = jit.batchnorm_relu_forward(x, gamma, beta, 1e-5)
+    fused = jit.batchnorm_relu_maxpool2_backward(dy, argmax, y, x, gamma, mean, var, 1e-5)
+    apart = jit.batchnorm_relu_backward(jit.maxpool_backward(dy, argmax, x.shape, 2, 2), z, x,
+                                        gamma, mean, var, 1e-5)
+    return fused, apart
+
+
 @SETTINGS
 @given(shape=pooled_image_shape(), dtype=dtypes, seed=seeds)
 def test_fused_batchnorm_relu_maxpool2_equals_the_kernels_one_after_another(shape, dtype, seed):
@@ -649,9 +661,7 @@ def test_fused_batchnorm_relu_maxpool2_equals_the_kernels_one_after_another(shap
         jit.maxpool_forward(jit.batchnorm_relu_inference(x, gamma, beta, mean, var, 1e-5),
                             2, 2)[0])
     dy = rng.standard_normal(y.shape).astype(dtype)
-    fused = jit.batchnorm_relu_maxpool2_backward(dy, argmax, y, x, gamma, mean, var, 1e-5)
-    apart = jit.batchnorm_relu_backward(jit.maxpool_backward(dy, argmax, x.shape, 2, 2), z, x,
-                                        gamma, mean, var, 1e-5)
+    fused, apart = pooled_gradients_fused_and_apart(dy, x, gamma, beta)
     twin = reference.batchnorm_relu_maxpool2_backward(dy, argmax, y, x, gamma, mean, var, 1e-5)
     scale = (np.abs(dy).sum() + 1) * (np.abs(gamma).max() + 1)
     for a, b, c in zip(fused, apart, twin):
@@ -671,12 +681,8 @@ def test_fused_batchnorm_relu_maxpool2_backward_on_short_and_long_rows(H, W, dty
     layers' kernels one after another, and so does the last row or column no window
     covers (BatchNorm's terms only), held to its own size."""
     rng, x, gamma, beta = bn_inputs((3, 2, H, W), dtype, seed)
-    y, argmax, mean, var = jit.batchnorm_relu_maxpool2_forward(x, gamma, beta, 1e-5)
-    dy = rng.standard_normal(y.shape).astype(dtype)
-    z, _, _ = jit.batchnorm_relu_forward(x, gamma, beta, 1e-5)
-    fused = jit.batchnorm_relu_maxpool2_backward(dy, argmax, y, x, gamma, mean, var, 1e-5)
-    apart = jit.batchnorm_relu_backward(jit.maxpool_backward(dy, argmax, x.shape, 2, 2), z, x,
-                                        gamma, mean, var, 1e-5)
+    dy = rng.standard_normal((3, 2, H // 2, W // 2)).astype(dtype)
+    fused, apart = pooled_gradients_fused_and_apart(dy, x, gamma, beta)
     scale = (np.abs(dy).sum() + 1) * (np.abs(gamma).max() + 1)
     for a, b in zip(fused, apart):
         assert_close(a, b, dtype, scale=scale)

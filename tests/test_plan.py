@@ -27,6 +27,14 @@ def small_network(seed=0, kernel=3):
     ], seed=seed, input_shape=(3, 16, 16))
 
 
+def assert_same_gradients(fused, plain, atol):
+    """Every layer's ``grads`` of two models of the same layers, to float32 rounding."""
+    for a, b in zip(fused.layers, plain.layers):
+        for name in a.grads:
+            np.testing.assert_allclose(a.grads[name], b.grads[name], rtol=1e-3, atol=atol,
+                                       err_msg=f"{a.name}.{name}")
+
+
 #: Every test of the plan runs on both kinds of convolution step.
 KERNELS = pytest.mark.parametrize("kernel", [3, 5], ids=["direct-3x3", "im2col-5x5"])
 
@@ -81,10 +89,7 @@ def test_plan_and_layers_agree_forward_and_backward(rng, training, kernel):
             plain.forward(x, True)
             plan.backward(dy)
             plain.backward(dy)
-            for a, b in zip(fused.layers, plain.layers):
-                for name in a.grads:
-                    np.testing.assert_allclose(a.grads[name], b.grads[name], rtol=1e-3, atol=1e-4,
-                                               err_msg=f"{a.name}.{name}")
+            assert_same_gradients(fused, plain, atol=1e-4)
 
 
 @KERNELS
@@ -146,10 +151,7 @@ def test_the_pooling_step_and_the_layers_agree_on_any_size(rng, size):
                                    atol=1e-6)
         plan.backward(dy)
         plain.backward(dy)
-        for a, b in zip(fused.layers, plain.layers):
-            for name in a.grads:
-                np.testing.assert_allclose(a.grads[name], b.grads[name], rtol=1e-3, atol=1e-5,
-                                           err_msg=f"{a.name}.{name}")
+        assert_same_gradients(fused, plain, atol=1e-5)
         np.testing.assert_allclose(plan.forward(x, False), plain.forward(x, False), rtol=1e-5,
                                    atol=1e-6)
 

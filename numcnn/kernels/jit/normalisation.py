@@ -40,6 +40,14 @@ def _channel_mean_var(x, mean, var):
         var[c] = sq / M
 
 
+@njit(inline="always")
+def _affine_relu(v, s, t, zero):
+    """``max(0, v * s + t)``, a NaN kept (``zero``: 0 of ``v``'s type, so that the select
+    stays in float32)."""
+    v = v * s + t
+    return zero if v <= 0 else v
+
+
 @kernel(parallel=True)
 def _channel_affine(x, scale, shift, relu, zero, y):
     N, C, L = x.shape
@@ -164,14 +172,6 @@ def batchnorm_relu_backward(dy, y, x, gamma, mean, var, eps):
 # BatchNorm, ReLU and a 2x2 max pool with stride 2, fused: the full-size
 # output of the ReLU is never written, nor its gradient
 # ---------------------------------------------------------------------------
-@njit(inline="always")
-def _affine_relu(v, s, t, zero):
-    """``max(0, v * s + t)``, a NaN kept (``zero``: 0 of ``v``'s type, so that the select
-    stays in float32)."""
-    v = v * s + t
-    return zero if v <= 0 else v
-
-
 @kernel(parallel=True)
 def _affine_relu_maxpool2(x, scale, shift, zero, y, argmax):
     N, C, OH, OW = y.shape
