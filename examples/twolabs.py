@@ -12,7 +12,7 @@ once (the recipe registered in docs/twolabs.md before any result):
 2. hold out validation from both: 10% of the archive's original cells, whole,
    and PBC's val split;
 3. balance: the larger laboratory gives a seeded, stratified sample of the
-   smaller one's size;
+   smaller one's size (``--lab-balance none``: every training image of both);
 4. subtract the mean training image; train 20 epochs of AdamW on random
    64x64 crops, flips, quarter turns, and stain, light and scale augmentation;
 5. report each laboratory's test split once, at the end: the archive's TEST
@@ -89,7 +89,9 @@ def train_seed(seed, *, settings, data, run, say):
     bc, ours = data["train"], data["pbc_train"]
     bc_train, bc_val = evaluation.split_whole_groups(bc.y, data["train_cells"], seed)
     pbc_train = np.arange(len(ours.y))
-    if len(bc_train) > len(pbc_train):      # the larger laboratory: the smaller one's size
+    if settings.lab_balance == "none":      # every training image of both
+        pass
+    elif len(bc_train) > len(pbc_train):    # the larger laboratory: the smaller one's size
         bc_train = bc_train[balanced_sample(bc.y[bc_train], len(pbc_train), seed)]
     else:
         pbc_train = balanced_sample(ours.y, len(bc_train), seed)
@@ -166,7 +168,8 @@ def recipe_of(settings, data=None, validation_split=None):
     """The blood-cell study's recipe, and what the second laboratory adds."""
     recipe = bloodcell_study.recipe_of(settings, validation_split)
     recipe["balance"] = ("the larger laboratory's training images: a seeded sample, stratified "
-                         "by class, of the smaller one's size")
+                         "by class, of the smaller one's size" if settings.lab_balance == "equal"
+                         else "none: every training image of both laboratories")
     recipe["pbc_validation"] = "PBC's val split of the four classes"
     if data is not None:
         recipe["pbc_px_per_bloodcell_px"] = data["scale"]["pbc_px_per_bloodcell_px"]

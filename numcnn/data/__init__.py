@@ -9,9 +9,11 @@ datasets numcnn is taught with live in :mod:`numcnn.datasets`.
 - :mod:`numcnn.data.cache`: decoded images cached, keyed on the files' bytes;
 - :mod:`numcnn.data.transforms`: crops of one image, block means, [0, 1], the mean image;
 - :mod:`numcnn.data.augment`: random crops, flips, quarter turns, colour jitter, symmetries;
-- :mod:`numcnn.data.stain`: stain (optical density), scale and light augmentation.
+- :mod:`numcnn.data.stain`: stain (optical density), scale and light augmentation;
+- :mod:`numcnn.data.acquisition`: camera augmentation (blur, sensor noise, JPEG).
 """
 
+from .acquisition import camera_jitter, jpeg_round_trip, random_blur, random_jpeg, random_noise
 from .augment import (SYMMETRY_COUNT, centre_crop, colour_jitter, crop_and_flip,
                       predict_symmetric, random_crop, random_flips, symmetries)
 from .cache import CACHE_ENV_VAR, default_cache_dir
@@ -38,4 +40,5 @@ __all__ = [
     "random_flips", "colour_jitter", "symmetries", "SYMMETRY_COUNT",
     "random_crop", "centre_crop", "crop_and_flip", "predict_symmetric",
     "stain_jitter", "change_stains", "random_rescale", "brightness_contrast", "lab_augment",
+    "random_blur", "random_noise", "jpeg_round_trip", "random_jpeg", "camera_jitter",
 ]

@@ -49,6 +49,7 @@ from typing import Callable, Optional, Tuple
 import numpy as np
 from skimage.color import colorconv
 
+from .acquisition import camera_jitter
 from .augment import random_crop, random_flips
 
 __all__ = ["STAIN_BASES", "MIN_LIGHT", "stain_concentrations", "from_concentrations",
@@ -191,8 +192,8 @@ def brightness_contrast(x: np.ndarray, rng: np.random.Generator, brightness: flo
 
 def lab_augment(size: Optional[int], mean_image: Optional[np.ndarray] = None,
                 stain: Tuple[float, float] = (0.1, 0.1), rescale: Tuple[float, float] = (0.9, 1.1),
-                light: Tuple[float, float] = (0.1, 0.1), basis="giemsa", rotate90: bool = True
-                ) -> Callable[[np.ndarray, np.random.Generator], np.ndarray]:
+                light: Tuple[float, float] = (0.1, 0.1), basis="giemsa", rotate90: bool = True,
+                camera: Optional[dict] = None) -> Callable[[np.ndarray, np.random.Generator], np.ndarray]:
     """Stains, scale and light, then a random crop and flips: one ``fit(augment=...)`` function.
 
     Parameters
@@ -209,9 +210,12 @@ def lab_augment(size: Optional[int], mean_image: Optional[np.ndarray] = None,
         :func:`random_rescale`'s range of factors.
     light : (brightness, contrast)
         :func:`brightness_contrast`'s strengths.
+    camera : dict, optional
+        Keyword arguments of :func:`numcnn.data.acquisition.camera_jitter` (blur, noise,
+        JPEG quality), applied after the rescale; None: no camera changes.
 
     The order, each step drawing from the model's Generator: stains, light,
-    rescale, crop, flips (and quarter turns with ``rotate90``).
+    rescale, camera (with ``camera``), crop, flips (and quarter turns with ``rotate90``).
     """
     scale, shift = stain
     low, high = rescale
@@ -222,6 +226,8 @@ def lab_augment(size: Optional[int], mean_image: Optional[np.ndarray] = None,
         raw = stain_jitter(np.clip(raw, 0.0, 1.0), rng, scale, shift, basis)
         raw = brightness_contrast(raw, rng, brightness, contrast)
         raw = random_rescale(raw, rng, low, high)
+        if camera is not None:
+            raw = camera_jitter(raw, rng, **camera)
         xb = raw if mean_image is None else raw - mean_image
         if size is not None:
             xb = random_crop(xb, size, rng)

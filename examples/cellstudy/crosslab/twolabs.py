@@ -20,7 +20,7 @@ from __future__ import annotations
 import sys
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Optional
+from typing import ClassVar, Dict, Optional, Tuple
 
 import numpy as np
 
@@ -42,11 +42,17 @@ SHARED = ("eosinophil", "lymphocyte", "monocyte", "neutrophil")
 
 @dataclass(frozen=True)
 class TwoLabSettings(bloodcell_command.BloodCellSettings):
-    """The blood-cell study's settings, PBC's folder, and the laboratory augmentation."""
+    """The blood-cell study's settings, PBC's folder, the laboratory augmentation and balance."""
+
+    TRAINING: ClassVar[Tuple[str, ...]] = (bloodcell_command.BloodCellSettings.TRAINING
+                                           + ("lab_balance",))
+    CHOICES: ClassVar[Dict[str, Tuple[str, ...]]] = {
+        **bloodcell_command.BloodCellSettings.CHOICES, "lab_balance": ("equal", "none")}
 
     out: str = "runs/twolabs"
     augment: str = "lab"
     pbc_data: Optional[str] = None
+    lab_balance: str = "equal"
 
 
 DESCRIPTION = """One four-class white-cell classifier (EOSINOPHIL, LYMPHOCYTE, MONOCYTE,
@@ -64,6 +70,9 @@ def _more_flags(parser):
     parser.add_argument("--pbc-data", metavar="DIR", default=None,
                         help="PBC, prepared or as downloaded; default: $NUMCNN_PBC, "
                              "else ~/data/pbc")
+    parser.add_argument("--lab-balance", choices=("equal", "none"), default="equal",
+                        help="'equal': the larger laboratory gives a seeded, stratified sample "
+                             "of the smaller one's size; 'none': every training image of both")
     parser.add_argument("--scale", metavar="S", type=finite_positive, default=1.0,
                         help="--predict: the images' linear magnification relative to the "
                              "blood-cell archive's 320x240 frames (1.0 for them, 1.75 for "

@@ -114,10 +114,12 @@ def build_parser(prog, description, defaults, examples, data_help):
     train.add_argument("--colour-jitter", metavar="S", type=float, default=defaults.colour_jitter,
                        help="training batches: per-channel gain in [1-S, 1+S] and shift in "
                             "[-S/2, S/2] (0: none)")
-    train.add_argument("--augment", choices=("standard", "lab"), default=defaults.augment,
+    train.add_argument("--augment", choices=("standard", "lab", "lab+camera"),
+                       default=defaults.augment,
                        help="training batches: 'standard', random crops, flips and quarter "
                             "turns; 'lab', first also each image's stains, light and scale "
-                            "changed at random, as another laboratory's slides would differ "
+                            "changed at random, as another laboratory's slides would differ; "
+                            "'lab+camera', then also blur, sensor noise and a JPEG round trip "
                             "(docs/twolabs.md)")
     seeds = train.add_mutually_exclusive_group()
     seeds.add_argument("--seeds", metavar="N", type=positive_int, default=1,

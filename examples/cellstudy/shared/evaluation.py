@@ -118,6 +118,10 @@ def fair_sample(n, k, seed):
 #: amount times Uniform(0.8, 1.2) plus Uniform(-0.1, 0.1) (optical density), zoom factors
 #: Uniform(0.85, 1.18), brightness Uniform(-0.1, 0.1), contrast Uniform(0.8, 1.2).
 LAB_STAIN, LAB_RESCALE, LAB_LIGHT = (0.2, 0.1), (0.85, 1.18), (0.1, 0.2)
+#: --augment lab+camera's camera, registered in docs/twolabs.md before any result: a Gaussian
+#: blur of sigma Uniform(0, 1.5) pixels, sensor noise of spread Uniform(0, 0.03), a JPEG of
+#: quality 20..95.
+LAB_CAMERA = {"blur": 1.5, "noise": 0.03, "quality": (20, 95)}
 
 
 def training_augment(settings, mean_image, size, rotate90=True):
@@ -125,11 +129,12 @@ def training_augment(settings, mean_image, size, rotate90=True):
     flips and (``rotate90``) quarter turns, colour jitter when asked; with
     ``--augment lab`` first each image's stains, light and scale
     (:func:`numcnn.data.stain.lab_augment`, on the images before ``mean_image`` is
-    subtracted)."""
-    if settings.augment != "lab":
+    subtracted), with ``lab+camera`` then also blur, noise and a JPEG round trip."""
+    if settings.augment not in ("lab", "lab+camera"):
         return crop_and_flip(size, rotate90=rotate90, colour=settings.colour_jitter)
     lab = lab_augment(size, mean_image, stain=LAB_STAIN, rescale=LAB_RESCALE, light=LAB_LIGHT,
-                      rotate90=rotate90)
+                      rotate90=rotate90,
+                      camera=LAB_CAMERA if settings.augment == "lab+camera" else None)
     if not settings.colour_jitter:
         return lab
     return lambda xb, rng: colour_jitter(lab(xb, rng), rng, settings.colour_jitter)
@@ -139,7 +144,9 @@ def augmentation_words(settings, size, rotate90=True):
     """What :func:`training_augment` does, in the words of recipe.json."""
     steps = (["stains in optical density (Giemsa basis) times Uniform(0.8, 1.2) plus "
               "Uniform(-0.1, 0.1), brightness Uniform(-0.1, 0.1), contrast Uniform(0.8, 1.2), "
-              "zoom Uniform(0.85, 1.18)"] if settings.augment == "lab" else [])
+              "zoom Uniform(0.85, 1.18)"] if settings.augment in ("lab", "lab+camera") else [])
+    steps += (["Gaussian blur of sigma Uniform(0, 1.5) px, noise of spread Uniform(0, 0.03), "
+               "a JPEG round trip of quality 20..95"] if settings.augment == "lab+camera" else [])
     steps += [f"random {size}x{size} crop"] if size else []
     steps += ["random flips (left-right, up-down)"] + (["random quarter turns"] if rotate90 else [])
     steps += ([f"colour jitter {settings.colour_jitter:g} (per-channel gain and shift)"]

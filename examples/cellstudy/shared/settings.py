@@ -42,7 +42,7 @@ class Settings:
     CHOICES: ClassVar[Dict[str, Tuple[str, ...]]] = {
         "class_weights": ("none", "balanced"), "tta": ("symmetries", "none"),
         "backend": ("numba", "numpy"), "colour_norm": ("none", "image"),
-        "augment": ("standard", "lab")}
+        "augment": ("standard", "lab", "lab+camera")}
 
     data: Optional[str] = None
     out: str = "runs/study"
