@@ -4,7 +4,8 @@
 
 Times, in one process, the medians of ``--calls`` calls of: ``lab_augment``
 (numcnn.data.stain, at the strengths docs/twolabs.md registered) on a batch
-of 64 mean-subtracted 72x72 images, the crops, flips and turns alone
+of 64 mean-subtracted 72x72 images, the same with the camera of
+``--augment lab+camera`` (blur, noise, JPEG), the crops, flips and turns alone
 (``crop_and_flip``), and a training step of the blood-cell network on a batch
 of 64 64x64 crops (AdamW). Prints one JSON line, in milliseconds.
 """
@@ -43,12 +44,15 @@ def main(argv=None):
     batch = images - mean
     lab = lab_augment(64, mean, stain=(0.2, 0.1), rescale=(0.85, 1.18), light=(0.1, 0.2),
                       rotate90=True)
+    camera = lab_augment(64, mean, stain=(0.2, 0.1), rescale=(0.85, 1.18), light=(0.1, 0.2),
+                         rotate90=True, camera={"blur": 1.5, "noise": 0.03, "quality": (20, 95)})
     standard = crop_and_flip(64, rotate90=True)
     model = bloodnet.build_numcnn(64, 64, optimizer="adamw")
     draws = np.random.default_rng(1)
     crops, labels = standard(batch, draws), rng.integers(0, 4, 64)
     print(json.dumps({
         "lab_augment_ms": median_ms(lambda: lab(batch, draws), args.calls),
+        "lab_camera_augment_ms": median_ms(lambda: camera(batch, draws), args.calls),
         "crop_and_flip_ms": median_ms(lambda: standard(batch, draws), args.calls),
         "train_step_ms": median_ms(lambda: model.train_step(crops, labels), args.calls // 2 + 1)}))
 

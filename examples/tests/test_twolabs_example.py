@@ -136,3 +136,17 @@ def test_a_small_crop_is_set_on_its_own_background():
     assert small.shape == (144, 144, 3)
     assert tuple(small[0, 0]) == (200, 200, 200)           # the image's background, not black
     np.testing.assert_array_equal(rescaled_for_predict(image, 1.0, 50), image)   # as it is
+
+
+def test_every_training_image_of_both_laboratories_when_asked(tmp_path):
+    from cellstudy.crosslab.twolabs import TwoLabSettings, parse_args
+    settings, _ = parse_args(["--lab-balance", "none", "--augment", "lab+camera"])
+    recipe = twolabs.recipe_of(settings)
+    assert recipe["lab_balance"] == "none" and recipe["balance"].startswith("none: every")
+    assert "JPEG round trip of quality 20..95" in recipe["augmentation"]
+    assert TwoLabSettings.from_recipe(recipe) == settings
+    older = {key: value for key, value in twolabs.recipe_of(TwoLabSettings()).items()
+             if key != "lab_balance"}                      # a run of before the flag
+    assert TwoLabSettings.from_recipe(older).lab_balance == "equal"
+    with pytest.raises(SystemExit):
+        parse_args(["--lab-balance", "half"])
