@@ -45,7 +45,7 @@ from numcnn.optim import AdamW
 
 import bloodcells as bloodcell_study     # examples/bloodcells.py: its images, network, recipe
 from cellstudy.crosslab import scale
-from cellstudy.crosslab.twolabs import SHARED, balanced_sample, parse_args, predict
+from cellstudy.crosslab.twolabs import SHARED, parse_args, predict, training_images
 from cellstudy.shared import datacheck, evaluation, reports
 from cellstudy.shared.command import COMMAND_STOPPED, guarded, run_command
 from cellstudy.shared.evaluation import (Split, evaluate_seed, evaluation_view, fair_sample,
@@ -88,13 +88,7 @@ def train_seed(seed, *, settings, data, run, say):
     folder = run.seed_folder(seed)
     bc, ours = data["train"], data["pbc_train"]
     bc_train, bc_val = evaluation.split_whole_groups(bc.y, data["train_cells"], seed)
-    pbc_train = np.arange(len(ours.y))
-    if settings.lab_balance == "none":      # every training image of both
-        pass
-    elif len(bc_train) > len(pbc_train):    # the larger laboratory: the smaller one's size
-        bc_train = bc_train[balanced_sample(bc.y[bc_train], len(pbc_train), seed)]
-    else:
-        pbc_train = balanced_sample(ours.y, len(bc_train), seed)
+    bc_train, pbc_train = training_images(bc_train, bc.y, ours.y, seed, settings.lab_balance)
     held_out = evaluation.validation_digest(np.concatenate([bc_val, [-1], bc_train, [-1],
                                                             pbc_train]))   # and the balance
     if settings.resume:                     # only on the same data, recipe, seed and network

@@ -138,8 +138,19 @@ def test_a_small_crop_is_set_on_its_own_background():
     np.testing.assert_array_equal(rescaled_for_predict(image, 1.0, 50), image)   # as it is
 
 
-def test_every_training_image_of_both_laboratories_when_asked(tmp_path):
-    from cellstudy.crosslab.twolabs import TwoLabSettings, parse_args
+def test_every_training_image_of_both_laboratories_when_asked():
+    from cellstudy.crosslab.twolabs import TwoLabSettings, parse_args, training_images
+    bc_y, pbc_y = np.repeat(np.arange(4), [300, 200, 100, 60]), np.repeat(np.arange(4), 50)
+    bc_train = np.arange(0, len(bc_y), 2)                  # validation cells held out
+    for seed in (0, 1):
+        bc, pbc = training_images(bc_train, bc_y, pbc_y, seed, "equal")
+        assert len(bc) == len(pbc) == 200 and set(bc) <= set(bc_train)
+        np.testing.assert_array_equal(pbc, np.arange(200))
+        bc, pbc = training_images(bc_train, bc_y, pbc_y, seed, "none")
+        np.testing.assert_array_equal(bc, bc_train)
+        np.testing.assert_array_equal(pbc, np.arange(200))
+    bc, pbc = training_images(bc_train[:50], bc_y, pbc_y, 0, "equal")   # PBC the larger
+    assert len(bc) == len(pbc) == 50 and np.bincount(pbc_y[pbc]).tolist() == [13, 13, 12, 12]
     settings, _ = parse_args(["--lab-balance", "none", "--augment", "lab+camera"])
     recipe = twolabs.recipe_of(settings)
     assert recipe["lab_balance"] == "none" and recipe["balance"].startswith("none: every")

@@ -9,13 +9,14 @@ each drawn per image from the model's Generator:
 blur)`` pixels, the same in every channel (``skimage.filters.gaussian``, the
 border reflected). ``sigma = 0`` leaves the image as it is.
 
-**JPEG.** The image written as a JPEG of quality ``q ~ Uniform(low, high)``
-(an integer, Pillow's encoder, 4:2:0 chroma subsampling as cameras write it)
-and read back: 8x8 blocks, lost fine detail, colour blurred at half
-resolution. The pixels are rounded to 8 bits on the way, as any file's are.
-
 **Noise.** Each pixel plus ``Normal(0, s)``, ``s ~ Uniform(0, noise)`` per
 image: a sensor's shot and read noise, roughly.
+
+**JPEG.** The image written as a JPEG of quality ``q``, an integer drawn in
+``low..high`` (Pillow's encoder, 4:2:0 chroma subsampling as cameras write
+it), and read back: 8x8 blocks, lost fine detail, colour blurred at half
+resolution. The pixels are clipped to [0, 1] and rounded to 8 bits on the
+way, as any file's are.
 
 In the order light meets them: the lens blurs, the sensor adds its noise,
 the file is written last. Images are in
@@ -97,7 +98,8 @@ def random_jpeg(x: np.ndarray, rng: np.random.Generator, quality: Tuple[int, int
                 ) -> np.ndarray:
     """Each image through :func:`jpeg_round_trip` at a quality drawn from ``low..high``.
 
-    ``quality`` (low, high), integers in 1..95, both included. Draws ``N`` integers.
+    ``quality`` (low, high), integers in 1..95, both included. Draws ``N`` integers (none
+    when ``low == high``: a fixed quality leaves the Generator as it was).
     """
     x = _check_batch(x, "random_jpeg")
     low, high = quality
@@ -115,7 +117,8 @@ def camera_jitter(x: np.ndarray, rng: np.random.Generator, blur: float = 1.0,
                   ) -> np.ndarray:
     """Blur, noise and (``quality`` not None) a JPEG round trip, each drawn per image.
 
-    ``x`` (N, 3, H, W) in [0, 1]; returns a new array clipped to [0, 1]. With ``blur = 0``,
+    ``x`` (N, 3, H, W), in [0, 1] or near it; returns a new array clipped to [0, 1] (light
+    beyond the sensor's range saturates, as in a camera). With ``blur = 0``,
     ``noise = 0`` and ``quality = None`` the output is the input, through the same code.
     """
     out = random_noise(random_blur(x, rng, blur), rng, noise)

@@ -194,7 +194,7 @@ def lab_augment(size: Optional[int], mean_image: Optional[np.ndarray] = None,
                 stain: Tuple[float, float] = (0.1, 0.1), rescale: Tuple[float, float] = (0.9, 1.1),
                 light: Tuple[float, float] = (0.1, 0.1), basis="giemsa", rotate90: bool = True,
                 camera: Optional[dict] = None) -> Callable[[np.ndarray, np.random.Generator], np.ndarray]:
-    """Stains, scale and light, then a random crop and flips: one ``fit(augment=...)`` function.
+    """Stains, light, scale (and the camera), a random crop and flips: one ``fit(augment=...)``.
 
     Parameters
     ----------
@@ -212,11 +212,16 @@ def lab_augment(size: Optional[int], mean_image: Optional[np.ndarray] = None,
         :func:`brightness_contrast`'s strengths.
     camera : dict, optional
         Keyword arguments of :func:`numcnn.data.acquisition.camera_jitter` (blur, noise,
-        JPEG quality), applied after the rescale; None: no camera changes.
+        JPEG quality), applied after the rescale; its output is clipped to [0, 1] (the
+        light step's may leave it); None: no camera changes.
 
     The order, each step drawing from the model's Generator: stains, light,
     rescale, camera (with ``camera``), crop, flips (and quarter turns with ``rotate90``).
     """
+    unknown = sorted(set(camera or {}) - {"blur", "noise", "quality"})
+    if unknown:
+        raise ValueError(f"lab_augment camera: unknown setting {unknown[0]!r}; it takes blur, "
+                         f"noise and quality")
     scale, shift = stain
     low, high = rescale
     brightness, contrast = light

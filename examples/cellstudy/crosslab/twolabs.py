@@ -6,10 +6,11 @@ study's command (:mod:`cellstudy.bloodcells.command`) is here:
 
 - :class:`TwoLabSettings`: the blood-cell settings, the PBC data folder, and
   the augmentation of docs/twolabs.md on by default;
-- :func:`parse_args`: the blood-cell study's flags plus ``--pbc-data`` and
-  ``--scale``;
-- :func:`balanced_sample`: the larger laboratory's training images cut down
-  to the smaller one's count, class by class;
+- :func:`parse_args`: the blood-cell study's flags plus ``--pbc-data``,
+  ``--lab-balance`` and ``--scale``;
+- :func:`training_images` and :func:`balanced_sample`: the larger
+  laboratory's training images cut down to the smaller one's count, class by
+  class (``--lab-balance equal``), or every image of both (``none``);
 - :func:`predict` (``--predict IMAGE... [--scale S]``): an image of any
   laboratory, a whole field or a crop, brought to the archive's scale, cut
   around its stained cell and classified; an image without one is an error.
@@ -34,7 +35,8 @@ from ..shared.evaluation import normalise_colour
 from ..shared.prediction import model_for_predict, predict_images
 from .scale import rescaled_for_predict
 
-__all__ = ["TwoLabSettings", "parse_args", "balanced_sample", "predict", "SHARED"]
+__all__ = ["TwoLabSettings", "parse_args", "training_images", "balanced_sample", "predict",
+           "SHARED"]
 
 #: PBC's names of the four classes both laboratories have, in the blood-cell labels' order.
 SHARED = ("eosinophil", "lymphocyte", "monocyte", "neutrophil")
@@ -57,7 +59,7 @@ class TwoLabSettings(bloodcell_command.BloodCellSettings):
 
 DESCRIPTION = """One four-class white-cell classifier (EOSINOPHIL, LYMPHOCYTE, MONOCYTE,
 NEUTROPHIL) trained on two laboratories' slides: the Kaggle blood-cell archive and PBC,
-at one physical scale, balanced, with stain, light and scale augmentation.
+at one physical scale, balanced (--lab-balance), with stain, light and scale augmentation.
 Reported per laboratory (docs/twolabs.md)."""
 
 EXAMPLES = """  python examples/twolabs.py --data ../shared/blood-cells --pbc-data ../shared/pbc
@@ -83,6 +85,22 @@ def parse_args(argv=None):
     """``(settings, actions)`` from the command line; bad flags exit with status 2."""
     return bloodcell_command.parse_args(argv, TwoLabSettings, "twolabs.py", DESCRIPTION,
                                         EXAMPLES, _more_flags)
+
+
+def training_images(bc_train, bc_y, pbc_y, seed, lab_balance="equal"):
+    """``(archive indices, PBC indices)`` a seed trains on.
+
+    ``bc_train`` indexes the archive's training images (validation cells out),
+    ``bc_y`` the archive's labels, ``pbc_y`` PBC's training labels.
+    ``lab_balance="equal"``: the larger laboratory gives a :func:`balanced_sample`
+    of the smaller one's size; ``"none"``: every image of both.
+    """
+    pbc_train = np.arange(len(pbc_y))
+    if lab_balance == "none":
+        return bc_train, pbc_train
+    if len(bc_train) > len(pbc_train):
+        return bc_train[balanced_sample(bc_y[bc_train], len(pbc_train), seed)], pbc_train
+    return bc_train, balanced_sample(pbc_y, len(bc_train), seed)
 
 
 def balanced_sample(y_big, n_small, seed):

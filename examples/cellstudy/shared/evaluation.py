@@ -145,8 +145,10 @@ def augmentation_words(settings, size, rotate90=True):
     steps = (["stains in optical density (Giemsa basis) times Uniform(0.8, 1.2) plus "
               "Uniform(-0.1, 0.1), brightness Uniform(-0.1, 0.1), contrast Uniform(0.8, 1.2), "
               "zoom Uniform(0.85, 1.18)"] if settings.augment in ("lab", "lab+camera") else [])
-    steps += (["Gaussian blur of sigma Uniform(0, 1.5) px, noise of spread Uniform(0, 0.03), "
-               "a JPEG round trip of quality 20..95"] if settings.augment == "lab+camera" else [])
+    steps += ([f"Gaussian blur of sigma Uniform(0, {LAB_CAMERA['blur']:g}) px, noise of spread "
+               f"Uniform(0, {LAB_CAMERA['noise']:g}), a JPEG round trip of quality "
+               f"{LAB_CAMERA['quality'][0]}..{LAB_CAMERA['quality'][1]}"]
+              if settings.augment == "lab+camera" else [])
     steps += [f"random {size}x{size} crop"] if size else []
     steps += ["random flips (left-right, up-down)"] + (["random quarter turns"] if rotate90 else [])
     steps += ([f"colour jitter {settings.colour_jitter:g} (per-channel gain and shift)"]
