@@ -86,8 +86,8 @@ def jpeg_round_trip(image: np.ndarray, quality: int) -> np.ndarray:
         raise ValueError(f"jpeg_round_trip: quality must be in 1..95; got {quality!r}")
     pixels = np.clip(np.rint(np.moveaxis(image, 0, -1) * 255.0), 0, 255).astype(np.uint8)
     file = io.BytesIO()
-    Image.fromarray(pixels, mode="RGB").save(file, format="JPEG", quality=int(quality),
-                                            subsampling="4:2:0")
+    Image.fromarray(pixels).save(file, format="JPEG", quality=int(quality),
+                                 subsampling="4:2:0")
     file.seek(0)
     with Image.open(file) as decoded:
         back = np.asarray(decoded.convert("RGB"), dtype=np.float32)
