@@ -33,15 +33,9 @@ from typing import Optional, Tuple
 import numpy as np
 from skimage.filters import gaussian
 
+from .augment import check_rgb_batch
+
 __all__ = ["random_blur", "random_noise", "jpeg_round_trip", "random_jpeg", "camera_jitter"]
-
-
-def _check_batch(x, where: str) -> np.ndarray:
-    x = np.asarray(x)
-    if x.ndim != 4 or x.shape[1] != 3:
-        raise ValueError(f"{where} expects an (N, 3, H, W) batch of RGB images; got shape "
-                         f"{x.shape}")
-    return x
 
 
 def random_blur(x: np.ndarray, rng: np.random.Generator, blur: float) -> np.ndarray:
@@ -50,7 +44,7 @@ def random_blur(x: np.ndarray, rng: np.random.Generator, blur: float) -> np.ndar
     ``x`` (N, 3, H, W); returns a new array of its shape and dtype. Draws ``N`` uniforms
     (also when ``blur`` is 0, so that one seed's later draws do not depend on it).
     """
-    x = _check_batch(x, "random_blur")
+    x = check_rgb_batch(x, "random_blur")
     if not 0 <= blur < np.inf:
         raise ValueError(f"random_blur: blur must be a finite sigma >= 0; got {blur!r}")
     sigmas = rng.uniform(0.0, blur, size=len(x))
@@ -68,7 +62,7 @@ def random_noise(x: np.ndarray, rng: np.random.Generator, noise: float) -> np.nd
     Returns a new array of ``x``'s shape and dtype. Draws ``N`` uniforms, then ``x.size``
     normals.
     """
-    x = _check_batch(x, "random_noise")
+    x = check_rgb_batch(x, "random_noise")
     if not 0 <= noise < np.inf:
         raise ValueError(f"random_noise: noise must be a finite spread >= 0; got {noise!r}")
     spread = rng.uniform(0.0, noise, size=(len(x), 1, 1, 1))
@@ -76,7 +70,8 @@ def random_noise(x: np.ndarray, rng: np.random.Generator, noise: float) -> np.nd
 
 
 def jpeg_round_trip(image: np.ndarray, quality: int) -> np.ndarray:
-    """One (3, H, W) image in [0, 1] written as a JPEG of ``quality`` (1-95) and read back.
+    """One (3, H, W) image written as a JPEG of ``quality`` (1-95) and read back, its
+    pixels clipped to [0, 1] and rounded to 8 bits first.
 
     Returns float32 (3, H, W) in [0, 1], the 8-bit pixels of the decoded file / 255.
     """
@@ -101,14 +96,14 @@ def random_jpeg(x: np.ndarray, rng: np.random.Generator, quality: Tuple[int, int
     ``quality`` (low, high), integers in 1..95, both included. Draws ``N`` integers (none
     when ``low == high``: a fixed quality leaves the Generator as it was).
     """
-    x = _check_batch(x, "random_jpeg")
+    x = check_rgb_batch(x, "random_jpeg")
     low, high = quality
     if not 1 <= low <= high <= 95:
         raise ValueError(f"random_jpeg: need 1 <= low <= high <= 95; got {quality!r}")
     qualities = rng.integers(low, high, endpoint=True, size=len(x))
     out = np.empty_like(x)
     for k, q in enumerate(qualities):
-        out[k] = jpeg_round_trip(np.clip(x[k], 0.0, 1.0), int(q))
+        out[k] = jpeg_round_trip(x[k], int(q))      # it clips to [0, 1] itself
     return out
 
 

@@ -163,6 +163,16 @@ def symmetries(x: np.ndarray):
         yield np.ascontiguousarray(turned[:, :, :, ::-1])       # mirrored left-right
 
 
+def check_rgb_batch(x: np.ndarray, where: str) -> np.ndarray:
+    """``x`` as an array, checked to be an (N, 3, H, W) batch of floating-point RGB images."""
+    x = np.asarray(x)
+    if x.ndim != 4 or x.shape[1] != 3:
+        raise ValueError(f"{where} expects an RGB batch of shape (N, 3, H, W); got {x.shape}")
+    if x.dtype.kind != "f":
+        raise TypeError(f"{where} expects floating-point images in [0, 1]; got dtype {x.dtype}")
+    return x
+
+
 def _check_crop(x: np.ndarray, size: int, where: str) -> None:
     """Raise ValueError unless ``x`` is an NCHW batch at least ``size`` x ``size``."""
     if x.ndim != 4:

@@ -50,7 +50,7 @@ import numpy as np
 from skimage.color import colorconv
 
 from .acquisition import camera_jitter
-from .augment import random_crop, random_flips
+from .augment import check_rgb_batch, random_crop, random_flips
 
 __all__ = ["STAIN_BASES", "MIN_LIGHT", "stain_concentrations", "from_concentrations",
            "change_stains", "stain_jitter", "random_rescale", "brightness_contrast",
@@ -78,19 +78,10 @@ def _basis(basis) -> np.ndarray:
     return matrix
 
 
-def _check_batch(x: np.ndarray, where: str) -> np.ndarray:
-    x = np.asarray(x)
-    if x.ndim != 4 or x.shape[1] != 3:
-        raise ValueError(f"{where} expects an RGB batch of shape (N, 3, H, W); got {x.shape}")
-    if x.dtype.kind != "f":
-        raise TypeError(f"{where} expects floating-point images in [0, 1]; got dtype {x.dtype}")
-    return x
-
-
 def stain_concentrations(x: np.ndarray, basis="giemsa") -> np.ndarray:
     """Each pixel's amount of each stain: ``-ln(max(x, MIN_LIGHT)) @ inv(basis)`` over the
     channels. ``x`` (N, 3, H, W) in [0, 1] -> (N, 3, H, W), not clamped (may be negative)."""
-    x = _check_batch(x, "stain_concentrations")
+    x = check_rgb_batch(x, "stain_concentrations")
     density = -np.log(np.maximum(x, MIN_LIGHT))
     return np.einsum("nchw,cs->nshw", density, np.linalg.inv(_basis(basis))).astype(x.dtype)
 
@@ -125,7 +116,7 @@ def stain_jitter(x: np.ndarray, rng: np.random.Generator, scale: float = 0.1,
     ``alpha ~ Uniform(1 - scale, 1 + scale)``, ``beta ~ Uniform(-shift, shift)``
     (draws ``6 N`` uniforms). ``x`` (N, 3, H, W) in [0, 1]; returns a new array.
     """
-    x = _check_batch(x, "stain_jitter")
+    x = check_rgb_batch(x, "stain_jitter")
     if not 0 <= scale < 1 or not 0 <= shift:
         raise ValueError(f"stain_jitter: scale must be in [0, 1) and shift >= 0; got "
                          f"{scale!r}, {shift!r}")

@@ -122,6 +122,8 @@ LAB_STAIN, LAB_RESCALE, LAB_LIGHT = (0.2, 0.1), (0.85, 1.18), (0.1, 0.2)
 #: blur of sigma Uniform(0, 1.5) pixels, sensor noise of spread Uniform(0, 0.03), a JPEG of
 #: quality 20..95.
 LAB_CAMERA = {"blur": 1.5, "noise": 0.03, "quality": (20, 95)}
+#: The --augment values that change stains, light and scale.
+LAB_AUGMENTS = ("lab", "lab+camera")
 
 
 def training_augment(settings, mean_image, size, rotate90=True):
@@ -130,7 +132,7 @@ def training_augment(settings, mean_image, size, rotate90=True):
     ``--augment lab`` first each image's stains, light and scale
     (:func:`numcnn.data.stain.lab_augment`, on the images before ``mean_image`` is
     subtracted), with ``lab+camera`` then also blur, noise and a JPEG round trip."""
-    if settings.augment not in ("lab", "lab+camera"):
+    if settings.augment not in LAB_AUGMENTS:
         return crop_and_flip(size, rotate90=rotate90, colour=settings.colour_jitter)
     lab = lab_augment(size, mean_image, stain=LAB_STAIN, rescale=LAB_RESCALE, light=LAB_LIGHT,
                       rotate90=rotate90,
@@ -144,7 +146,7 @@ def augmentation_words(settings, size, rotate90=True):
     """What :func:`training_augment` does, in the words of recipe.json."""
     steps = (["stains in optical density (Giemsa basis) times Uniform(0.8, 1.2) plus "
               "Uniform(-0.1, 0.1), brightness Uniform(-0.1, 0.1), contrast Uniform(0.8, 1.2), "
-              "zoom Uniform(0.85, 1.18)"] if settings.augment in ("lab", "lab+camera") else [])
+              "zoom Uniform(0.85, 1.18)"] if settings.augment in LAB_AUGMENTS else [])
     steps += ([f"Gaussian blur of sigma Uniform(0, {LAB_CAMERA['blur']:g}) px, noise of spread "
                f"Uniform(0, {LAB_CAMERA['noise']:g}), a JPEG round trip of quality "
                f"{LAB_CAMERA['quality'][0]}..{LAB_CAMERA['quality'][1]}"]
