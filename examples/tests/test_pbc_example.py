@@ -181,3 +181,41 @@ def test_transfer_runs_both_ways(study, bloodcells_dir, tmp_path):
         interval = direction["pooled_interval"]
         assert interval["low"] <= direction["mean_accuracy"] <= interval["high"]
     assert "PBC pixels per blood-cell pixel" in (out / "summary.txt").read_text()
+
+
+def test_zoom_sets_the_lab_augmentations_range_and_is_recorded(capsys):
+    from cellstudy.pbc.command import PBCSettings, parse_args
+    from cellstudy.shared.evaluation import LAB_LIGHT, LAB_STAIN, training_augment
+    from numcnn.data.stain import lab_augment
+    default, _ = parse_args(["--augment", "lab"])
+    assert default.zoom == (0.85, 1.18)                    # the registered range
+    wide, _ = parse_args(["--augment", "lab", "--zoom", "0.67,1.5"])
+    assert wide.zoom == (0.67, 1.5)
+    recipe = pbc_example.recipe_of(wide, wide.classes)
+    assert recipe["zoom"] == [0.67, 1.5] and "zoom Uniform(0.67, 1.5)" in recipe["augmentation"]
+    assert PBCSettings.from_recipe(json.loads(json.dumps(recipe))) == wide
+    older = {key: value for key, value in default.to_recipe().items() if key != "zoom"}
+    assert PBCSettings.from_recipe(older) == default       # a run of before the flag
+    # The setting is what the training batches get: the same draws as lab_augment's own.
+    images = np.random.default_rng(0).random((6, 3, 20, 20), dtype=np.float32)
+    mean = images.mean(axis=0)
+    for settings in (default, wide):
+        ours = training_augment(settings, mean, 16)(images - mean, np.random.default_rng(3))
+        direct = lab_augment(16, mean, stain=LAB_STAIN, rescale=settings.zoom, light=LAB_LIGHT)(
+            images - mean, np.random.default_rng(3))
+        np.testing.assert_array_equal(ours, direct)
+    assert not np.array_equal(training_augment(default, mean, 16)(images - mean,
+                                                                  np.random.default_rng(3)),
+                              training_augment(wide, mean, 16)(images - mean,
+                                                               np.random.default_rng(3)))
+    for argv, words in ((["--augment", "lab", "--zoom", "1.1,1.5"], "0 < LOW <= 1 <= HIGH"),
+                        (["--augment", "lab", "--zoom", "0.8"], "two numbers LOW,HIGH"),
+                        (["--augment", "lab", "--zoom", "nan,1.2"], "0 < LOW <= 1 <= HIGH"),
+                        (["--zoom", "0.67,1.5"], "with --augment standard nothing is zoomed")):
+        with pytest.raises(SystemExit) as stop:
+            parse_args(argv)
+        err = capsys.readouterr().err
+        assert stop.value.code == 2 and "--zoom" in err and words in err, err
+    for bad in ([1.1, 1.5], [0.9], ["0.9", 1.1], [0.0, 1.2], None):
+        with pytest.raises(Exception, match="the recipe's zoom"):
+            PBCSettings.from_recipe(dict(recipe, zoom=bad))

@@ -87,6 +87,17 @@ def number_list(text):
     return numbers
 
 
+def zoom_range(text):
+    """'0.67,1.5' -> (0.67, 1.5) (argparse type of --zoom): 0 < low <= 1 <= high."""
+    try:
+        low, high = (float(part) for part in text.split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected two numbers LOW,HIGH, got {text!r}") from None
+    if not (math.isfinite(low) and math.isfinite(high) and 0 < low <= 1 <= high):
+        raise argparse.ArgumentTypeError(f"expected 0 < LOW <= 1 <= HIGH, got {text!r}")
+    return low, high
+
+
 def build_parser(prog, description, defaults, examples, data_help):
     """The shared flags; the study adds its own groups to the returned parser."""
     parser = argparse.ArgumentParser(prog=prog, description=description,
@@ -121,6 +132,9 @@ def build_parser(prog, description, defaults, examples, data_help):
                             "changed at random, as another laboratory's slides would differ; "
                             "'lab+camera', then also blur, sensor noise and a JPEG round trip "
                             "(docs/twolabs.md)")
+    train.add_argument("--zoom", metavar="LOW,HIGH", type=zoom_range, default=defaults.zoom,
+                       help="--augment lab: each image zoomed about its centre by a factor "
+                            "drawn uniformly in [LOW, HIGH]")
     seeds = train.add_mutually_exclusive_group()
     seeds.add_argument("--seeds", metavar="N", type=positive_int, default=1,
                        help="train seeds 0..N-1 and report mean and std over them")
@@ -179,6 +193,9 @@ def parse(parser, settings_class, argv, check):
                      f"got {args.batch_size}")
     if not 0 <= args.colour_jitter < 1:
         parser.error(f"--colour-jitter must be in [0, 1), got {args.colour_jitter}")
+    if args.zoom != settings_class.zoom and args.augment == "standard":
+        parser.error("--zoom changes the zoom of --augment lab (or lab+camera); with "
+                     "--augment standard nothing is zoomed")
     args.tta_explicit = getattr(args, "tta", None) is not None
     check(parser, args)
     names = {f.name for f in dataclasses.fields(settings_class)}

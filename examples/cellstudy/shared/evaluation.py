@@ -39,7 +39,7 @@ from numcnn.data import (centre_crop, colour_jitter, crop_and_flip, lab_augment,
 from . import reports
 
 __all__ = ["TARGET_MEAN", "TARGET_SPREAD", "normalise_colour", "training_augment",
-           "augmentation_words", "LAB_STAIN", "LAB_RESCALE", "LAB_LIGHT",
+           "augmentation_words", "LAB_STAIN", "LAB_LIGHT",
            "VALIDATION_FRACTION", "split_by_images", "split_whole_groups", "validation_digest",
            "fair_sample", "evaluation_view", "predict_views", "predict_probabilities",
            "Split", "evaluate_seed"]
@@ -115,9 +115,10 @@ def fair_sample(n, k, seed):
 # Views
 # ---------------------------------------------------------------------------
 #: --augment lab's strengths, registered in docs/twolabs.md before any result: each stain's
-#: amount times Uniform(0.8, 1.2) plus Uniform(-0.1, 0.1) (optical density), zoom factors
-#: Uniform(0.85, 1.18), brightness Uniform(-0.1, 0.1), contrast Uniform(0.8, 1.2).
-LAB_STAIN, LAB_RESCALE, LAB_LIGHT = (0.2, 0.1), (0.85, 1.18), (0.1, 0.2)
+#: amount times Uniform(0.8, 1.2) plus Uniform(-0.1, 0.1) (optical density), brightness
+#: Uniform(-0.1, 0.1), contrast Uniform(0.8, 1.2); its zoom factors are the setting ``zoom``
+#: (--zoom; registered: Uniform(0.85, 1.18), the default).
+LAB_STAIN, LAB_LIGHT = (0.2, 0.1), (0.1, 0.2)
 #: --augment lab+camera's camera, registered in docs/twolabs.md before any result: a Gaussian
 #: blur of sigma Uniform(0, 1.5) pixels, sensor noise of spread Uniform(0, 0.03), a JPEG of
 #: quality 20..95.
@@ -134,7 +135,7 @@ def training_augment(settings, mean_image, size, rotate90=True):
     subtracted), with ``lab+camera`` then also blur, noise and a JPEG round trip."""
     if settings.augment not in LAB_AUGMENTS:
         return crop_and_flip(size, rotate90=rotate90, colour=settings.colour_jitter)
-    lab = lab_augment(size, mean_image, stain=LAB_STAIN, rescale=LAB_RESCALE, light=LAB_LIGHT,
+    lab = lab_augment(size, mean_image, stain=LAB_STAIN, rescale=settings.zoom, light=LAB_LIGHT,
                       rotate90=rotate90,
                       camera=LAB_CAMERA if settings.augment == "lab+camera" else None)
     if not settings.colour_jitter:
@@ -146,7 +147,8 @@ def augmentation_words(settings, size, rotate90=True):
     """What :func:`training_augment` does, in the words of recipe.json."""
     steps = (["stains in optical density (Giemsa basis) times Uniform(0.8, 1.2) plus "
               "Uniform(-0.1, 0.1), brightness Uniform(-0.1, 0.1), contrast Uniform(0.8, 1.2), "
-              "zoom Uniform(0.85, 1.18)"] if settings.augment in LAB_AUGMENTS else [])
+              f"zoom Uniform({settings.zoom[0]:g}, {settings.zoom[1]:g})"]
+             if settings.augment in LAB_AUGMENTS else [])
     steps += ([f"Gaussian blur of sigma Uniform(0, {LAB_CAMERA['blur']:g}) px, noise of spread "
                f"Uniform(0, {LAB_CAMERA['noise']:g}), a JPEG round trip of quality "
                f"{LAB_CAMERA['quality'][0]}..{LAB_CAMERA['quality'][1]}"]

@@ -33,7 +33,7 @@ class Settings:
     VERSION: ClassVar[int] = 2
     #: Fields that change what a model learns: a run resumes only with the same ones.
     TRAINING: ClassVar[Tuple[str, ...]] = ("batch_size", "lr", "class_weights", "max_per_class",
-                                           "colour_jitter", "augment")
+                                           "colour_jitter", "augment", "zoom")
     #: version -> function(recipe dict) -> recipe dict of the next version.
     MIGRATIONS: ClassVar[Dict[int, object]] = {}
     #: Whole-number fields that must be >= 1 (the others must be >= 0).
@@ -54,6 +54,8 @@ class Settings:
     class_weights: str = "none"
     colour_jitter: float = 0.0
     augment: str = "standard"
+    #: --augment lab's zoom factors (low, high), drawn uniformly; low <= 1 <= high.
+    zoom: Tuple[float, float] = (0.85, 1.18)
     tta: str = "symmetries"
     seeds: int = 1
     seed: Optional[int] = None
@@ -123,6 +125,12 @@ class Settings:
             expected += " >= 1" if f.name in cls.POSITIVE else " >= 0"
         wrong = SettingsError(f"the recipe's {f.name} is {value!r}; expected {expected}"
                               + (" or null" if optional else ""))
+        if kind == "Tuple[float, float]":
+            if (not isinstance(value, (list, tuple)) or len(value) != 2
+                    or not all(type(v) in (int, float) and math.isfinite(v) for v in value)
+                    or not 0 < value[0] <= 1 <= value[1]):
+                raise wrong
+            return tuple(float(v) for v in value)
         if kind.startswith("Tuple["):
             item = int if "int" in kind else str
             if not isinstance(value, (list, tuple)) or not all(
@@ -152,7 +160,8 @@ class Settings:
 
 _EXPECTED = {"int": "a whole number", "float": "a finite number >= 0", "bool": "true or false",
              "str": "a text", "Tuple[int, ...]": "a list of whole numbers >= 1",
-             "Tuple[str, ...]": "a list of texts"}
+             "Tuple[str, ...]": "a list of texts",
+             "Tuple[float, float]": "two numbers [low, high] with 0 < low <= 1 <= high"}
 
 
 def _json_kind(value):
