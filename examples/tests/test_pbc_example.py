@@ -186,6 +186,7 @@ def test_transfer_runs_both_ways(study, bloodcells_dir, tmp_path):
 def test_zoom_sets_the_lab_augmentations_range_and_is_recorded(capsys):
     from cellstudy.pbc.command import PBCSettings, parse_args
     from cellstudy.shared.evaluation import LAB_LIGHT, LAB_STAIN, training_augment
+    from cellstudy.shared.settings import SettingsError
     from numcnn.data.stain import lab_augment
     default, _ = parse_args(["--augment", "lab"])
     assert default.zoom == (0.85, 1.18)                    # the registered range
@@ -217,5 +218,5 @@ def test_zoom_sets_the_lab_augmentations_range_and_is_recorded(capsys):
         err = capsys.readouterr().err
         assert stop.value.code == 2 and "--zoom" in err and words in err, err
     for bad in ([1.1, 1.5], [0.9], ["0.9", 1.1], [0.0, 1.2], None):
-        with pytest.raises(Exception, match="the recipe's zoom"):
+        with pytest.raises(SettingsError, match="the recipe's zoom"):
             PBCSettings.from_recipe(dict(recipe, zoom=bad))

@@ -21,6 +21,8 @@ import math
 from pathlib import Path
 from types import SimpleNamespace
 
+from .settings import is_zoom_range
+
 __all__ = ["EXIT", "EXIT_TABLE", "build_parser", "parse", "guarded", "positive_int", "number_list",
            "check_network_size", "MAX_WEIGHTS", "MAX_SEED", "start_command", "run_command",
            "printable"]
@@ -93,7 +95,7 @@ def zoom_range(text):
         low, high = (float(part) for part in text.split(","))
     except ValueError:
         raise argparse.ArgumentTypeError(f"expected two numbers LOW,HIGH, got {text!r}") from None
-    if not (math.isfinite(low) and math.isfinite(high) and 0 < low <= 1 <= high):
+    if not is_zoom_range(low, high):
         raise argparse.ArgumentTypeError(f"expected 0 < LOW <= 1 <= HIGH, got {text!r}")
     return low, high
 

@@ -19,7 +19,12 @@ import math
 from dataclasses import dataclass
 from typing import ClassVar, Dict, Optional, Tuple
 
-__all__ = ["Settings", "SettingsError"]
+__all__ = ["Settings", "SettingsError", "is_zoom_range"]
+
+
+def is_zoom_range(low, high) -> bool:
+    """Whether ``(low, high)`` can be the studies' zoom range: finite, ``0 < low <= 1 <= high``."""
+    return math.isfinite(low) and math.isfinite(high) and 0 < low <= 1 <= high
 
 
 class SettingsError(ValueError):
@@ -127,8 +132,8 @@ class Settings:
                               + (" or null" if optional else ""))
         if kind == "Tuple[float, float]":
             if (not isinstance(value, (list, tuple)) or len(value) != 2
-                    or not all(type(v) in (int, float) and math.isfinite(v) for v in value)
-                    or not 0 < value[0] <= 1 <= value[1]):
+                    or not all(type(v) in (int, float) for v in value)
+                    or not is_zoom_range(*value)):
                 raise wrong
             return tuple(float(v) for v in value)
         if kind.startswith("Tuple["):
