@@ -13,6 +13,7 @@ once (the recipe registered in docs/twolabs.md before any result):
    and PBC's val split;
 3. balance: the larger laboratory gives a seeded, stratified sample of the
    smaller one's size (``--lab-balance none``: every training image of both);
+   (``--pbc-camera``: PBC's training images each seen once through a random camera);
 4. subtract the mean training image; train 20 epochs of AdamW on random
    64x64 crops, flips, quarter turns, and stain, light and scale augmentation;
 5. report each laboratory's test split once, at the end: the archive's TEST
@@ -45,11 +46,12 @@ from numcnn.optim import AdamW
 
 import bloodcells as bloodcell_study     # examples/bloodcells.py: its images, network, recipe
 from cellstudy.crosslab import scale
-from cellstudy.crosslab.twolabs import SHARED, parse_args, predict, training_images
+from cellstudy.crosslab.twolabs import (SHARED, parse_args, predict, training_images,
+                                        training_set)
 from cellstudy.shared import datacheck, evaluation, reports
 from cellstudy.shared.command import COMMAND_STOPPED, guarded, run_command
-from cellstudy.shared.evaluation import (Split, evaluate_seed, evaluation_view, fair_sample,
-                                         normalise_colour, predict_probabilities,
+from cellstudy.shared.evaluation import (Split, camera_words, evaluate_seed, evaluation_view,
+                                         fair_sample, normalise_colour, predict_probabilities,
                                          training_augment)
 from cellstudy.shared.settings import SettingsError
 from cellstudy.shared.runs import (RunFolder, announce, keep_out_of_data, plots_wanted, run_seeds,
@@ -98,7 +100,7 @@ def train_seed(seed, *, settings, data, run, say):
         run.start_afresh(folder)
         model, note = None, "new"
 
-    x = np.concatenate([bc.x[bc_train], ours.x[pbc_train]])
+    x = training_set(bc.x[bc_train], ours.x[pbc_train], seed, settings.pbc_camera)
     y = np.concatenate([bc.y[bc_train], ours.y[pbc_train]])
     mean = MeanImage().fit(x)               # the mean training image of both laboratories
     train = Split(mean.transform(x, copy=False), y, "training set (both laboratories)")
@@ -165,6 +167,9 @@ def recipe_of(settings, data=None, validation_split=None):
                          "by class, of the smaller one's size" if settings.lab_balance == "equal"
                          else "none: every training image of both laboratories")
     recipe["pbc_validation"] = "PBC's val split of the four classes"
+    recipe["pbc_training_images"] = (
+        "each seen once a seed through a camera drawn at random: " + camera_words()
+        if settings.pbc_camera else "as they are")
     if data is not None:
         recipe["pbc_px_per_bloodcell_px"] = data["scale"]["pbc_px_per_bloodcell_px"]
     return recipe

@@ -126,6 +126,33 @@ def test_predict_classifies_cells_of_both_laboratories(study, tmp_path, capsys):
     assert f"error: {blank}: no stained white cell found" in printed.err
 
 
+def test_pbc_camera_changes_pbc_training_images_only_and_is_recorded():
+    from cellstudy.crosslab.twolabs import TwoLabSettings, parse_args, training_set
+    from cellstudy.shared.evaluation import LAB_CAMERA
+    rng = np.random.default_rng(3)
+    bc_x, pbc_x = (rng.random((n, 3, 24, 24), dtype=np.float32) for n in (5, 7))
+    plain = training_set(bc_x, pbc_x, seed=0)
+    np.testing.assert_array_equal(plain, np.concatenate([bc_x, pbc_x]))
+    seen = training_set(bc_x, pbc_x, seed=0, pbc_camera=True, chunk=3)   # chunks: 3, 3, 1
+    np.testing.assert_array_equal(seen[:5], bc_x)                        # the archive untouched
+    changed = np.abs(seen[5:] - pbc_x).reshape(7, -1).max(axis=1)
+    assert (changed > 0.01).all() and seen.min() >= 0 and seen.max() <= 1
+    first_chunk = numcnn.data.camera_jitter(pbc_x[:3], np.random.default_rng([0, 0xCA3E7A]),
+                                            **LAB_CAMERA)
+    np.testing.assert_allclose(seen[5:8], first_chunk, atol=1e-6)      # the library's camera
+    np.testing.assert_array_equal(training_set(bc_x, pbc_x, 0, True, chunk=3), seen)
+    assert np.abs(training_set(bc_x, pbc_x, 1, True)[5:] - seen[5:]).max() > 0.01
+    settings, _ = parse_args(["--pbc-camera"])
+    recipe = twolabs.recipe_of(settings)
+    assert recipe["pbc_camera"] is True and "JPEG round trip of quality 20..95" in \
+        recipe["pbc_training_images"]
+    assert TwoLabSettings.from_recipe(recipe) == settings
+    assert twolabs.recipe_of(TwoLabSettings())["pbc_training_images"] == "as they are"
+    older = {key: value for key, value in twolabs.recipe_of(TwoLabSettings()).items()
+             if key != "pbc_camera"}                       # a run of before the flag
+    assert TwoLabSettings.from_recipe(older).pbc_camera is False
+
+
 def test_a_small_crop_is_set_on_its_own_background():
     from cellstudy.crosslab.scale import rescaled_for_predict
     image = np.full((100, 80, 3), 200, np.uint8)

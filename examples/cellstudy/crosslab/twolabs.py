@@ -7,10 +7,12 @@ study's command (:mod:`cellstudy.bloodcells.command`) is here:
 - :class:`TwoLabSettings`: the blood-cell settings, the PBC data folder, and
   the augmentation of docs/twolabs.md on by default;
 - :func:`parse_args`: the blood-cell study's flags plus ``--pbc-data``,
-  ``--lab-balance`` and ``--scale``;
+  ``--lab-balance``, ``--pbc-camera`` and ``--scale``;
 - :func:`training_images` and :func:`balanced_sample`: the larger
   laboratory's training images cut down to the smaller one's count, class by
   class (``--lab-balance equal``), or every image of both (``none``);
+- :func:`training_set`: the images a seed trains on, PBC's seen through a
+  camera drawn at random when asked (``--pbc-camera``);
 - :func:`predict` (``--predict IMAGE... [--scale S]``): an image of any
   laboratory, a whole field or a crop, brought to the archive's scale, cut
   around its stained cell and classified; an image without one is an error.
@@ -25,18 +27,18 @@ from typing import ClassVar, Dict, Optional, Tuple
 
 import numpy as np
 
-from numcnn.data import centre_crop, crop_around, downscale, read_rgb_image
+from numcnn.data import camera_jitter, centre_crop, crop_around, downscale, read_rgb_image
 from numcnn.datasets import bloodcells
 
 from ..bloodcells import command as bloodcell_command
 from ..bloodcells.stain import find_stain_centre
 from ..shared.command import EXIT, finite_positive
-from ..shared.evaluation import normalise_colour
+from ..shared.evaluation import LAB_CAMERA, normalise_colour
 from ..shared.prediction import model_for_predict, predict_images
 from .scale import rescaled_for_predict
 
-__all__ = ["TwoLabSettings", "parse_args", "training_images", "balanced_sample", "predict",
-           "SHARED"]
+__all__ = ["TwoLabSettings", "parse_args", "training_images", "balanced_sample",
+           "training_set", "predict", "SHARED"]
 
 #: PBC's names of the four classes both laboratories have, in the blood-cell labels' order.
 SHARED = ("eosinophil", "lymphocyte", "monocyte", "neutrophil")
@@ -47,7 +49,7 @@ class TwoLabSettings(bloodcell_command.BloodCellSettings):
     """The blood-cell study's settings, PBC's folder, the laboratory augmentation and balance."""
 
     TRAINING: ClassVar[Tuple[str, ...]] = (bloodcell_command.BloodCellSettings.TRAINING
-                                           + ("lab_balance",))
+                                           + ("lab_balance", "pbc_camera"))
     CHOICES: ClassVar[Dict[str, Tuple[str, ...]]] = {
         **bloodcell_command.BloodCellSettings.CHOICES, "lab_balance": ("equal", "none")}
 
@@ -55,6 +57,7 @@ class TwoLabSettings(bloodcell_command.BloodCellSettings):
     augment: str = "lab"
     pbc_data: Optional[str] = None
     lab_balance: str = "equal"
+    pbc_camera: bool = False
 
 
 DESCRIPTION = """One four-class white-cell classifier (EOSINOPHIL, LYMPHOCYTE, MONOCYTE,
@@ -75,6 +78,10 @@ def _more_flags(parser):
     parser.add_argument("--lab-balance", choices=("equal", "none"), default="equal",
                         help="'equal': the larger laboratory gives a seeded, stratified sample "
                              "of the smaller one's size; 'none': every training image of both")
+    parser.add_argument("--pbc-camera", action="store_true",
+                        help="each PBC training image seen once a seed through a camera drawn "
+                             "at random (blur, noise and a JPEG round trip, the ranges of "
+                             "--augment lab+camera); the archive, validation and tests untouched")
     parser.add_argument("--scale", metavar="S", type=finite_positive, default=1.0,
                         help="--predict: the images' linear magnification relative to the "
                              "blood-cell archive's 320x240 frames (1.0 for them, 1.75 for "
@@ -101,6 +108,23 @@ def training_images(bc_train, bc_y, pbc_y, seed, lab_balance="equal"):
     if len(bc_train) > len(pbc_train):
         return bc_train[balanced_sample(bc_y[bc_train], len(pbc_train), seed)], pbc_train
     return bc_train, balanced_sample(pbc_y, len(bc_train), seed)
+
+
+def training_set(bc_x, pbc_x, seed, pbc_camera=False, chunk=256):
+    """The training images of both laboratories in one array, the archive's first.
+
+    ``bc_x`` and ``pbc_x`` (N, 3, H, W) in [0, 1], already chosen by
+    :func:`training_images`. ``pbc_camera``: each PBC image replaced by itself
+    seen through a camera drawn at random for it (:func:`numcnn.data.camera_jitter`
+    with the ranges of ``--augment lab+camera``), the draws fixed by ``seed``
+    and made ``chunk`` images at a time; the archive's images are copied as they are.
+    """
+    x = np.concatenate([bc_x, pbc_x])
+    if pbc_camera:
+        rng = np.random.default_rng([seed, 0xCA3E7A])   # not the seed's other streams
+        for start in range(len(bc_x), len(x), chunk):
+            x[start:start + chunk] = camera_jitter(x[start:start + chunk], rng, **LAB_CAMERA)
+    return x
 
 
 def balanced_sample(y_big, n_small, seed):

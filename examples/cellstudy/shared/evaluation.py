@@ -39,7 +39,7 @@ from numcnn.data import (centre_crop, colour_jitter, crop_and_flip, lab_augment,
 from . import reports
 
 __all__ = ["TARGET_MEAN", "TARGET_SPREAD", "normalise_colour", "training_augment",
-           "augmentation_words", "LAB_STAIN", "LAB_LIGHT",
+           "augmentation_words", "camera_words", "LAB_STAIN", "LAB_LIGHT",
            "VALIDATION_FRACTION", "split_by_images", "split_whole_groups", "validation_digest",
            "fair_sample", "evaluation_view", "predict_views", "predict_probabilities",
            "Split", "evaluate_seed"]
@@ -143,16 +143,20 @@ def training_augment(settings, mean_image, size, rotate90=True):
     return lambda xb, rng: colour_jitter(lab(xb, rng), rng, settings.colour_jitter)
 
 
+def camera_words():
+    """What the camera of :data:`LAB_CAMERA` does, in the words of recipe.json."""
+    return (f"Gaussian blur of sigma Uniform(0, {LAB_CAMERA['blur']:g}) px, noise of spread "
+            f"Uniform(0, {LAB_CAMERA['noise']:g}), a JPEG round trip of quality "
+            f"{LAB_CAMERA['quality'][0]}..{LAB_CAMERA['quality'][1]}")
+
+
 def augmentation_words(settings, size, rotate90=True):
     """What :func:`training_augment` does, in the words of recipe.json."""
     steps = (["stains in optical density (Giemsa basis) times Uniform(0.8, 1.2) plus "
               "Uniform(-0.1, 0.1), brightness Uniform(-0.1, 0.1), contrast Uniform(0.8, 1.2), "
               f"zoom Uniform({settings.zoom[0]:g}, {settings.zoom[1]:g})"]
              if settings.augment in LAB_AUGMENTS else [])
-    steps += ([f"Gaussian blur of sigma Uniform(0, {LAB_CAMERA['blur']:g}) px, noise of spread "
-               f"Uniform(0, {LAB_CAMERA['noise']:g}), a JPEG round trip of quality "
-               f"{LAB_CAMERA['quality'][0]}..{LAB_CAMERA['quality'][1]}"]
-              if settings.augment == "lab+camera" else [])
+    steps += [camera_words()] if settings.augment == "lab+camera" else []
     steps += [f"random {size}x{size} crop"] if size else []
     steps += ["random flips (left-right, up-down)"] + (["random quarter turns"] if rotate90 else [])
     steps += ([f"colour jitter {settings.colour_jitter:g} (per-channel gain and shift)"]
