@@ -12,8 +12,8 @@ once (the recipe registered in docs/twolabs.md before any result):
 2. hold out validation from both: 10% of the archive's original cells, whole,
    and PBC's val split;
 3. balance: the larger laboratory gives a seeded, stratified sample of the
-   smaller one's size (``--lab-balance none``: every training image of both);
-   (``--pbc-camera``: PBC's training images each seen once through a random camera);
+   smaller one's size (``--lab-balance none``: every training image of both;
+   ``--pbc-camera``: PBC's training images each seen once through a random camera);
 4. subtract the mean training image; train 20 epochs of AdamW on random
    64x64 crops, flips, quarter turns, and stain, light and scale augmentation;
 5. report each laboratory's test split once, at the end: the archive's TEST

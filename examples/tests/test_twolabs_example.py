@@ -127,7 +127,8 @@ def test_predict_classifies_cells_of_both_laboratories(study, tmp_path, capsys):
 
 
 def test_pbc_camera_changes_pbc_training_images_only_and_is_recorded():
-    from cellstudy.crosslab.twolabs import TwoLabSettings, parse_args, training_set
+    from cellstudy.crosslab.twolabs import (PBC_CAMERA_STREAM, TwoLabSettings, parse_args,
+                                            training_set)
     from cellstudy.shared.evaluation import LAB_CAMERA
     rng = np.random.default_rng(3)
     bc_x, pbc_x = (rng.random((n, 3, 24, 24), dtype=np.float32) for n in (5, 7))
@@ -137,7 +138,7 @@ def test_pbc_camera_changes_pbc_training_images_only_and_is_recorded():
     np.testing.assert_array_equal(seen[:5], bc_x)                        # the archive untouched
     changed = np.abs(seen[5:] - pbc_x).reshape(7, -1).max(axis=1)
     assert (changed > 0.01).all() and seen.min() >= 0 and seen.max() <= 1
-    first_chunk = numcnn.data.camera_jitter(pbc_x[:3], np.random.default_rng([0, 0xCA3E7A]),
+    first_chunk = numcnn.data.camera_jitter(pbc_x[:3], np.random.default_rng([0, PBC_CAMERA_STREAM]),
                                             **LAB_CAMERA)
     np.testing.assert_allclose(seen[5:8], first_chunk, atol=1e-6)      # the library's camera
     np.testing.assert_array_equal(training_set(bc_x, pbc_x, 0, True, chunk=3), seen)

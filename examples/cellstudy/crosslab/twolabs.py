@@ -40,6 +40,9 @@ from .scale import rescaled_for_predict
 __all__ = ["TwoLabSettings", "parse_args", "training_images", "balanced_sample",
            "training_set", "predict", "SHARED"]
 
+#: The random stream of ``--pbc-camera``'s draws, with the seed: none of the seed's other streams.
+PBC_CAMERA_STREAM = 0xCA3E7A
+
 #: PBC's names of the four classes both laboratories have, in the blood-cell labels' order.
 SHARED = ("eosinophil", "lymphocyte", "monocyte", "neutrophil")
 
@@ -121,7 +124,7 @@ def training_set(bc_x, pbc_x, seed, pbc_camera=False, chunk=256):
     """
     x = np.concatenate([bc_x, pbc_x])
     if pbc_camera:
-        rng = np.random.default_rng([seed, 0xCA3E7A])   # not the seed's other streams
+        rng = np.random.default_rng([seed, PBC_CAMERA_STREAM])
         for start in range(len(bc_x), len(x), chunk):
             x[start:start + chunk] = camera_jitter(x[start:start + chunk], rng, **LAB_CAMERA)
     return x
