@@ -165,7 +165,7 @@ def test_transfer_runs_both_ways(study, bloodcells_dir, tmp_path):
                                   "--pbc-data", str(study["data_dir"]), "--out", str(out),
                                   "--max-per-class", "10", "--every", "20",
                                   "--cache-dir", str(study["root"] / "cache"), "--quiet",
-                                  "--no-plots"]) == 0
+                                  "--no-plots", "--adapt-batchnorm"]) == 0
     results = json.loads((out / "results.json").read_text())
     ratio = results["scale"]["pbc_px_per_bloodcell_px"]
     assert 0.5 < ratio < 2.5                                  # the same cells, both at some scale
@@ -181,6 +181,59 @@ def test_transfer_runs_both_ways(study, bloodcells_dir, tmp_path):
         interval = direction["pooled_interval"]
         assert interval["low"] <= direction["mean_accuracy"] <= interval["high"]
     assert "PBC pixels per blood-cell pixel" in (out / "summary.txt").read_text()
+    # --adapt-batchnorm: the archive's TEST is the test side (10 per class of 2 x 4 x 10);
+    # its unadapted reading is the transfer's own predictions on those images.
+    seed = backward["seeds"][0]
+    assert sum(seed["test_side"]["support"].values()) == 4 * 10
+    assert seed["adapted_test_side"]["support"] == seed["test_side"]["support"]
+    assert seed["adapted"]["support"] == seed["transfer"]["support"]
+    folder = out / "pbc_on_bloodcells" / four.name / "seed0"
+    everything = np.load(folder / "predicted_transfer.npy")
+    np.testing.assert_array_equal(np.load(folder / "predicted_test_side.npy"), everything[40:])
+    np.testing.assert_array_equal(np.load(folder / "predicted_adapted_test_side.npy"),
+                                  np.load(folder / "predicted_adapted.npy")[40:])
+    # PBC's first 10 images of each class may hold none of its test split: then no reading
+    split_of = pbc.read_splits(study["data_dir"])
+    names = sorted(p.name for p in (study["data_dir"] / "images" / "eosinophil").iterdir())[:10]
+    assert ("test_side" in forward["seeds"][0]) == any(
+        split_of[("eosinophil", name)] == "test" for name in names)
+    for direction in (forward, backward):
+        for split in ("adapted", "test_side", "adapted_test_side"):
+            if f"{split}_pooled_interval" not in direction:
+                continue
+            interval = direction[f"{split}_pooled_interval"]
+            assert interval is None or (interval["low"] <= direction[f"{split}_mean_accuracy"]
+                                        <= interval["high"])
+    assert "(adapted test side): accuracy" in (out / "summary.txt").read_text()
+
+
+def test_adapting_batchnorm_measures_the_training_side_only():
+    """--adapt-batchnorm's statistics: the training side's centre views, never a test image."""
+    from types import SimpleNamespace
+    from numcnn.callbacks import recalibrate_batchnorm
+    from numcnn.layers import BatchNorm2D, Conv2D, Dense, Flatten
+    from cellstudy.shared.evaluation import evaluation_view
+    rng = np.random.default_rng(0)
+    x = rng.random((40, 3, 10, 10), dtype=np.float32)
+    test_side = np.arange(40) >= 30
+    x[test_side] = np.nan                              # a test image used anywhere shows
+    mean = np.full((3, 10, 10), 0.25, np.float32)
+
+    def model():
+        net = numcnn.Sequential([Conv2D(3, 4, 3), BatchNorm2D(4), Flatten(), Dense(4 * 6 * 6, 2)],
+                                seed=7)
+        net.build((3, 8, 8))
+        return net
+
+    adapted, expected = model(), model()
+    before = adapted.layers[1].buffers["running_mean"].copy()
+    transfer_example.adapt_batchnorm(adapted, x, mean, SimpleNamespace(input_size=8), test_side)
+    recalibrate_batchnorm(expected, evaluation_view(x[:30] - mean, 8))   # all 30: fewer than 2,048
+    norm = adapted.layers[1]
+    assert all(np.isfinite(value).all() for value in norm.buffers.values())
+    assert not np.allclose(norm.buffers["running_mean"], before)
+    for name, value in norm.buffers.items():
+        np.testing.assert_allclose(value, expected.layers[1].buffers[name], rtol=1e-6)
 
 
 def test_zoom_sets_the_lab_augmentations_range_and_is_recorded(capsys):
