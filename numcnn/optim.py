@@ -13,6 +13,7 @@ import math
 
 import numpy as np
 
+from .backend import kernels
 from .validation import fraction, non_negative_float, positive_float
 
 __all__ = ["Optimizer", "SGD", "Adam", "AdamW", "OPTIMIZERS"]
@@ -148,19 +149,13 @@ class Adam(Optimizer):
             grad = grad + self.weight_decay * param                  # coupled: an L2 penalty
         self._adam_step(key, param, grad)
 
-    def _adam_step(self, key, param, grad):
-        """Update the moments of ``key``, then ``param -= lr * mhat / (sqrt(vhat) + eps)``."""
-        b1, b2 = self.betas
-        t = self.iterations
+    def _adam_step(self, key, param, grad, decay=0.0):
+        """``param -= decay * param``, update the moments of ``key``, then ``param -= lr *
+        mhat / (sqrt(vhat) + eps)`` (the backend's ``adam_update``: the reference's NumPy
+        lines, or one pass of numba over the arrays)."""
         slot = self.state.setdefault(key, {"m": np.zeros_like(param), "v": np.zeros_like(param)})
-        m, v = slot["m"], slot["v"]
-        m *= b1
-        m += (1 - b1) * grad
-        v *= b2
-        v += (1 - b2) * grad * grad
-        step_size = self.lr / (1 - b1 ** t)
-        denom = np.sqrt(v / (1 - b2 ** t)) + self.eps
-        param -= step_size * m / denom
+        kernels().adam_update(param, grad, slot["m"], slot["v"], self.lr, self.betas, self.eps,
+                              self.iterations, decay)
 
 
 class AdamW(Adam):
@@ -176,9 +171,7 @@ class AdamW(Adam):
         super().__init__(lr, betas, eps, weight_decay)
 
     def _update(self, key, param, grad):
-        if self.weight_decay:
-            param -= self.lr * self.weight_decay * param             # decoupled
-        self._adam_step(key, param, grad)
+        self._adam_step(key, param, grad, decay=self.lr * self.weight_decay)   # decoupled
 
 
 OPTIMIZERS = {"SGD": SGD, "Adam": Adam, "AdamW": AdamW}

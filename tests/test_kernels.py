@@ -97,7 +97,7 @@ def test_kernel_signatures_match(name):
 
 
 def test_expected_kernels_exist():
-    expected = {"conv2d_direct", "conv2d_direct_backward",
+    expected = {"conv2d_direct", "conv2d_direct_backward", "adam_update",
                 "im2col", "col2im", "nchw_from_rows", "rows_from_nchw", "add_channel_bias",
                 "channel_sums",
                 "maxpool_forward", "maxpool_backward", "batchnorm_forward",
@@ -252,6 +252,23 @@ def test_3x3_weight_gradient_splits_images_into_stacks_both_threads_share():
     # conv1 and conv2 of the network: 3 and 2 images a stack in the weight gradient
     assert gradient_stack((64, 3, 64, 64)) == 3
     assert gradient_stack((64, 32, 32, 32)) == 2
+
+
+@pytest.mark.skipif(not numcnn.routes.vectors_tested_on(), reason="no AVX2 or AVX-512 here")
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_both_ways_of_a_weight_gradient_row_give_the_sums(dtype):
+    """The weight gradient's row of taps, the plain loop and the vectors written out (the
+    one this processor does not run is checked here too): the definition's sums."""
+    rng = np.random.default_rng(5)
+    Q = 96                                             # whole vectors of 16 numbers
+    g = rng.standard_normal((4, Q)).astype(dtype)
+    run = rng.standard_normal(Q + 2).astype(dtype)
+    expected = np.array([[g[f] @ run[j:j + Q] for j in range(3)] for f in range(4)])
+    for row_taps in (conv3x3._row_taps_loop, conv3x3._row_taps_vectors):
+        dw = np.ones((4, 3))
+        row_taps(g, run, Q, dw)
+        np.testing.assert_allclose(dw, 1 + expected, rtol=1e-5 if dtype == np.float32 else 1e-12,
+                                   atol=1e-4 if dtype == np.float32 else 1e-10)
 
 
 def test_3x3_weight_gradient_stacks_the_whole_batch_or_one_image_at_a_time():
@@ -780,6 +797,28 @@ def test_dropout_matches_reference_exactly(shape, dtype, p, seed):
     np.testing.assert_array_equal(jit.dropout_backward(dy, draw, p),
                                   reference.dropout_backward(dy, draw, p))
     np.testing.assert_array_equal(reference.dropout_backward(dy, draw, p), dy * mask_ref)
+
+
+@SETTINGS
+@given(shape=st.lists(st.integers(1, 6), min_size=1, max_size=4).map(tuple), dtype=dtypes,
+       decay=st.sampled_from([0.0, 1e-4]), t=st.integers(1, 50), seed=seeds)
+def test_adam_update_matches_reference_exactly(shape, dtype, decay, t, seed):
+    """One pass of numba gives the bits of the reference's NumPy lines, in place, and a
+    strided array goes to the reference itself."""
+    rng = np.random.default_rng(seed)
+    param, grad, m = (rng.standard_normal(shape).astype(dtype) for _ in range(3))
+    v = np.abs(rng.standard_normal(shape)).astype(dtype)
+    expected, actual = [a.copy() for a in (param, grad, m, v)], [a.copy() for a in (param, grad, m, v)]
+    reference.adam_update(*expected, 3e-3, (0.9, 0.999), 1e-8, t, decay)
+    assert jit.adam_update(*actual, 3e-3, (0.9, 0.999), 1e-8, t, decay) is None
+    for got, want, before in zip(actual, expected, (param, grad, m, v)):
+        np.testing.assert_array_equal(got, want)
+        assert got.dtype == before.dtype
+    assert not np.array_equal(expected[0], param)                 # the step moved the weights
+    strided = [np.repeat(a[..., None], 2, axis=-1)[..., 0] for a in (param, grad, m, v)]
+    jit.adam_update(*strided, 3e-3, (0.9, 0.999), 1e-8, t, decay)
+    for got, want in zip(strided, expected):
+        np.testing.assert_array_equal(got, want)
 
 
 def test_uniform_from_seed_is_splitmix64_and_looks_uniform():

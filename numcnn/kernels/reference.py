@@ -418,6 +418,29 @@ def dropout_backward(dy, seed, p):
     return dy * dropout_mask(seed, dy.shape, p, dy.dtype)
 
 
+# ---------------------------------------------------------------------------
+# An optimizer's step
+# ---------------------------------------------------------------------------
+def adam_update(param, grad, m, v, lr, betas, eps, t, decay=0.0):
+    """One step of Adam, in place on ``param`` and its moments ``m`` and ``v`` (all one shape).
+
+    ``param -= decay * param`` first (AdamW's decoupled weight decay, ``lr *
+    weight_decay``; 0 for Adam), then ``m = b1 m + (1 - b1) g``, ``v = b2 v +
+    (1 - b2) g**2`` and ``param -= lr / (1 - b1**t) * m / (sqrt(v / (1 - b2**t)) + eps)``,
+    with ``g = grad`` and ``t`` the step number (from 1); every number in param's dtype.
+    """
+    b1, b2 = betas
+    if decay:
+        param -= decay * param
+    m *= b1
+    m += (1 - b1) * grad
+    v *= b2
+    v += (1 - b2) * grad * grad
+    step_size = lr / (1 - b1 ** t)
+    denom = np.sqrt(v / (1 - b2 ** t)) + eps
+    param -= step_size * m / denom
+
+
 # ===========================================================================
 # The plan's fused steps (numcnn.plan): what each computes, in one call.
 # Training and prediction on the numba backend run these where a BatchNorm and

@@ -16,7 +16,7 @@ The kernels live in rooms, in :mod:`numcnn.kernels.reference`'s order:
 - :mod:`~numcnn.kernels.jit.pooling`: max pooling;
 - :mod:`~numcnn.kernels.jit.normalisation`: BatchNorm, alone or fused with
   the ReLU after it (and with a 2x2 max pool after that);
-- :mod:`~numcnn.kernels.jit.elementwise`: ReLU and dropout.
+- :mod:`~numcnn.kernels.jit.elementwise`: ReLU, dropout and Adam's step.
 
 :mod:`~numcnn.kernels.jit.compiling` says how they are compiled (threads, the
 disk cache). Parallelism: ``prange`` runs over images (or channels), and no
@@ -26,8 +26,8 @@ backward are race-free.
 from ..reference import conv_output_size
 from .columns import add_channel_bias, channel_sums, col2im, im2col, nchw_from_rows, rows_from_nchw
 from .direct import conv2d_direct, conv2d_direct_backward
-from .elementwise import (dropout_backward, dropout_forward, dropout_mask, relu_backward,
-                          relu_forward, uniform_from_seed)
+from .elementwise import (adam_update, dropout_backward, dropout_forward, dropout_mask,
+                          relu_backward, relu_forward, uniform_from_seed)
 from .normalisation import (batchnorm_backward, batchnorm_forward, batchnorm_inference,
                             batchnorm_relu_backward, batchnorm_relu_forward,
                             batchnorm_relu_inference, batchnorm_relu_maxpool2_backward,
@@ -41,4 +41,4 @@ __all__ = ["conv_output_size", "conv2d_direct", "conv2d_direct_backward", "im2co
            "batchnorm_relu_backward", "batchnorm_relu_maxpool2_forward",
            "batchnorm_relu_maxpool2_inference", "batchnorm_relu_maxpool2_backward",
            "relu_forward", "relu_backward", "uniform_from_seed", "dropout_mask", "dropout_forward",
-           "dropout_backward"]
+           "dropout_backward", "adam_update"]

@@ -1,4 +1,5 @@
-"""Element-wise kernels: ReLU, dropout and its random numbers (flattened, split across the cores).
+"""Element-wise kernels: ReLU, dropout and its random numbers, Adam's step (flattened, split
+across the cores).
 
 The numba twins of the element-wise section of :mod:`numcnn.kernels.reference`.
 Dropout's uniform numbers are made on the fly from one 64-bit seed with the
@@ -9,11 +10,12 @@ same mask.
 import numpy as np
 from numba import njit, prange
 
+from .. import reference
 from ..reference import SPLITMIX_MIX1, SPLITMIX_MIX2, SPLITMIX_STEP
 from .compiling import kernel
 
 __all__ = ["relu_forward", "relu_backward", "uniform_from_seed", "dropout_mask",
-           "dropout_forward", "dropout_backward"]
+           "dropout_forward", "dropout_backward", "adam_update"]
 
 
 @kernel(parallel=True)
@@ -96,3 +98,33 @@ def dropout_forward(x, seed, p):
 def dropout_backward(dy, seed, p):
     """``dy * mask``, the mask made again from the seed; see the reference twin."""
     return _dropout_call(dy, seed, p)
+
+
+@kernel(parallel=True)
+def _adam_update(param, grad, m, v, decay, b1, one_minus_b1, b2, one_minus_b2, step_size,
+                 correction2, eps):
+    for i in prange(param.size):
+        p = param[i]
+        if decay != 0:
+            p = p - decay * p
+        g = grad[i]
+        m_i = m[i] * b1 + one_minus_b1 * g
+        v_i = v[i] * b2 + one_minus_b2 * g * g
+        m[i] = m_i
+        v[i] = v_i
+        param[i] = p - step_size * m_i / (np.sqrt(v_i / correction2) + eps)
+
+
+def adam_update(param, grad, m, v, lr, betas, eps, t, decay=0.0):
+    """One step of Adam in place, one pass over the four arrays (the reference makes about
+    a dozen); the same numbers, each operation rounded to param's dtype as NumPy rounds it.
+    Arrays that are not contiguous floats of one dtype go to the reference."""
+    arrays = (param, grad, m, v)
+    if not (param.dtype.kind == "f" and all(a.flags.c_contiguous and a.dtype == param.dtype
+                                            and a.shape == param.shape for a in arrays)):
+        return reference.adam_update(param, grad, m, v, lr, betas, eps, t, decay)
+    number = param.dtype.type
+    b1, b2 = betas
+    _adam_update(*(a.reshape(-1) for a in arrays), number(decay), number(b1), number(1 - b1),
+                 number(b2), number(1 - b2), number(lr / (1 - b1 ** t)), number(1 - b2 ** t),
+                 number(eps))
