@@ -145,7 +145,8 @@ def test_the_avx512_kernels_compile_to_zmm_registers(tmp_path):
     """The AVX-512 kernels cannot run on a processor without AVX-512, but numba can build
     them anywhere: compiled for a Skylake server processor, the forward 3x3 kernel takes
     the vectors route in blocks of 16 filters of 64-byte vectors, and its machine code
-    multiply-adds in zmm (512-bit) registers."""
+    multiply-adds in zmm (512-bit) registers; so does the weight gradient's row of taps,
+    which is the one with its vectors written out there."""
     code = """
 import numba, numcnn
 from numba import types
@@ -157,6 +158,11 @@ assembly = conv3x3._conv3x3.inspect_asm(signature)
 fmas = [line for line in assembly.splitlines() if "vfmadd" in line]
 print(numcnn.route(), vectors.BLOCK, vectors.VECTOR_BYTES, len(fmas),
       sum("zmm" in line for line in fmas))
+row = (types.Array(types.float32, 2, "C"), array(1), types.int64, types.Array(types.float64, 2, "C"))
+conv3x3._row_taps_dot.compile(row)
+fmas = [line for line in conv3x3._row_taps_dot.inspect_asm(row).splitlines() if "vfmadd" in line]
+print(conv3x3._row_taps_dot is conv3x3._row_taps_vectors, len(fmas),
+      sum("zmm" in line for line in fmas))
 """
     env = dict(os.environ, NUMBA_CPU_NAME="skylake-avx512", NUMBA_CPU_FEATURES=AVX512_FEATURES,
                NUMBA_CACHE_DIR=str(tmp_path), NUMCNN_ROUTE="auto",
@@ -164,9 +170,10 @@ print(numcnn.route(), vectors.BLOCK, vectors.VECTOR_BYTES, len(fmas),
     run = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True,
                          cwd=tmp_path)
     assert run.returncode == 0, run.stderr[-3000:]
-    route, block, vector_bytes, fmas, zmm_fmas = run.stdout.split()
+    route, block, vector_bytes, fmas, zmm_fmas, written_out, row_fmas, row_zmm = run.stdout.split()
     assert (route, block, vector_bytes) == ("vectors", "16", "64")
     assert int(fmas) >= 16 and int(zmm_fmas) == int(fmas)
+    assert written_out == "True" and int(row_fmas) >= 12 and int(row_zmm) == int(row_fmas)
 
 
 @pytest.mark.subprocess
