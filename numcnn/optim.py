@@ -107,8 +107,9 @@ class SGD(Optimizer):
         if self.weight_decay:
             grad = grad + self.weight_decay * param
         if self.momentum:
-            slot = self.state.setdefault(key, {"velocity": np.zeros_like(param)})
-            v = slot["velocity"]
+            if key not in self.state:    # the first step: no velocity yet
+                self.state[key] = {"velocity": np.zeros_like(param)}
+            v = self.state[key]["velocity"]
             v *= self.momentum
             v += grad
             grad = grad + self.momentum * v if self.nesterov else v
@@ -153,7 +154,9 @@ class Adam(Optimizer):
         """``param -= decay * param``, update the moments of ``key``, then ``param -= lr *
         mhat / (sqrt(vhat) + eps)`` (the backend's ``adam_update``: the reference's NumPy
         lines, or one pass of numba over the arrays)."""
-        slot = self.state.setdefault(key, {"m": np.zeros_like(param), "v": np.zeros_like(param)})
+        slot = self.state.get(key)
+        if slot is None:                 # the first step: moments of zero
+            slot = self.state[key] = {"m": np.zeros_like(param), "v": np.zeros_like(param)}
         kernels().adam_update(param, grad, slot["m"], slot["v"], self.lr, self.betas, self.eps,
                               self.iterations, decay)
 
